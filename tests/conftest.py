@@ -1,0 +1,29 @@
+"""Shared fixtures: the real models (fetched into the store on first use) and the
+llama.cpp reference data copied from shared/reference (see tests/data/README.md)."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+DATA = Path(__file__).parent / "data"
+
+
+def reference(model: str, kind: str) -> dict:
+    """tests/data/<model>.<kind>.json: llama.cpp outputs (kind: tokenization, logits, greedy)."""
+    return json.loads((DATA / f"{model}.{kind}.json").read_text(encoding="utf-8"))
+
+
+@pytest.fixture(scope="session")
+def smollm2_path() -> Path:
+    from localai import store
+
+    return store.resolve("smollm2")
+
+
+@pytest.fixture(scope="session")
+def gemma3_path() -> Path:
+    from localai import store
+
+    return store.resolve("gemma3-270m")
