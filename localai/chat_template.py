@@ -1,0 +1,212 @@
+"""Chat messages -> prompt text.
+
+A GGUF's `tokenizer.chat_template` is Jinja and is rendered the way Hugging Face's
+`apply_chat_template` renders it (sandboxed, trim_blocks + lstrip_blocks, `raise_exception`,
+`strftime_now`, a `tojson` that keeps non-ASCII). Files without one fall back to a built-in
+template picked by architecture (chatml when the table has no entry); the built-ins write
+exactly what llama.cpp's `llama_chat_apply_template` writes for the same name. `template`
+may also be a built-in's name, so a user can override a file's template.
+
+The text never starts with BOS: the tokenizer adds it.
+"""
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from functools import lru_cache
+from typing import Callable
+
+from .errors import InvalidRequest
+
+ROLES = ("system", "user", "assistant")
+
+DEFAULT_SYSTEM_ALPACA = ("Below is an instruction that describes a task. "
+                         "Write a response that appropriately completes the request.")
+
+
+# --- built-in templates: fn(messages, add_generation_prompt) -> str -------------------------
+
+def _chatml(messages: list[dict], add_generation_prompt: bool) -> str:
+    out = "".join(f"<|im_start|>{m['role']}\n{m['content']}<|im_end|>\n" for m in messages)
+    return out + ("<|im_start|>assistant\n" if add_generation_prompt else "")
+
+
+def _llama2(messages: list[dict], add_generation_prompt: bool) -> str:
+    # llama.cpp's "llama2-sys" (Meta's prompt format); the generation prompt is implicit:
+    # a user turn already ends with [/INST].
+    out, inside_turn = "[INST] ", True
+    for m in messages:
+        if not inside_turn:
+            out, inside_turn = out + "[INST] ", True
+        if m["role"] == "system":
+            out += f"<<SYS>>\n{m['content']}\n<</SYS>>\n\n"
+        elif m["role"] == "user":
+            out += f"{m['content']} [/INST]"
+        else:
+            out, inside_turn = out + f"{m['content']}</s>", False
+    return out
+
+
+def _alpaca(messages: list[dict], add_generation_prompt: bool) -> str:
+    # alpaca.cpp's preamble, replaced by a system message when there is one.
+    system = "\n\n".join(m["content"] for m in messages if m["role"] == "system")
+    out = (system or DEFAULT_SYSTEM_ALPACA) + "\n\n"
+    for m in messages:
+        if m["role"] == "user":
+            out += f"### Instruction:\n{m['content']}\n\n### Response:\n"
+        elif m["role"] == "assistant":
+            out += f"{m['content']}\n\n"
+    # Without a generation prompt the text ends after the last complete block.
+    if not add_generation_prompt and out.endswith("### Response:\n"):
+        out = out[: -len("### Response:\n")]
+    return out
+
+
+def _gemma(messages: list[dict], add_generation_prompt: bool) -> str:
+    # Gemma has no system turn: llama.cpp merges it into the next user turn. A system
+    # message with no user turn after it becomes a user turn rather than vanishing.
+    out, system = "", []
+    for m in messages:
+        if m["role"] == "system":
+            system.append(m["content"].strip())
+            continue
+        role = "model" if m["role"] == "assistant" else m["role"]
+        out += f"<start_of_turn>{role}\n"
+        if system and role != "model":
+            out += "\n\n".join(system) + "\n\n"
+            system = []
+        out += f"{m['content'].strip()}<end_of_turn>\n"
+    if system:
+        out += "<start_of_turn>user\n" + "\n\n".join(system) + "<end_of_turn>\n"
+    return out + ("<start_of_turn>model\n" if add_generation_prompt else "")
+
+
+def _llama3(messages: list[dict], add_generation_prompt: bool) -> str:
+    out = "".join(f"<|start_header_id|>{m['role']}<|end_header_id|>\n\n{m['content'].strip()}<|eot_id|>"
+                  for m in messages)
+    return out + ("<|start_header_id|>assistant<|end_header_id|>\n\n" if add_generation_prompt else "")
+
+
+def _zephyr(messages: list[dict], add_generation_prompt: bool) -> str:
+    out = "".join(f"<|{m['role']}|>\n{m['content']}<|endoftext|>\n" for m in messages)
+    return out + ("<|assistant|>\n" if add_generation_prompt else "")
+
+
+BUILTINS: dict[str, Callable[[list[dict], bool], str]] = {
+    "chatml": _chatml,
+    "llama2": _llama2,
+    "alpaca": _alpaca,
+    "gemma": _gemma,
+    "llama3": _llama3,
+    "zephyr": _zephyr,
+}
+
+DEFAULT_BUILTIN = "chatml"
+
+# general.architecture -> built-in, for files that carry no chat template
+BY_ARCH = {
+    "gemma": "gemma",
+    "gemma2": "gemma",
+    "gemma3": "gemma",
+    "gemma3n": "gemma",
+}
+
+# marker in a Jinja template -> the built-in family it belongs to (as llama.cpp's
+# llm_chat_detect_template); first match wins, so the more specific markers come first
+DETECT = (
+    ("<|start_header_id|>", "llama3"),
+    ("<start_of_turn>", "gemma"),
+    ("<|im_start|>", "chatml"),
+    ("<|assistant|>", "zephyr"),
+    ("[INST]", "llama2"),
+    ("### Instruction:", "alpaca"),
+)
+
+
+def builtin_template_name(template: str | None, arch: str | None) -> str:
+    """The built-in that stands for this template: `template` itself when it names one,
+    the architecture's fallback (else chatml) when there is no template, and for Jinja
+    source the family its markers show, or "jinja" when none does. `render` still renders
+    Jinja source with Jinja; the name is for display and for choosing stop strings."""
+    if not template:
+        return BY_ARCH.get(arch or "", DEFAULT_BUILTIN)
+    if template in BUILTINS:
+        return template
+    return next((name for marker, name in DETECT if marker in template), "jinja")
+
+
+# --- Jinja ---------------------------------------------------------------------------------
+
+def _raise_exception(message):
+    raise InvalidRequest(f"the model's chat template rejected the messages: {message}")
+
+
+def _tojson(x, ensure_ascii=False, indent=None, separators=None, sort_keys=False):
+    # Hugging Face's override: Jinja's own tojson escapes HTML characters.
+    return json.dumps(x, ensure_ascii=ensure_ascii, indent=indent, separators=separators,
+                      sort_keys=sort_keys)
+
+
+def _strftime_now(fmt: str) -> str:
+    return datetime.now().strftime(fmt)
+
+
+@lru_cache(maxsize=16)
+def _compile(source: str):
+    import jinja2
+    from jinja2.ext import loopcontrols
+    from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+    env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True, extensions=[loopcontrols])
+    env.filters["tojson"] = _tojson
+    env.globals["raise_exception"] = _raise_exception
+    env.globals["strftime_now"] = _strftime_now
+    try:
+        return env.from_string(source)
+    except jinja2.TemplateSyntaxError as e:
+        raise InvalidRequest(f"the model's chat template does not parse (line {e.lineno}: {e.message}); "
+                             f"pass a built-in template instead: {', '.join(BUILTINS)}") from None
+
+
+def _render_jinja(source: str, messages: list[dict], **variables) -> str:
+    import jinja2
+
+    template = _compile(source)
+    try:
+        return template.render(messages=messages, **variables)
+    except jinja2.TemplateError as e:
+        raise InvalidRequest(f"the model's chat template failed to render ({type(e).__name__}: {e}); "
+                             f"pass a built-in template instead: {', '.join(BUILTINS)}") from None
+
+
+# --- public API ----------------------------------------------------------------------------
+
+def validate_messages(messages) -> list[dict]:
+    """Check the shape of a chat: a non-empty list of {role, content: str} dicts with role
+    one of ROLES (other keys pass through). Raises `InvalidRequest`."""
+    if not isinstance(messages, list) or not messages:
+        raise InvalidRequest("messages must be a non-empty list of {role, content} objects")
+    for i, m in enumerate(messages):
+        if not isinstance(m, dict):
+            raise InvalidRequest(f"messages[{i}] must be an object with role and content, got {type(m).__name__}")
+        if m.get("role") not in ROLES:
+            raise InvalidRequest(f"messages[{i}].role is {m.get('role')!r}; it must be one of {', '.join(ROLES)}")
+        if not isinstance(m.get("content"), str):
+            raise InvalidRequest(f"messages[{i}].content must be a string, got {type(m.get('content')).__name__}")
+    return messages
+
+
+def render(messages: list[dict], *, template: str | None, bos_token: str, eos_token: str,
+           add_generation_prompt: bool = True, arch: str | None = None) -> str:
+    """Render `messages` to prompt text.
+
+    template: the GGUF's `tokenizer.chat_template` (Jinja source), a name in BUILTINS, or
+    None (or "") for the architecture's fallback. bos_token / eos_token are the token texts, given
+    to Jinja templates that write them. Bad messages and template failures raise
+    `InvalidRequest`.
+    """
+    validate_messages(messages)
+    if template and template not in BUILTINS:
+        return _render_jinja(template, messages, add_generation_prompt=add_generation_prompt,
+                             bos_token=bos_token, eos_token=eos_token)
+    return BUILTINS[builtin_template_name(template, arch)](messages, add_generation_prompt)

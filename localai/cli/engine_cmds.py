@@ -1,0 +1,89 @@
+"""Commands that run the engine in this process: generate, tokenize, pull, models."""
+from __future__ import annotations
+
+import json
+import sys
+from typing import List, Optional
+
+import typer
+
+
+def generate(
+    prompt: str = typer.Option(..., "--prompt", "-p", help="Prompt text (special tokens parsed)."),
+    model: str = typer.Option("smollm2", "--model", "-m", help="Catalog name or path to a .gguf file."),
+    max_tokens: int = typer.Option(128, "--max-tokens", "-n"),
+    temperature: float = typer.Option(0.8, "--temperature", "-t"),
+    top_k: int = typer.Option(40, "--top-k"),
+    top_p: float = typer.Option(0.95, "--top-p"),
+    min_p: float = typer.Option(0.05, "--min-p"),
+    repeat_penalty: float = typer.Option(1.0, "--repeat-penalty"),
+    seed: Optional[int] = typer.Option(None, "--seed"),
+    stop: List[str] = typer.Option([], "--stop", help="Stop string (repeatable)."),
+    n_ctx: Optional[int] = typer.Option(None, "--n-ctx"),
+    backend: str = typer.Option("auto", "--backend"),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object: text, tokens, finish_reason, timings."),
+):
+    """Raw text completion, in-process (for scripting)."""
+    import localai
+
+    llm = localai.load(model, backend=backend, n_ctx=n_ctx)
+    chunks = llm.stream(prompt, max_tokens=max_tokens, temperature=temperature, top_k=top_k, top_p=top_p,
+                        min_p=min_p, repeat_penalty=repeat_penalty, seed=seed, stop=stop)
+    text, tokens = [], []
+    for c in chunks:
+        text.append(c.text)
+        tokens.extend(c.tokens)
+        if not as_json and c.text:
+            sys.stdout.write(c.text)
+            sys.stdout.flush()
+        if c.finish_reason:
+            final = c
+    if as_json:
+        print(json.dumps({"text": "".join(text), "tokens": tokens, "finish_reason": final.finish_reason,
+                          "timings": final.timings.as_dict()}, ensure_ascii=False))
+    else:
+        sys.stdout.write("\n")
+
+
+def tokenize(
+    text: str = typer.Argument(..., help="Text to tokenize."),
+    model: str = typer.Option("smollm2", "--model", "-m"),
+    special: bool = typer.Option(False, "--special", help="Parse special-token text such as <|im_start|>."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object: tokens (ids) and text."),
+):
+    """Show how a model tokenizes text."""
+    import localai
+
+    llm = localai.load(model)
+    ids = llm.tokenize(text, special=special)
+    if as_json:
+        print(json.dumps({"tokens": ids, "text": text}, ensure_ascii=False))
+        return
+    for i in ids:
+        print(f"{i:>8}  {llm.tokenizer.token_bytes(i).decode('utf-8', 'backslashreplace')!r}")
+
+
+def pull(name: str = typer.Argument("smollm2", help="Catalog model name."),
+         force: bool = typer.Option(False, "--force", help="Download again even if present.")):
+    """Fetch a model into the local store (sha256 checked)."""
+    from .. import store
+
+    print(store.pull(name, force=force))
+
+
+def models(as_json: bool = typer.Option(False, "--json", help="A JSON list of {name, arch, quant, size, path}.")):
+    """List known and downloaded models."""
+    from .. import store
+
+    rows = store.list_models()
+    if as_json:
+        print(json.dumps(rows))
+        return
+    print(f"{'NAME':<16}{'ARCH':<10}{'QUANT':<10}{'SIZE':>10}  PATH")
+    for r in rows:
+        size = f"{r['size'] / 1e6:.0f} MB"
+        path = r["path"] if r["downloaded"] else "(not downloaded: localai pull " + r["name"] + ")"
+        print(f"{r['name']:<16}{(r['arch'] or '-'):<10}{(r['quant'] or '-'):<10}{size:>10}  {path}")
+
+
+COMMANDS = {"generate": generate, "tokenize": tokenize, "pull": pull, "models": models}

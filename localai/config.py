@@ -1,0 +1,133 @@
+"""The config file: `$XDG_CONFIG_HOME/localai/config.toml` (else `~/.config/localai/config.toml`,
+or `$LOCALAI_CONFIG`). Every key is optional; command-line flags and request parameters
+override it.
+
+    model = "smollm2"          # default model: catalog name or path to a .gguf
+    backend = "auto"           # auto | numpy | mlx
+    n_ctx = 4096               # context length (default: the model file's, capped at 8192)
+    keep_alive = "10m"         # unload an idle model after this long ("30s", "1h", 0 = at once, -1 = never)
+    system = "You are terse."  # system prompt for `localai ask` and `localai chat`
+
+    [sampling]                 # defaults for generate, chat, rewrite (and ask/chat)
+    temperature = 0.7
+    top_k = 40
+    top_p = 0.95
+    min_p = 0.05
+    repeat_penalty = 1.0
+    repeat_last_n = 64
+    max_tokens = 512
+    seed = 42
+
+    [prompt_cache]             # the daemon's pool of KV caches of recent prompts
+    sessions = 8
+    max_mb = 1024
+
+Imports nothing heavy (tomllib is in the standard library).
+"""
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass, field
+
+from .errors import LocalAIError
+
+DEFAULT_KEEP_ALIVE = 600.0
+SAMPLING_KEYS = {
+    "temperature": float, "top_k": int, "top_p": float, "min_p": float, "repeat_penalty": float,
+    "repeat_last_n": int, "max_tokens": int, "seed": int,
+}
+
+
+class ConfigError(LocalAIError):
+    code = "bad_config"
+
+
+@dataclass
+class Config:
+    model: str | None = None
+    backend: str = "auto"
+    n_ctx: int | None = None
+    keep_alive: float = DEFAULT_KEEP_ALIVE  # seconds; < 0 = never unload
+    system: str | None = None
+    sampling: dict = field(default_factory=dict)
+    cache_sessions: int = 8
+    cache_bytes: int = 1024 << 20
+    path: str | None = None  # the file it came from, if any
+
+
+def config_path() -> str:
+    if os.environ.get("LOCALAI_CONFIG"):
+        return os.environ["LOCALAI_CONFIG"]
+    base = os.environ.get("XDG_CONFIG_HOME") or os.path.join(os.path.expanduser("~"), ".config")
+    return os.path.join(base, "localai", "config.toml")
+
+
+_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_duration(value) -> float:
+    """Seconds from 600, 600.0, "600", "30s", "10m", "1h", "-1" (never)."""
+    if isinstance(value, bool):
+        raise ValueError(f"not a duration: {value!r}")
+    if isinstance(value, (int, float)):
+        return float(value)
+    s = str(value).strip().lower()
+    for unit in sorted(_UNITS, key=len, reverse=True):
+        if s.endswith(unit) and s[: -len(unit)].strip().lstrip("-").replace(".", "", 1).isdigit():
+            return float(s[: -len(unit)]) * _UNITS[unit]
+    try:
+        return float(s)
+    except ValueError:
+        raise ValueError(f"not a duration: {value!r} (use e.g. 30s, 10m, 1h, -1)") from None
+
+
+def _expect(path: str, key: str, value, tp):
+    ok = isinstance(value, tp) and not (isinstance(value, bool) and tp is not bool)
+    if tp is float and isinstance(value, int) and not isinstance(value, bool):
+        ok, value = True, float(value)
+    if not ok:
+        raise ConfigError(f"{path}: `{key}` must be {tp.__name__}, not {value!r}")
+    return value
+
+
+def load(path: str | None = None) -> Config:
+    """Read the config file; a missing file gives the defaults, a bad one a ConfigError."""
+    path = path or config_path()
+    cfg = Config()
+    try:
+        with open(path, "rb") as f:
+            data = tomllib.load(f)
+    except FileNotFoundError:
+        return cfg
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc}") from None
+    cfg.path = path
+    known = {"model": str, "backend": str, "n_ctx": int, "keep_alive": None, "system": str,
+             "sampling": dict, "prompt_cache": dict}
+    for key, value in data.items():
+        if key not in known:
+            raise ConfigError(f"{path}: unknown key `{key}` (known: {', '.join(known)})")
+        if key == "keep_alive":
+            try:
+                cfg.keep_alive = parse_duration(value)
+            except ValueError as exc:
+                raise ConfigError(f"{path}: `keep_alive`: {exc}") from None
+        elif key == "sampling":
+            for k, v in value.items():
+                if k not in SAMPLING_KEYS:
+                    raise ConfigError(f"{path}: unknown key `sampling.{k}` (known: {', '.join(SAMPLING_KEYS)})")
+                cfg.sampling[k] = _expect(path, f"sampling.{k}", v, SAMPLING_KEYS[k])
+        elif key == "prompt_cache":
+            for k, v in value.items():
+                if k == "sessions":
+                    cfg.cache_sessions = _expect(path, "prompt_cache.sessions", v, int)
+                elif k == "max_mb":
+                    cfg.cache_bytes = int(_expect(path, "prompt_cache.max_mb", v, float) * (1 << 20))
+                else:
+                    raise ConfigError(f"{path}: unknown key `prompt_cache.{k}` (known: sessions, max_mb)")
+        else:
+            setattr(cfg, key, _expect(path, key, value, known[key]))
+    if cfg.backend not in ("auto", "numpy", "mlx"):
+        raise ConfigError(f"{path}: `backend` must be auto, numpy or mlx, not {cfg.backend!r}")
+    return cfg

@@ -1,0 +1,94 @@
+"""Plain numpy building blocks shared by the architecture files: norms, RoPE, attention.
+
+Arrays are float32. Shapes: L new positions, T cached positions (T >= L), H query heads,
+Hkv key/value heads, hd head dim.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+
+def rms_norm(x: np.ndarray, w: np.ndarray, eps: float) -> np.ndarray:
+    """x: (..., D), w: (D,)."""
+    ms = np.mean(np.square(x, dtype=np.float32), axis=-1, keepdims=True)
+    return (x * (1.0 / np.sqrt(ms + eps))).astype(np.float32, copy=False) * w
+
+
+def silu(x: np.ndarray) -> np.ndarray:
+    return x / (1.0 + np.exp(-x))
+
+
+def gelu_tanh(x: np.ndarray) -> np.ndarray:
+    return 0.5 * x * (1.0 + np.tanh(math.sqrt(2.0 / math.pi) * (x + 0.044715 * x * x * x)))
+
+
+class Rope:
+    """Rotary position embedding over the first `dims` of each head.
+
+    mode "norm": adjacent pairs (x[2i], x[2i+1]) — llama as stored in GGUF (the converter
+    permutes Q/K); mode "neox": halves (x[i], x[i + dims/2]) — gemma, qwen, etc.
+    `freq_factors` (llama 3's rope_freqs tensor) divide the per-pair frequencies.
+    """
+
+    def __init__(self, dims: int, base: float, mode: str, scale: float = 1.0, freq_factors=None):
+        self.dims, self.mode = dims, mode
+        inv = base ** (-np.arange(0, dims, 2, dtype=np.float64) / dims)  # (dims/2,)
+        if freq_factors is not None:
+            inv = inv / np.asarray(freq_factors, dtype=np.float64)
+        self.inv_freq = inv * scale
+        self._cos = self._sin = np.empty((0, dims // 2), np.float32)
+
+    def _tables(self, end: int):
+        if end > self._cos.shape[0]:
+            n = max(end, 2 * self._cos.shape[0], 256)
+            ang = np.arange(n, dtype=np.float64)[:, None] * self.inv_freq[None, :]  # (n, dims/2)
+            self._cos, self._sin = np.cos(ang).astype(np.float32), np.sin(ang).astype(np.float32)
+        return self._cos, self._sin
+
+    def __call__(self, x: np.ndarray, offset: int) -> np.ndarray:
+        """x: (L, H, hd) -> rotated copy."""
+        L = x.shape[0]
+        cos, sin = self._tables(offset + L)
+        c = cos[offset:offset + L, None, :]  # (L, 1, dims/2)
+        s = sin[offset:offset + L, None, :]
+        out = x.copy()
+        d = self.dims
+        if self.mode == "norm":
+            x0, x1 = x[..., 0:d:2], x[..., 1:d:2]
+            out[..., 0:d:2] = x0 * c - x1 * s
+            out[..., 1:d:2] = x0 * s + x1 * c
+        else:
+            h = d // 2
+            x0, x1 = x[..., :h], x[..., h:d]
+            out[..., :h] = x0 * c - x1 * s
+            out[..., h:d] = x0 * s + x1 * c
+        return out
+
+
+def attention(q: np.ndarray, k: np.ndarray, v: np.ndarray, offset: int, scale: float,
+              window: int | None = None) -> np.ndarray:
+    """Causal grouped-query attention.
+
+    q: (H, L, hd) for positions offset..offset+L-1; k, v: (Hkv, T, hd) with T = offset + L.
+    A query at position p sees keys j <= p (and p - j < window for sliding-window layers).
+    Returns (L, H * hd).
+    """
+    H, L, hd = q.shape
+    Hkv, T, _ = k.shape
+    G = H // Hkv
+    qg = q.reshape(Hkv, G * L, hd)
+    scores = (qg @ k.transpose(0, 2, 1)).reshape(Hkv, G, L, T) * np.float32(scale)  # (Hkv, G, L, T)
+    pos = np.arange(offset, offset + L)[:, None]   # (L, 1)
+    key = np.arange(T)[None, :]                    # (1, T)
+    masked = key > pos
+    if window is not None:
+        masked |= (pos - key) >= window
+    if masked.any():
+        scores = np.where(masked, np.float32(-np.inf), scores)
+    scores -= scores.max(axis=-1, keepdims=True)
+    np.exp(scores, out=scores)
+    scores /= scores.sum(axis=-1, keepdims=True)
+    out = scores.reshape(Hkv, G * L, T) @ v  # (Hkv, G*L, hd)
+    return out.reshape(H, L, hd).transpose(1, 0, 2).reshape(L, H * hd)
