@@ -32,8 +32,8 @@ def _chatml(messages: list[dict], add_generation_prompt: bool) -> str:
 
 
 def _llama2(messages: list[dict], add_generation_prompt: bool) -> str:
-    # llama.cpp's "llama2-sys" (Meta's prompt format); the generation prompt is implicit:
-    # a user turn already ends with [/INST].
+    # Meta's format, which llama.cpp calls "llama2-sys" (its bare "llama2" drops <<SYS>>).
+    # The generation prompt is implicit: a user turn already ends with [/INST].
     out, inside_turn = "[INST] ", True
     for m in messages:
         if not inside_turn:
@@ -95,6 +95,7 @@ def _zephyr(messages: list[dict], add_generation_prompt: bool) -> str:
 BUILTINS: dict[str, Callable[[list[dict], bool], str]] = {
     "chatml": _chatml,
     "llama2": _llama2,
+    "llama2-sys": _llama2,
     "alpaca": _alpaca,
     "gemma": _gemma,
     "llama3": _llama3,

@@ -211,7 +211,7 @@ class LLM:
         logits = self.prefill(session, ids[keep:])
         timings.prompt_ms = (time.perf_counter() - t0) * 1e3
 
-        decoder, matcher = StreamDecoder(self.tokenizer), StopMatcher(stop)
+        decoder, matcher = StreamDecoder(self.tokenizer, render_special=False), StopMatcher(stop)
         history, generated = list(ids), []
         eog = self.tokenizer.eog_ids
         t1 = time.perf_counter()

@@ -59,13 +59,14 @@ class SamplingParams:
 
     @classmethod
     def from_dict(cls, d: dict) -> "SamplingParams":
-        """Build from a request's fields; unknown names raise `InvalidRequest`."""
+        """Build from a request's fields: None means "the default", unknown names raise
+        `InvalidRequest`."""
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(d) - known)
         if unknown:
             raise InvalidRequest(
                 f"unknown sampling parameter(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
-        return cls(**d)
+        return cls(**{k: v for k, v in d.items() if v is not None})
 
 
 def _real(v) -> bool:
