@@ -131,3 +131,26 @@ def load(path: str | None = None) -> Config:
     if cfg.backend not in ("auto", "numpy", "mlx"):
         raise ConfigError(f"{path}: `backend` must be auto, numpy or mlx, not {cfg.backend!r}")
     return cfg
+
+
+def override(cfg: Config, **flags) -> Config:
+    """Apply command-line flags (None = not given) over the file's values."""
+    for key, value in flags.items():
+        if value is None:
+            continue
+        if key == "keep_alive":
+            try:
+                value = parse_duration(value)
+            except ValueError as exc:
+                raise ConfigError(f"--keep-alive: {exc}") from None
+        setattr(cfg, key, value)
+    return cfg
+
+
+def daemon_args(**flags) -> list:
+    """The same flags as `python -m localai.daemon` arguments (for a background start)."""
+    out = []
+    for key, value in flags.items():
+        if value is not None:
+            out += ["--" + key.replace("_", "-"), str(value)]
+    return out

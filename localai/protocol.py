@@ -16,7 +16,7 @@ import os
 import types
 import typing
 from dataclasses import MISSING, asdict, dataclass, field, fields
-from typing import Any, Union
+from typing import Any, Union, get_args, get_origin
 
 PROTOCOL_VERSION = 1
 MAX_LINE_BYTES = 4 * 1024 * 1024  # a request line longer than this gets `line_too_long`
@@ -60,6 +60,7 @@ ERROR_CODES = {
     "model_not_found": "no such model in the catalog or on disk",
     "bad_model_file": "the model file is truncated or corrupt",
     "unsupported_model": "the model's architecture, quant type or tokenizer is not supported",
+    "out_of_memory": "the daemon ran out of memory for this request; it keeps serving",
     "permission_denied": "the connecting process belongs to another user",
     "shutting_down": "the daemon is stopping; the request was not finished",
     "internal": "a bug in the daemon; the message says where, the log has the traceback",
@@ -177,20 +178,20 @@ class ShutdownParams:
 @dataclass(frozen=True)
 class Method:
     params: type
-    streams: bool     # True: runs on the scheduler and may send `token` events
-    priority: int     # smaller runs first between decode steps
+    kind: str       # "generate": token events then done | "model": one done, needs a model | "daemon": one done
+    priority: int   # smaller runs first between decode steps
 
 
 METHODS = {
-    "generate": Method(GenerateParams, True, 1),
-    "chat": Method(ChatParams, True, 1),
-    "complete": Method(CompleteParams, True, 0),
-    "rewrite": Method(RewriteParams, True, 1),
-    "tokenize": Method(TokenizeParams, True, 0),
-    "models": Method(ModelsParams, False, 0),
-    "status": Method(StatusParams, False, 0),
-    "cancel": Method(CancelParams, False, 0),
-    "shutdown": Method(ShutdownParams, False, 0),
+    "generate": Method(GenerateParams, "generate", 1),
+    "chat": Method(ChatParams, "generate", 1),
+    "complete": Method(CompleteParams, "generate", 0),
+    "rewrite": Method(RewriteParams, "generate", 1),
+    "tokenize": Method(TokenizeParams, "model", 0),
+    "models": Method(ModelsParams, "daemon", 0),
+    "status": Method(StatusParams, "daemon", 0),
+    "cancel": Method(CancelParams, "daemon", 0),
+    "shutdown": Method(ShutdownParams, "daemon", 0),
 }
 
 
@@ -211,22 +212,19 @@ class ProtocolError(Exception):
 
 def _type_name(tp) -> str:
     if get_origin(tp) in (Union, types.UnionType):
-        return " or ".join(_type_name(a) for a in typing.get_args(tp))
+        return " or ".join(_type_name(a) for a in get_args(tp))
     if get_origin(tp) is list:
-        return f"list[{_type_name(typing.get_args(tp)[0])}]"
+        return f"list[{_type_name(get_args(tp)[0])}]"
     return {type(None): "null", str: "string", int: "integer", float: "number",
             bool: "boolean", dict: "object"}.get(tp, getattr(tp, "__name__", str(tp)))
-
-
-get_origin = typing.get_origin
 
 
 def _matches(value, tp) -> bool:
     origin = get_origin(tp)
     if origin in (Union, types.UnionType):
-        return any(_matches(value, a) for a in typing.get_args(tp))
+        return any(_matches(value, a) for a in get_args(tp))
     if origin is list:
-        return isinstance(value, list) and all(_matches(v, typing.get_args(tp)[0]) for v in value)
+        return isinstance(value, list) and all(_matches(v, get_args(tp)[0]) for v in value)
     if tp is type(None):
         return value is None
     if tp is float:
@@ -350,8 +348,9 @@ def markdown() -> str:
     out = ["## Methods", ""]
     for name, m in METHODS.items():
         doc = " ".join((m.params.__doc__ or "").split())
-        kind = "streams `token` events" if m.streams and name != "tokenize" else "answers with one `done`"
-        out += [f"### `{name}`", "", f"{doc} ({kind}; priority {m.priority})", ""]
+        kind = "streams `token` events, then `done`" if m.kind == "generate" else "answers with one `done`"
+        prio = f"; priority {m.priority}" if m.kind != "daemon" else ""
+        out += [f"### `{name}`", "", f"{doc} ({kind}{prio})", ""]
         fs = fields(m.params)
         if not fs:
             out += ["No parameters.", ""]

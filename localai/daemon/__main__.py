@@ -1,0 +1,33 @@
+"""`python -m localai.daemon [--socket PATH] [--model M] [--backend B] [--n-ctx N] [--keep-alive T]`:
+the daemon in the foreground (what `localai serve` and the client's auto-start run)."""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from .. import config
+from ..errors import LocalAIError
+from . import serve
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m localai.daemon")
+    ap.add_argument("--socket")
+    ap.add_argument("--model")
+    ap.add_argument("--backend")
+    ap.add_argument("--n-ctx", type=int)
+    ap.add_argument("--keep-alive")
+    ap.add_argument("--log-level", default="INFO")
+    a = ap.parse_args(argv)
+    try:
+        cfg = config.load()
+        config.override(cfg, model=a.model, backend=a.backend, n_ctx=a.n_ctx, keep_alive=a.keep_alive)
+        serve(cfg, a.socket, log_level=a.log_level)
+    except LocalAIError as exc:
+        print(f"localai: {exc.message}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

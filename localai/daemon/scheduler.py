@@ -1,0 +1,312 @@
+"""The scheduler: one thread owns the engine and interleaves every running request between
+decode steps.
+
+Each step picks the request with the smallest (priority, last step) pair, so editor
+completions (priority 0) run ahead of chats (priority 1) and requests of one priority take
+turns. A step is one `next()` on the engine's stream (the first one is the prefill), so a
+cancelled or disconnected request stops within one decode step. Models load on first use,
+one per path, and unload after `keep_alive` seconds without a request.
+"""
+from __future__ import annotations
+
+import gc
+import logging
+import os
+import threading
+import time
+import traceback
+from dataclasses import dataclass, field
+
+from .. import store
+from ..errors import LocalAIError
+from ..protocol import METHODS, Done, Error, Request, Token, TokenizeParams
+from . import handlers
+from .prompt_cache import PromptCache
+
+log = logging.getLogger("localai.daemon")
+
+
+@dataclass
+class Loaded:
+    name: str
+    path: str
+    llm: object
+    cache: PromptCache
+    load_ms: float
+    last_used: float = field(default_factory=time.monotonic)
+    jobs: int = 0  # running requests
+
+
+class Job:
+    """One request on the scheduler."""
+
+    def __init__(self, conn, req: Request):
+        self.conn, self.id, self.method, self.params = conn, req.id, req.method, req.params
+        self.priority = METHODS[req.method].priority
+        self.received = time.monotonic()
+        self.cancelled = False
+        self.last_step = -1          # scheduler step counter when this job last ran
+        self.model: Loaded | None = None
+        self.gen = None              # the engine's chunk iterator
+        self.session = None
+        self.filter = None
+        self.dropped = 0             # chat messages left out to fit the context
+        self.text: list = []
+        self.n_predicted = 0
+        self.load_ms = 0.0
+        self.started = self.first_token = None
+
+
+def _rss_bytes() -> int:
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except OSError:
+        import resource
+
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+class Scheduler:
+    def __init__(self, cfg, loader=None, resolve=None, max_models: int = 2):
+        self.cfg = cfg
+        self.loader = loader  # (path, backend=, n_ctx=) -> LLM; default localai.load
+        self.resolve = resolve or (lambda name: str(store.resolve(name, pull_missing=False)))
+        self.max_models = max_models
+        self.cond = threading.Condition()
+        self.pending: list = []
+        self.active: list = []
+        self.models: dict = {}  # path -> Loaded
+        self.steps = 0
+        self.stopping = False
+        self.started = time.time()
+        self.stats = {"requests_served": 0, "tokens_generated": 0, "tokens_evaluated": 0,
+                      "tokens_cached": 0, "loads": 0, "unloads": 0, "cancelled": 0, "errors": 0}
+        self.thread = threading.Thread(target=self._run, name="localai-scheduler", daemon=True)
+
+    # --- called from connection threads -------------------------------------------------------
+
+    def start(self) -> None:
+        self.thread.start()
+
+    def submit(self, job: Job) -> None:
+        with self.cond:
+            if self.stopping:
+                job.conn.send(Error(job.id, "shutting_down", "the daemon is stopping"))
+                job.conn.job_done(job)
+                return
+            self.pending.append(job)
+            self.cond.notify()
+
+    def wake(self) -> None:
+        with self.cond:
+            self.cond.notify()
+
+    def stop(self) -> None:
+        with self.cond:
+            self.stopping = True
+            self.cond.notify()
+
+    def count(self, key: str, n: int = 1) -> None:
+        self.stats[key] += n
+
+    def status(self) -> dict:
+        now = time.monotonic()
+        models = [{"name": m.name, "path": m.path, "arch": m.llm.arch, "quant": m.llm.quant,
+                   "backend": m.llm.backend, "n_ctx": m.llm.n_ctx, "load_ms": round(m.load_ms, 1),
+                   "busy": m.jobs > 0, "idle_s": round(now - m.last_used, 1) if not m.jobs else 0.0,
+                   "prompt_cache": m.cache.stats()}
+                  for m in list(self.models.values()) if m.llm is not None]
+        return {"pid": os.getpid(), "uptime_s": round(time.time() - self.started, 1),
+                "model": models[0]["name"] if models else None, "models": models,
+                "default_model": self.cfg.model or store.DEFAULT_MODEL, "backend": self.cfg.backend,
+                "keep_alive_s": self.cfg.keep_alive, "rss_bytes": _rss_bytes(),
+                "active": len(self.active), "queued": len(self.pending), **self.stats}
+
+    # --- the scheduler thread ----------------------------------------------------------------
+
+    def _run(self) -> None:
+        while True:
+            with self.cond:
+                while not (self.pending or self.active or self.stopping):
+                    self.cond.wait(self._expiry_wait())
+                    self._expire()
+                if self.stopping:
+                    break
+                self.active += self.pending
+                self.pending.clear()
+            for job in [j for j in self.active if j.cancelled or j.conn.dead]:
+                self._step(job)  # whatever their priority, cancelled requests end now
+            if not self.active:
+                continue
+            job = min(self.active, key=lambda j: (j.priority, j.last_step))
+            self.steps += 1
+            job.last_step = self.steps
+            self._step(job)
+            self._expire()
+        for job in self.active + self.pending:
+            self._fail(job, "shutting_down", "the daemon is stopping")
+
+    def _step(self, job: Job) -> None:
+        try:
+            if job.cancelled or job.conn.dead:
+                self._cancel(job)
+            elif job.model is None:
+                self._start(job)
+            else:
+                self._decode(job)
+        except LocalAIError as exc:
+            self._fail(job, exc.code, exc.message)
+        except MemoryError:  # fail soft: drop the cached prompts, answer with an error
+            for m in self.models.values():
+                m.cache.idle.clear()
+            gc.collect()
+            self._fail(job, "out_of_memory", f"out of memory while running {job.method}; the prompt "
+                       f"cache was emptied: try a shorter prompt or a smaller n_ctx")
+        except Exception as exc:  # a bug: say so, keep serving everyone else
+            log.error("request %r (%s) failed:\n%s", job.id, job.method, traceback.format_exc())
+            self._fail(job, "internal", f"internal error in {job.method}: {type(exc).__name__}: {exc}")
+
+    def _start(self, job: Job) -> None:
+        p = job.params
+        job.model = self._model(p.model, job)
+        job.model.jobs += 1
+        llm = job.model.llm
+        if isinstance(p, TokenizeParams):
+            self._finish(job, Done(job.id, model=job.model.name, result=handlers.tokenize(llm, p)))
+            return
+        prep = handlers.prepare(llm, job.method, p, self.cfg.sampling)
+        job.filter, job.dropped = prep.filter, prep.dropped
+        job.session = job.model.cache.acquire(prep.prompt, use_cache=p.cache_prompt)
+        job.started = time.monotonic()
+        job.gen = llm.stream(prep.prompt, session=job.session, **prep.kwargs)
+        self._decode(job)  # the prefill and the first token
+
+    def _decode(self, job: Job) -> None:
+        try:
+            chunk = next(job.gen)
+        except StopIteration:
+            self._done(job, "stop", None)
+            return
+        now = time.monotonic()
+        if job.first_token is None:
+            job.first_token = now
+        job.n_predicted += len(chunk.tokens)
+        self.stats["tokens_generated"] += len(chunk.tokens)
+        text = job.filter.feed(chunk.text) if job.filter else chunk.text
+        if chunk.finish_reason and job.filter:
+            text += job.filter.finish()
+        self._emit(job, text, chunk.tokens)
+        if chunk.finish_reason:
+            self._done(job, chunk.finish_reason, chunk.timings)
+        elif job.params.t_max_predict_ms is not None and \
+                (now - job.first_token) * 1000 >= job.params.t_max_predict_ms:
+            job.gen.close()
+            self._done(job, "time", None)
+
+    def _emit(self, job: Job, text: str, tokens: list) -> None:
+        if text:
+            job.text.append(text)
+            if job.params.stream:
+                job.conn.send(Token(job.id, text, list(tokens)))
+
+    def _timings(self, job: Job, t) -> dict:
+        now = time.monotonic()
+        if t is not None:
+            d = dict(t.as_dict())
+        else:  # cut short: count what we saw
+            d = {"predicted_n": job.n_predicted,
+                 "predicted_ms": round((now - job.first_token) * 1000, 3) if job.first_token else 0.0}
+        d["load_ms"] = round(job.load_ms, 3)
+        d["queue_ms"] = round(((job.started or now) - job.received) * 1000 - job.load_ms, 3)
+        if job.first_token is not None:
+            d["ttft_ms"] = round((job.first_token - job.received) * 1000, 3)
+        return d
+
+    def _done(self, job: Job, reason: str, t) -> None:
+        if job.filter and reason in ("time", "cancelled"):
+            self._emit(job, job.filter.finish(), [])
+        timings = self._timings(job, t)
+        self.stats["tokens_evaluated"] += timings.get("prompt_n", 0)
+        self.stats["tokens_cached"] += timings.get("cache_n", 0)
+        self._finish(job, Done(job.id, finish_reason=reason, text="".join(job.text),
+                               model=job.model.name, timings=timings,
+                               result={"dropped": job.dropped} if job.dropped else None))
+
+    def _cancel(self, job: Job) -> None:
+        self.stats["cancelled"] += 1
+        if job.gen is not None:
+            job.gen.close()
+        if job.model is None:
+            self._finish(job, Done(job.id, finish_reason="cancelled", text=""))
+        else:
+            self._done(job, "cancelled", None)
+
+    def _fail(self, job: Job, code: str, message: str) -> None:
+        self.stats["errors"] += 1
+        if job.gen is not None:
+            job.gen.close()
+        self._finish(job, Error(job.id, code, message), keep_session=False)
+
+    def _finish(self, job: Job, event, keep_session: bool = True) -> None:
+        if job in self.active:
+            self.active.remove(job)
+        elif job in self.pending:
+            self.pending.remove(job)
+        if job.model is not None:
+            if job.session is not None:
+                job.model.cache.release(job.session, keep=keep_session)
+            job.model.jobs -= 1
+            job.model.last_used = time.monotonic()
+            job.session = job.gen = None
+        self.stats["requests_served"] += 1
+        job.conn.send(event)
+        job.conn.job_done(job)
+
+    # --- model lifetime ------------------------------------------------------------------------
+
+    def _model(self, name: str | None, job: Job) -> Loaded:
+        name = name or self.cfg.model or store.DEFAULT_MODEL
+        path = self.resolve(name)
+        m = self.models.get(path)
+        if m is None:
+            t0 = time.monotonic()
+            load = self.loader
+            if load is None:
+                from .. import load
+            llm = load(path, backend=self.cfg.backend, n_ctx=self.cfg.n_ctx)
+            job.load_ms = (time.monotonic() - t0) * 1000
+            m = Loaded(name, path, llm, PromptCache(llm, self.cfg.cache_sessions, self.cfg.cache_bytes),
+                       job.load_ms)
+            self.stats["loads"] += 1
+            log.info("loaded %s (%s) in %.0f ms", name, path, job.load_ms)
+            self.models[path] = m
+            idle = sorted((x for x in self.models.values() if not x.jobs and x is not m),
+                          key=lambda x: x.last_used)
+            for old in idle[: max(0, len(self.models) - self.max_models)]:
+                self._unload(old, "to make room")
+        return m
+
+    def _unload(self, m: Loaded, why: str) -> None:
+        del self.models[m.path]
+        m.cache.idle.clear()
+        m.llm = None
+        gc.collect()
+        self.stats["unloads"] += 1
+        log.info("unloaded %s %s", m.name, why)
+
+    def _expiry_wait(self) -> float | None:
+        ka = self.cfg.keep_alive
+        idle = [m.last_used for m in self.models.values() if not m.jobs]
+        if ka < 0 or not idle:
+            return None
+        return max(0.0, min(idle) + ka - time.monotonic()) + 0.01
+
+    def _expire(self) -> None:
+        ka = self.cfg.keep_alive
+        if ka < 0:
+            return
+        now = time.monotonic()
+        for m in list(self.models.values()):
+            if not m.jobs and now - m.last_used >= ka:
+                self._unload(m, f"after {ka:g} s idle")

@@ -1,0 +1,343 @@
+"""The socket side of the daemon: a private Unix socket, one reader and one writer thread per
+connection, and the methods that need no model (status, models, cancel, shutdown).
+
+Private by construction: the socket's directory is 0700, the socket 0600, and every
+connection's peer uid (SO_PEERCRED) must be ours. A lock file beside the socket makes a
+second daemon refuse to start; a socket left by a crashed daemon is replaced.
+"""
+from __future__ import annotations
+
+import errno
+import fcntl
+import logging
+import os
+import queue
+import select
+import selectors
+import signal
+import socket
+import struct
+import threading
+
+from .. import protocol
+from ..errors import LocalAIError
+from ..protocol import METHODS, Done, Error, ProtocolError
+from .scheduler import Job, Scheduler
+
+log = logging.getLogger("localai.daemon")
+
+
+class DaemonRunning(LocalAIError):
+    code = "daemon_running"
+
+
+class SocketError(LocalAIError):
+    code = "socket_error"
+
+
+# --- the socket and its directory -------------------------------------------------------------
+
+def _private_dir(path: str) -> None:
+    """Create the socket's directory 0700; refuse one that another user owns."""
+    os.makedirs(path, mode=0o700, exist_ok=True)
+    st = os.stat(path)
+    if st.st_uid != os.getuid():
+        raise SocketError(f"{path} belongs to uid {st.st_uid}, not to you: set LOCALAI_SOCKET "
+                          f"or XDG_RUNTIME_DIR to a directory of your own")
+    if st.st_mode & 0o077:
+        os.chmod(path, 0o700)
+
+
+def _answers(path: str) -> bool:
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.settimeout(2.0)
+    try:
+        s.connect(path)
+        return True
+    except OSError:
+        return False
+    finally:
+        s.close()
+
+
+class Listener:
+    """Owns the lock, the socket and the pid file; `close()` removes them."""
+
+    def __init__(self, path: str):
+        self.path = path
+        _private_dir(os.path.dirname(os.path.abspath(path)))
+        self.lock_fd = os.open(protocol.sidecar(path, ".lock"), os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(self.lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(self.lock_fd)
+            raise DaemonRunning(f"a localai daemon is already running on {path} (pid "
+                                f"{_read_pid(path) or '?'}): `localai stop` stops it") from None
+        if os.path.lexists(path):
+            if _answers(path):  # not ours, but something serves there
+                os.close(self.lock_fd)
+                raise DaemonRunning(f"something already answers on {path}; not starting")
+            log.info("removing stale socket %s", path)
+            os.unlink(path)
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        old = os.umask(0o177)  # the socket is 0600 from the moment it exists
+        try:
+            self.sock.bind(path)
+        finally:
+            os.umask(old)
+        os.chmod(path, 0o600)
+        self.ino = os.stat(path).st_ino
+        self.sock.listen(64)
+        with open(protocol.sidecar(path, ".pid"), "w") as f:
+            f.write(f"{os.getpid()}\n")
+
+    def close(self) -> None:
+        self.sock.close()
+        try:
+            if os.stat(self.path).st_ino == self.ino:
+                os.unlink(self.path)
+        except OSError:
+            pass
+        for suffix in (".pid",):
+            try:
+                os.unlink(protocol.sidecar(self.path, suffix))
+            except OSError:
+                pass
+        os.close(self.lock_fd)
+
+
+def _read_pid(path: str) -> int | None:
+    try:
+        with open(protocol.sidecar(path, ".pid")) as f:
+            return int(f.read().strip())
+    except (OSError, ValueError):
+        return None
+
+
+def peer_uid(sock: socket.socket) -> int:
+    creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+    _pid, uid, _gid = struct.unpack("3i", creds)
+    return uid
+
+
+# --- one client connection ----------------------------------------------------------------------
+
+class Connection:
+    """Reads request lines, writes events. A writer thread keeps a slow reader from
+    stalling the scheduler; a vanished peer marks the connection dead, which cancels its jobs."""
+
+    def __init__(self, server: "Server", sock: socket.socket):
+        self.server, self.sock = server, sock
+        self.jobs: dict = {}  # id -> Job (running on the scheduler)
+        self.lock = threading.Lock()
+        self.out: queue.SimpleQueue = queue.SimpleQueue()
+        self.dead = False
+        self.reading = True
+
+    def start(self) -> None:
+        self.writer = threading.Thread(target=self._write_loop, name="localai-conn-w", daemon=True)
+        threading.Thread(target=self._read_loop, name="localai-conn-r", daemon=True).start()
+        self.writer.start()
+
+    def send(self, event) -> None:
+        if not self.dead:
+            self.out.put(protocol.encode_event(event))
+
+    def job_done(self, job: Job) -> None:
+        with self.lock:
+            if self.jobs.get(job.id) is job:
+                del self.jobs[job.id]
+            last = not self.reading and not self.jobs
+        if last:
+            self.out.put(None)
+
+    def _lost(self) -> None:
+        if not self.dead:
+            self.dead = True
+            with self.lock:
+                jobs = list(self.jobs.values())
+            for job in jobs:
+                job.cancelled = True
+            self.server.scheduler.wake()
+            self.out.put(None)
+
+    def _write_loop(self) -> None:
+        while True:
+            data = self.out.get()
+            if data is None or self.dead:
+                break
+            try:
+                self.sock.sendall(data)
+            except OSError:
+                self._lost()
+                break
+        try:
+            self.sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        self.sock.close()
+        self.server.conns.discard(self)
+
+    def _read_loop(self) -> None:
+        f = self.sock.makefile("rb", buffering=1 << 16)
+        try:
+            while not self.dead:
+                line = f.readline(protocol.MAX_LINE_BYTES + 1)
+                if not line:
+                    break
+                if len(line) > protocol.MAX_LINE_BYTES and not line.endswith(b"\n"):
+                    self.send(Error(None, "line_too_long", f"request line longer than "
+                                    f"{protocol.MAX_LINE_BYTES} bytes: skipped"))
+                    while line and not line.endswith(b"\n"):  # skip the rest of the line
+                        line = f.readline(1 << 16)
+                    continue
+                if line.strip():
+                    self._handle(line)
+        except OSError:
+            pass
+        # EOF: a peer that hung up (POLLHUP) cancels its work; one that only shut down its
+        # writing side (`nc -N`) still gets its answers.
+        try:
+            p = select.poll()
+            p.register(self.sock, select.POLLIN)
+            hung_up = any(ev & (select.POLLHUP | select.POLLERR) for _, ev in p.poll(0))
+        except (OSError, ValueError):  # the writer closed it already
+            hung_up = True
+        if hung_up:
+            self._lost()
+        with self.lock:
+            self.reading = False
+            last = not self.jobs
+        if last:
+            self.out.put(None)
+
+    def _handle(self, line: bytes) -> None:
+        try:
+            req = protocol.parse_request(line)
+        except ProtocolError as exc:
+            self.server.scheduler.count("errors")
+            self.send(Error(exc.id, exc.code, exc.message))
+            return
+        if METHODS[req.method].kind != "daemon":  # needs a model: the scheduler runs it
+            job = Job(self, req)
+            with self.lock:
+                if req.id is not None and req.id in self.jobs:
+                    self.send(Error(req.id, "duplicate_id", f"request {req.id!r} is still running on this connection"))
+                    return
+                self.jobs[req.id] = job
+            self.server.scheduler.submit(job)
+            return
+        try:
+            result = getattr(self.server, "m_" + req.method)(self, req.params)
+            self.send(Done(req.id, result=result))
+        except LocalAIError as exc:
+            self.send(Error(req.id, exc.code, exc.message))
+        except Exception as exc:
+            log.exception("%s failed", req.method)
+            self.send(Error(req.id, "internal", f"internal error in {req.method}: {exc}"))
+        self.server.scheduler.count("requests_served")
+        if req.method == "shutdown":
+            self.server.shutdown()
+
+
+# --- the server -----------------------------------------------------------------------------------
+
+class Server:
+    def __init__(self, cfg, path: str | None = None, loader=None, resolve=None):
+        self.cfg = cfg
+        self.path = path or protocol.socket_path()
+        self.scheduler = Scheduler(cfg, loader=loader, resolve=resolve)
+        self.listener: Listener | None = None
+        self.conns: set = set()
+        self._wake_r, self._wake_w = os.pipe()
+        self.stopping = False
+
+    def bind(self) -> None:
+        self.listener = Listener(self.path)
+
+    def serve_forever(self) -> None:
+        """Accept connections until `shutdown()` (the `shutdown` method, SIGTERM, SIGINT)."""
+        if self.listener is None:
+            self.bind()
+        self.scheduler.start()
+        log.info("listening on %s (pid %d)", self.path, os.getpid())
+        sel = selectors.DefaultSelector()
+        sel.register(self.listener.sock, selectors.EVENT_READ)
+        sel.register(self._wake_r, selectors.EVENT_READ)
+        try:
+            while not self.stopping:
+                for key, _ in sel.select():
+                    if key.fileobj is self.listener.sock and not self.stopping:
+                        self._accept()
+        finally:
+            sel.close()
+            self.scheduler.stop()
+            self.scheduler.thread.join(timeout=10)
+            for conn in list(self.conns):  # let the last events (the `shutdown` answer) out
+                conn.out.put(None)
+                conn.writer.join(timeout=2)
+            self.listener.close()
+            os.close(self._wake_r)
+            os.close(self._wake_w)
+            log.info("stopped")
+
+    def _accept(self) -> None:
+        try:
+            sock, _ = self.listener.sock.accept()
+        except OSError as exc:
+            if exc.errno in (errno.EAGAIN, errno.ECONNABORTED, errno.EINTR):
+                return
+            raise
+        uid = peer_uid(sock)
+        if uid != os.getuid():
+            log.warning("refused a connection from uid %d", uid)
+            try:
+                sock.sendall(protocol.encode_event(Error(None, "permission_denied",
+                             f"this localai daemon belongs to uid {os.getuid()}; start your own")))
+            except OSError:
+                pass
+            sock.close()
+            return
+        conn = Connection(self, sock)
+        self.conns.add(conn)
+        conn.start()
+
+    def shutdown(self) -> None:
+        self.stopping = True
+        try:
+            os.write(self._wake_w, b"x")
+        except OSError:
+            pass
+
+    def install_signal_handlers(self) -> None:
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            signal.signal(sig, lambda *_: self.shutdown())
+
+    # --- methods answered without the scheduler -----------------------------------------------
+
+    def m_status(self, conn, params) -> dict:
+        return {"version": _version(), "protocol": protocol.PROTOCOL_VERSION, "socket": self.path,
+                **self.scheduler.status()}
+
+    def m_models(self, conn, params) -> dict:
+        from .. import store
+
+        loaded = [m["name"] for m in self.scheduler.status()["models"]]
+        return {"models": store.list_models(), "loaded": loaded}
+
+    def m_cancel(self, conn, params) -> dict:
+        with conn.lock:
+            job = conn.jobs.get(params.target)
+        if job is not None:
+            job.cancelled = True
+            self.scheduler.wake()
+        return {"cancelled": job is not None}
+
+    def m_shutdown(self, conn, params) -> dict:
+        return {"ok": True, "pid": os.getpid()}
+
+
+def _version() -> str:
+    from .. import __version__
+
+    return __version__
