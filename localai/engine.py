@@ -19,14 +19,16 @@ from . import kernels, store
 from .chat_template import render as render_chat
 from .errors import ContextOverflow, InvalidRequest, UnsupportedModel
 from .gguf_file import GGUFFile
-from .models import model_class
 from .sampling import SamplingParams, make_sampler
 from .stops import StopMatcher
 from .tokenizer import StreamDecoder, from_gguf
 
 N_BATCH = 512          # prompt tokens per forward pass during prefill
 DEFAULT_N_CTX = 4096   # capped by the model's training context
-BACKENDS = ("numpy",)  # the MLX backend is tracked separately; "auto" resolves to numpy here
+# backend name -> module exposing model_class(arch); models take and return numpy arrays:
+# model(tokens, cache, last_only) -> logits, model.make_cache(max_len) -> per-layer caches
+# with .offset, .trim(n), .nbytes.
+BACKENDS = {"numpy": "localai.models", "mlx": "localai.mlx"}
 
 
 @dataclass
@@ -85,11 +87,21 @@ class Session:
 
 
 def resolve_backend(backend: str) -> str:
-    if backend in ("auto", "numpy"):
+    """"auto" -> "numpy" here; explicit names are checked against BACKENDS."""
+    if backend == "auto":
         return "numpy"
-    if backend == "mlx":
-        raise UnsupportedModel("the MLX backend is not available in this build yet; use backend='numpy'")
-    raise UnsupportedModel(f"unknown backend {backend!r} (choose auto, numpy or mlx)")
+    if backend not in BACKENDS:
+        raise UnsupportedModel(f"unknown backend {backend!r} (choose auto, {', '.join(BACKENDS)})")
+    return backend
+
+
+def backend_module(backend: str):
+    import importlib
+
+    try:
+        return importlib.import_module(BACKENDS[backend])
+    except ImportError as exc:
+        raise UnsupportedModel(f"the {backend} backend is not available: {exc}") from None
 
 
 class LLM:
@@ -106,7 +118,7 @@ class LLM:
         self.gguf = g = GGUFFile(self.path)
         self.arch = g.architecture
         self.quant = g.file_type_name
-        self.model = model_class(self.arch)(g)
+        self.model = backend_module(self.backend).model_class(self.arch)(g)
         self.tokenizer = from_gguf(g)
         self.n_vocab = self.model.args.n_vocab
         train = int(self.model.args.n_ctx_train)

@@ -19,7 +19,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
-_MODULES = ("localai.cli.engine_cmds", "localai.cli.client_cmds")
+_MODULES = ("localai.cli.engine_cmds", "localai.cli.client_cmds", "localai.cli.shell_cmds", "localai.cli.bench_cmds")
 
 
 def _register() -> None:
