@@ -115,6 +115,7 @@ class LLM:
         self.backend = resolve_backend(backend)
         if n_threads:
             kernels.set_threads(n_threads)
+        kernels.warmup()  # compile (or load from numba's cache) now, not on the first token
         self.gguf = g = GGUFFile(self.path)
         self.arch = g.architecture
         self.quant = g.file_type_name

@@ -86,7 +86,7 @@ def attention(q: np.ndarray, k: np.ndarray, v: np.ndarray, offset: int, scale: f
     if window is not None:
         masked |= (pos - key) >= window
     if masked.any():
-        scores = np.where(masked, np.float32(-np.inf), scores)
+        np.copyto(scores, np.float32(-np.inf), where=masked)  # in place: no second (Hkv,G,L,T) array
     scores -= scores.max(axis=-1, keepdims=True)
     np.exp(scores, out=scores)
     scores /= scores.sum(axis=-1, keepdims=True)

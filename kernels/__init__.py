@@ -1,0 +1,29 @@
+"""Quantized-weight kernels: GGUF weights stay in the memory map and are multiplied in place.
+
+    from localai.kernels import QMatrix, dequantize, KERNEL_BACKEND
+    W = QMatrix(t.data, t.ggml_type, t.shape)   # (M, K)
+    y = W.matmul(x)                              # x (N, K) float32 -> (N, M) = x @ W.T
+    e = W.rows(token_ids)                        # (len(ids), K): an embedding lookup
+    dequantize(raw, ggml_type, n_cols)           # raw (R, row_bytes) -> float32 (R, n_cols)
+
+KERNEL_BACKEND is "numba" (fused numba kernels) or "numpy" (dequantize a tile + BLAS).
+LOCALAI_KERNELS=numpy forces numpy; without numba, or if its kernels fail to compile,
+numpy is used automatically. `warmup()` compiles the numba kernels up front; `set_threads(n)`
+sets how many threads they use.
+
+Depends on numpy, numba (optional) and gguf's format tables only.
+"""
+from __future__ import annotations
+
+from . import qmatmul
+from .qmatmul import DECODE_MAX_N, QMatrix, backend, set_backend, set_threads, warmup
+from .quants import BLOCK, dequantize
+
+__all__ = ["QMatrix", "dequantize", "KERNEL_BACKEND", "set_threads", "warmup", "backend", "set_backend",
+           "BLOCK", "DECODE_MAX_N"]
+
+
+def __getattr__(name: str):
+    if name == "KERNEL_BACKEND":  # live: it turns to "numpy" if the numba kernels fail to compile
+        return qmatmul.backend()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

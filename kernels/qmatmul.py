@@ -1,0 +1,181 @@
+"""QMatrix: a weight matrix that stays quantized in the memory map.
+
+    W = QMatrix(data, ggml_type, (M, K))
+    y = W.matmul(x)        # x (N, K) -> y (N, M) = x @ W.T
+
+Decode (N <= DECODE_MAX_N): one fused numba pass over the quantized bytes, no float copy of W.
+Prefill (larger N) and the numpy backend: W is dequantized TILE_BYTES at a time into a
+reused float32 buffer and multiplied by BLAS, so memory stays bounded whatever M is.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import threading
+
+import numpy as np
+from gguf import GGMLQuantizationType as T
+
+from . import quants
+
+log = logging.getLogger(__name__)
+
+DECODE_MAX_N = 4      # rows of x up to which the fused kernels beat dequantize + BLAS
+TILE_BYTES = 8 << 20  # float32 tile of W per BLAS call in the tiled path
+
+
+def _load_numba():
+    if os.environ.get("LOCALAI_KERNELS", "").strip().lower() == "numpy":
+        return None
+    try:
+        from . import _numba
+    except Exception as e:  # numba missing, or a numba/llvmlite that cannot build these kernels
+        log.debug("numba kernels unavailable (%s); using numpy", e)
+        return None
+    return _numba
+
+
+_nb = _load_numba()
+_compiled = False
+
+
+def backend() -> str:
+    """"numba" or "numpy": which kernels matmul uses now."""
+    return "numba" if _nb is not None else "numpy"
+
+
+def set_backend(name: str) -> str:
+    """Force "numpy", or go back to "numba" where it loads; returns the backend in use."""
+    global _nb
+    _nb = _load_numba() if name == "numba" else None
+    return backend()
+
+
+def set_threads(n: int) -> None:
+    """Threads for the numba kernels, at most NUMBA_NUM_THREADS (default: all cores).
+    Numba keeps this per calling thread: call it from the thread that runs the model."""
+    if _nb is not None:
+        import numba
+
+        numba.set_num_threads(max(1, min(int(n), numba.config.NUMBA_NUM_THREADS)))
+
+
+def warmup() -> str:
+    """Compile the numba kernels now (or load them from numba's cache) on tiny inputs.
+
+    Both entry points cover every type, so this is all the compiling there is: ~7 s cold
+    (once per machine and source version; cached in kernels/__pycache__), ~0.3 s cached.
+    Runs by itself on the first matmul otherwise. If compiling fails, switches to numpy.
+    Returns the backend."""
+    global _nb, _compiled
+    if _nb is None or _compiled:
+        return backend()
+    try:
+        w = _readonly(np.zeros((2, 34), np.uint8))
+        x = np.zeros((1, 32), np.float32)
+        _nb.matvec(int(T.Q8_0), w, x, np.empty((1, 2), np.float32), _nb.FULL)
+        _nb.dequantize_rows(int(T.Q8_0), w, np.empty((2, 32), np.float32), _nb.FULL)
+        _compiled = True
+    except Exception as e:
+        first_line = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        log.warning("numba kernels failed to compile (%s: %s); using numpy, which is much slower",
+                    type(e).__name__, first_line)
+        _nb = None
+    return backend()
+
+
+def _numba_kernel(ggml_type: int) -> bool:
+    """Whether the numba kernels are in use and cover this type."""
+    return _nb is not None and ggml_type in _nb.TYPE_IDS and (_compiled or warmup() == "numba")
+
+
+def _readonly(a: np.ndarray) -> np.ndarray:
+    """A read-only view: numba compiles once per array type, and mmap views are read-only."""
+    if a.flags.writeable:
+        a = a.view()
+        a.flags.writeable = False
+    return a
+
+
+_local = threading.local()
+
+
+def _scratch(n: int) -> np.ndarray:
+    """A float32 buffer of n values, reused by each thread across all matrices."""
+    buf = getattr(_local, "buf", None)
+    if buf is None or buf.size < n:
+        buf = _local.buf = np.empty(n, np.float32)
+    return buf[:n]
+
+
+class QMatrix:
+    """A 2-D GGUF weight (M, K), kept as the bytes of the file; dequantized only a tile or a
+    row at a time."""
+
+    def __init__(self, data: np.ndarray, ggml_type: int, shape: tuple[int, int]):
+        self.ggml_type = int(ggml_type)
+        self.type = T(self.ggml_type)
+        M, K = self.shape = (int(shape[0]), int(shape[1]))
+        self._blas = self.type == T.F32
+        data = np.asarray(data)
+        if self._blas:
+            self.raw = _readonly(data.view(np.float32).reshape(M, K))  # (M, K): BLAS reads it as is
+        else:
+            self.raw = _readonly(np.ascontiguousarray(data).view(np.uint8).reshape(M, -1))  # (M, row_bytes)
+            if self.raw.shape[1] != quants.row_bytes(self.type, K):
+                raise ValueError(f"{self.type.name} weight of shape {self.shape} needs "
+                                 f"{quants.row_bytes(self.type, K)} bytes per row, got {self.raw.shape[1]}")
+
+    def __repr__(self) -> str:
+        return f"QMatrix({self.type.name}, shape={self.shape})"
+
+    def matmul(self, x: np.ndarray) -> np.ndarray:
+        """x (N, K) float32 -> (N, M) float32 = x @ W.T (a 1-D x gives a 1-D result)."""
+        M, K = self.shape
+        x2 = np.ascontiguousarray(x, dtype=np.float32).reshape(-1, K)  # (N, K)
+        if not x2.flags.writeable:
+            x2 = x2.copy()
+        N = x2.shape[0]
+        if self._blas:
+            out = x2 @ self.raw.T
+        elif N <= DECODE_MAX_N and _numba_kernel(self.ggml_type):
+            out = np.empty((N, M), np.float32)
+            _nb.matvec(self.ggml_type, self.raw, x2, out, _nb.FULL)
+        else:
+            out = self._tiled_matmul(x2)
+        return out.reshape(M) if np.ndim(x) == 1 else out
+
+    def _tiled_matmul(self, x: np.ndarray) -> np.ndarray:
+        M, K = self.shape
+        rows = max(1, min(M, TILE_BYTES // (4 * K)))
+        buf = _scratch(rows * K)
+        out = np.empty((x.shape[0], M), np.float32)  # (N, M)
+        for r0 in range(0, M, rows):
+            r1 = min(M, r0 + rows)
+            tile = self._dequantize(self.raw[r0:r1], buf[:(r1 - r0) * K].reshape(r1 - r0, K), tile=True)  # (r, K)
+            if r1 - r0 == M:
+                np.matmul(x, tile.T, out=out)
+            else:
+                out[:, r0:r1] = x @ tile.T
+        return out
+
+    def rows(self, ids) -> np.ndarray:
+        """Dequantize only rows `ids` (an embedding lookup): float32 (len(ids), K)."""
+        ids = np.asarray(ids, dtype=np.intp).reshape(-1)
+        raw = self.raw[ids]  # (n, row_bytes): a copy of just those rows
+        if self._blas:
+            return raw
+        return self._dequantize(_readonly(raw), np.empty((len(ids), self.shape[1]), np.float32))
+
+    def dequantize(self) -> np.ndarray:
+        """The whole matrix as float32 (M, K). For tests and small tensors only."""
+        if self._blas:
+            return np.array(self.raw)
+        return self._dequantize(self.raw, np.empty(self.shape, np.float32))
+
+    def _dequantize(self, raw: np.ndarray, out: np.ndarray, tile: bool = False) -> np.ndarray:
+        """raw (r, row_bytes) rows of W -> out (r, K) float32; `tile`: BLAS multiplies it next."""
+        if _numba_kernel(self.ggml_type):
+            (_nb.dequantize_tile if tile else _nb.dequantize_rows)(self.ggml_type, raw, out, _nb.FULL)
+            return out
+        return quants.dequantize(raw, self.ggml_type, self.shape[1], out=out)

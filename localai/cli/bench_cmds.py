@@ -1,0 +1,39 @@
+"""`localai bench`: prompt processing, generation, time to first token, load time, peak RSS."""
+from __future__ import annotations
+
+import json
+
+import typer
+
+
+def bench(
+    model: str = typer.Option("smollm2", "--model", "-m"),
+    backend: str = typer.Option("auto", "--backend"),
+    threads: int = typer.Option(2, "--threads", "-t"),
+    n_prompt: int = typer.Option(512, "--n-prompt", "-p"),
+    n_gen: int = typer.Option(128, "--n-gen", "-n"),
+    ttft_prompt: int = typer.Option(1000, "--ttft-prompt", help="Prompt tokens for the time-to-first-token test."),
+    ttft_new: int = typer.Option(20, "--ttft-new", help="Tokens not yet cached in the warm test."),
+    repeats: int = typer.Option(3, "--repeats", "-r"),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object (medians at the top level)."),
+):
+    """Measure a model like llama-bench: pp, tg, ttft cold/warm, load time, peak RSS."""
+    from .. import bench as B
+
+    def progress(i, r):
+        if not as_json:
+            print(f"run {i + 1}: load {r['load_s']:.3f}s  pp {r['pp_tps']:.1f} tok/s  tg {r['tg_tps']:.1f} tok/s  "
+                  f"ttft {r['ttft_ms_cold']:.0f}/{r['ttft_ms_warm']:.0f} ms  peak RSS {r['peak_rss_mib']:.0f} MiB",
+                  flush=True)
+
+    res = B.run(model, backend=backend, threads=threads, n_prompt=n_prompt, n_gen=n_gen,
+                ttft_prompt=ttft_prompt, ttft_new=ttft_new, repeats=repeats, progress=progress)
+    if as_json:
+        out = {k: v["median"] for k, v in res["summary"].items()}
+        out.update(summary=res["summary"], runs=res["runs"], args=res["args"])
+        print(json.dumps(out))
+    else:
+        print(B.format_table(res))
+
+
+COMMANDS = {"bench": bench}

@@ -1,0 +1,230 @@
+"""Quantized-weight kernels, held to independent implementations:
+- numpy dequantizers (kernels/quants.py) bit-exact with gguf-py's `gguf.quants.dequantize`;
+- numba dequantizers bit-exact with the numpy ones;
+- QMatrix.matmul on both backends equal to dequantize-then-matmul to float32 rounding;
+- the same on one real tensor of each type from the two model files.
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tracemalloc
+
+import numpy as np
+import pytest
+from gguf import GGMLQuantizationType as T
+from gguf import quants as gguf_quants
+
+from localai import kernels
+from localai.kernels import QMatrix, dequantize, qmatmul, quants
+
+NATIVE = [T.F32, T.F16, T.BF16, T.Q4_0, T.Q4_1, T.Q5_0, T.Q5_1, T.Q8_0, T.Q2_K, T.Q3_K, T.Q4_K, T.Q5_K, T.Q6_K]
+FALLBACK = [t for t in gguf_quants._type_traits if t not in NATIVE]  # IQ*, TQ*, MXFP4, ... via gguf-py
+SCALES = {  # byte offsets of the float16 scales in a block of each type
+    T.Q4_0: [0], T.Q4_1: [0, 2], T.Q5_0: [0], T.Q5_1: [0, 2], T.Q8_0: [0],
+    T.Q2_K: [80, 82], T.Q3_K: [108], T.Q4_K: [0, 2], T.Q5_K: [0, 2], T.Q6_K: [208], T.IQ4_NL: [0],
+}
+NUMBA = pytest.mark.skipif(qmatmul._nb is None, reason="numba kernels unavailable")
+
+
+def random_rows(qtype: T, rows: int, cols: int, seed: int = 0) -> np.ndarray:
+    """Random weights in the file's layout: uint8 (rows, row_bytes), or float32/float16
+    (rows, cols) for F32/F16. Scales are random finite float16s (no NaN, Inf or subnormals)."""
+    rng = np.random.default_rng(seed)
+    if qtype == T.F32:
+        return rng.standard_normal((rows, cols)).astype(np.float32)
+    if qtype == T.F16:
+        return rng.standard_normal((rows, cols)).astype(np.float16)
+    if qtype == T.BF16:
+        f = rng.standard_normal((rows, cols)).astype(np.float32)
+        return (f.view(np.uint32) >> 16).astype(np.uint16).view(np.uint8)
+    qk, nbytes = quants.block_size(qtype)
+    blocks = rng.integers(0, 256, (rows * cols // qk, nbytes), dtype=np.uint8)
+    for at in SCALES.get(qtype, []):
+        d = rng.uniform(1e-3, 1e-1, len(blocks)) * rng.choice([-1, 1], len(blocks))
+        blocks[:, at:at + 2] = d.astype(np.float16).view(np.uint8).reshape(-1, 2)
+    return blocks.reshape(rows, -1)
+
+
+def reference(raw: np.ndarray, qtype: T) -> np.ndarray:
+    return np.asarray(gguf_quants.dequantize(raw.view(np.uint8) if qtype == T.BF16 else raw, qtype), np.float32)
+
+
+@pytest.fixture(params=["numpy", pytest.param("numba", marks=NUMBA)])
+def backend(request):
+    before = qmatmul.backend()
+    assert qmatmul.set_backend(request.param) == request.param
+    yield request.param
+    qmatmul.set_backend(before)
+
+
+def assert_close(y: np.ndarray, x: np.ndarray, w: np.ndarray):
+    """y == x @ w.T to float32 rounding: |error| <= 4 K u sum_k |x_k w_k|, u = 2^-24, the
+    textbook bound for a K-term float32 dot product with room for the scale/min split."""
+    ref = x.astype(np.float64) @ w.T.astype(np.float64)
+    bound = 4 * x.shape[1] * 2.0**-24 * (np.abs(x).astype(np.float64) @ np.abs(w).T) + 1e-30
+    assert np.all(np.abs(y - ref) <= bound), f"max error {np.abs(y - ref).max():.3g}"
+
+
+# -- dequantization, bit for bit ----------------------------------------------------------------
+
+@pytest.mark.parametrize("qtype", NATIVE + FALLBACK, ids=lambda t: t.name)
+def test_dequantize_matches_gguf(qtype):
+    raw = random_rows(qtype, 3, 512)
+    ref = reference(raw, qtype)
+    got = dequantize(raw, qtype, 512)
+    assert got.dtype == np.float32 and got.shape == (3, 512)
+    if qtype in NATIVE:
+        assert np.isfinite(ref).all()
+    np.testing.assert_array_equal(got, ref)  # NaN-aware for the exotic types' random scales
+
+
+@NUMBA
+@pytest.mark.parametrize("qtype", qmatmul._nb.TYPES if qmatmul._nb else [], ids=lambda t: t.name)
+def test_numba_dequantize_matches_numpy(qtype):
+    raw = random_rows(qtype, 5, 1024, seed=1)
+    W = QMatrix(raw, qtype, (5, 1024))
+    out = np.empty((5, 1024), np.float32)
+    qmatmul._nb.dequantize_rows(int(qtype), W.raw, out, qmatmul._nb.FULL)
+    np.testing.assert_array_equal(out, quants.dequantize(raw, qtype, 1024))
+
+
+@NUMBA
+def test_numba_f16_all_bit_patterns():
+    """Every half, including subnormals, infinities and NaNs, converts exactly as numpy does."""
+    halves = np.arange(1 << 16, dtype=np.uint16).view(np.float16).reshape(64, 1024)
+    W = QMatrix(halves, T.F16, halves.shape)
+    np.testing.assert_array_equal(W.dequantize(), halves.astype(np.float32))
+
+
+# -- matmul and rows on both backends ------------------------------------------------------------
+
+@pytest.mark.parametrize("qtype", NATIVE + [T.IQ4_NL], ids=lambda t: t.name)
+@pytest.mark.parametrize("N", [1, 3, 37])
+def test_matmul(backend, qtype, N):
+    M, K = 67, 512  # M odd: no tile or thread split divides it
+    raw = random_rows(qtype, M, K, seed=N)
+    w = reference(raw, qtype)
+    x = np.random.default_rng(N).standard_normal((N, K)).astype(np.float32)
+    y = QMatrix(raw, qtype, (M, K)).matmul(x)
+    assert y.dtype == np.float32 and y.shape == (N, M) and y.flags.c_contiguous
+    assert_close(y, x, w)
+
+
+@pytest.mark.parametrize("qtype", [T.F32, T.F16, T.BF16], ids=lambda t: t.name)
+def test_float_types_any_width(backend, qtype):
+    raw = random_rows(qtype, 7, 100)  # K = 100: not a multiple of any block
+    x = np.random.default_rng(1).standard_normal((2, 100)).astype(np.float32)
+    W = QMatrix(raw, qtype, (7, 100))
+    np.testing.assert_array_equal(W.dequantize(), reference(raw, qtype))
+    assert_close(W.matmul(x[:1]), x[:1], reference(raw, qtype))
+    assert_close(W.matmul(x), x, reference(raw, qtype))
+
+
+def test_matmul_tiles(backend, monkeypatch):
+    """Prefill path with many tiles, the last one partial."""
+    monkeypatch.setattr(qmatmul, "TILE_BYTES", 10 * 256 * 4)  # 10 rows of K = 256
+    raw = random_rows(T.Q4_K, 93, 256)
+    x = np.random.default_rng(0).standard_normal((20, 256)).astype(np.float32)
+    assert_close(QMatrix(raw, T.Q4_K, (93, 256)).matmul(x), x, reference(raw, T.Q4_K))
+
+
+def test_matmul_1d(backend):
+    raw = random_rows(T.Q8_0, 9, 64)
+    W = QMatrix(raw, T.Q8_0, (9, 64))
+    x = np.ones(64, np.float32)
+    np.testing.assert_array_equal(W.matmul(x), W.matmul(x[None])[0])
+
+
+@pytest.mark.parametrize("qtype", [T.F32, T.F16, T.Q4_1, T.Q8_0, T.Q6_K], ids=lambda t: t.name)
+def test_rows(backend, qtype):
+    raw = random_rows(qtype, 40, 256)
+    W = QMatrix(raw, qtype, (40, 256))
+    ids = np.array([39, 0, 7, 7])
+    np.testing.assert_array_equal(W.rows(ids), W.dequantize()[ids])
+    np.testing.assert_array_equal(W.dequantize(), reference(raw, qtype))
+    assert W.rows(3).shape == (1, 256)
+
+
+def test_bad_row_size():
+    with pytest.raises(ValueError, match="bytes per row"):
+        QMatrix(np.zeros((4, 20), np.uint8), T.Q4_0, (4, 32))
+
+
+# -- the real model files -----------------------------------------------------------------------
+
+def _real_tensors(path, names):
+    from localai.gguf_file import GGUFFile
+
+    g = GGUFFile(path)
+    return [g.tensors[n] for n in names]
+
+
+@pytest.mark.parametrize("model,names", [
+    ("smollm2", ["blk.0.ffn_down.weight", "token_embd.weight"]),                       # Q4_1, Q8_0
+    ("gemma3", ["blk.0.attn_q.weight", "blk.0.attn_output.weight", "blk.0.ffn_down.weight",
+                "blk.0.attn_v.weight"]),                                               # Q5_0, Q4_K, Q6_K, Q8_0
+])
+def test_real_tensors(backend, model, names, request):
+    path = request.getfixturevalue(f"{model}_path")
+    for t in _real_tensors(path, names):
+        rows = t.data[:300]  # a slice keeps the 262144-row embedding cheap
+        M, K = rows.shape[0], t.shape[1]
+        ref = reference(np.ascontiguousarray(rows), T(t.ggml_type))
+        W = QMatrix(rows, t.ggml_type, (M, K))
+        np.testing.assert_array_equal(W.dequantize(), ref)
+        x = np.random.default_rng(0).standard_normal((3, K)).astype(np.float32)
+        assert_close(W.matmul(x[:1]), x[:1], ref)
+        assert_close(W.matmul(x), x, ref)
+
+
+def test_memory_stays_bounded(smollm2_path):
+    """Neither a prefill matmul nor an embedding lookup expands the 113 MB float embedding."""
+    (t,) = _real_tensors(smollm2_path, ["token_embd.weight"])
+    W = QMatrix(t.data, t.ggml_type, t.shape)  # (49152, 576) Q8_0
+    x = np.random.default_rng(0).standard_normal((16, 576)).astype(np.float32)
+    tracemalloc.start()
+    try:
+        y = W.matmul(x)
+        e = W.rows([5, 49151])
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert y.shape == (16, 49152) and e.shape == (2, 576)
+    # the output, one float tile, and numpy's temporaries of a few quants.TILE_BYTES steps
+    assert peak < y.nbytes + qmatmul.TILE_BYTES + 4 * quants.TILE_BYTES, f"peak {peak / 1e6:.0f} MB"
+    np.testing.assert_array_equal(e, reference(np.ascontiguousarray(t.data[[5, 49151]]), T.Q8_0))
+
+
+# -- backend selection --------------------------------------------------------------------------
+
+def test_env_forces_numpy():
+    code = "from localai.kernels import KERNEL_BACKEND; print(KERNEL_BACKEND)"
+    env = dict(os.environ, LOCALAI_KERNELS="numpy")
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "numpy"
+
+
+def test_interface():
+    assert kernels.KERNEL_BACKEND in ("numba", "numpy")
+    assert kernels.warmup() == kernels.KERNEL_BACKEND
+    kernels.set_threads(1)
+    kernels.set_threads(os.cpu_count() or 1)
+
+
+def test_compile_failure_falls_back_to_numpy(monkeypatch):
+    class Broken:
+        TYPE_IDS = frozenset([int(T.Q8_0)])
+        FULL = 0
+
+        @staticmethod
+        def matvec(*args):
+            raise RuntimeError("LLVM says no")
+
+    monkeypatch.setattr(qmatmul, "_nb", Broken)
+    monkeypatch.setattr(qmatmul, "_compiled", False)
+    raw = random_rows(T.Q8_0, 3, 64)
+    y = QMatrix(raw, T.Q8_0, (3, 64)).matmul(np.ones((1, 64), np.float32))
+    assert kernels.KERNEL_BACKEND == "numpy"
+    assert_close(y, np.ones((1, 64), np.float32), reference(raw, T.Q8_0))
