@@ -10,7 +10,9 @@ import sys
 SCRIPT = r"""
 import json, os, resource, sys
 import localai.engine, localai.kernels as k
+import numpy as np
 k.warmup()
+a = np.ones((512, 1024), np.float32); a @ a.T  # BLAS's per-thread buffers belong to the runtime
 def rss_mib():
     return int(open('/proc/self/statm').read().split()[1]) * os.sysconf('SC_PAGE_SIZE') / 2**20
 base = rss_mib()
