@@ -44,8 +44,14 @@ def _fetch_model(model: Optional[str]) -> None:
     store.resolve(model or store.DEFAULT_MODEL)
 
 
-def _sampling(cfg, **flags) -> dict:
-    out = dict(cfg.sampling)
+# ask and chat answer people: a cooler, less repetitive default than the engine's raw
+# llama.cpp defaults (small models loop at 0.8). The config file and flags override these.
+ASSISTANT_SAMPLING = {"temperature": 0.3, "top_p": 0.9}
+
+
+def _sampling(cfg, assistant: bool = False, **flags) -> dict:
+    out = dict(ASSISTANT_SAMPLING) if assistant else {}
+    out.update(cfg.sampling)
     out.update({k: v for k, v in flags.items() if v is not None})
     return out
 
@@ -131,7 +137,7 @@ def ask(
         _fetch_model(model)
     streamed = not (no_stream or json_out)
     params = {"messages": messages, "model": model, "stream": streamed,
-              **_sampling(cfg, temperature=temperature, max_tokens=max_tokens)}
+              **_sampling(cfg, assistant=True, temperature=temperature, max_tokens=max_tokens)}
     with _client(cfg, no_daemon) as client:
         done = _run(client, "chat", params, sys.stdout if streamed else None)
     _emit_result(done, json_out, streamed)
@@ -197,7 +203,7 @@ def chat(
         _fetch_model(model)
     system = system or cfg.system
     history = [{"role": "system", "content": system}] if system else []
-    sampling = _sampling(cfg, temperature=temperature, max_tokens=max_tokens)
+    sampling = _sampling(cfg, assistant=True, temperature=temperature, max_tokens=max_tokens)
     print(f"localai chat ({model or 'smollm2'}). {CHAT_HELP}", flush=True)
     with _client(cfg, no_daemon) as client:
         while True:
