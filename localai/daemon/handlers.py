@@ -165,6 +165,11 @@ class FenceStripper:
                 self.nl, self.line_start = 0, False
         return "".join(out)
 
+    @property
+    def done(self) -> bool:
+        """The replacement is complete (its closing fence arrived): generating more is waste."""
+        return self.state == "done"
+
     def finish(self) -> str:
         rest, self.buf = self.buf, ""
         if self.state == "start":

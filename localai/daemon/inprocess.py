@@ -86,7 +86,9 @@ class InProcessClient(BaseClient):
                 if chunk.finish_reason:
                     reason, timings = chunk.finish_reason, chunk.timings.as_dict()
                     break
-                if id in self._cancelled:
+                if prep.filter is not None and getattr(prep.filter, "done", False):
+                    reason = "stop"
+                elif id in self._cancelled:
                     reason = "cancelled"
                 elif p.t_max_predict_ms is not None and (time.monotonic() - first) * 1000 >= p.t_max_predict_ms:
                     reason = "time"

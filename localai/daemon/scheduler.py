@@ -199,6 +199,9 @@ class Scheduler:
         self._emit(job, text, chunk.tokens)
         if chunk.finish_reason:
             self._done(job, chunk.finish_reason, chunk.timings)
+        elif job.filter is not None and getattr(job.filter, "done", False):
+            job.gen.close()
+            self._done(job, "stop", None)
         elif job.params.t_max_predict_ms is not None and \
                 (now - job.first_token) * 1000 >= job.params.t_max_predict_ms:
             job.gen.close()
