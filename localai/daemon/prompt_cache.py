@@ -33,9 +33,10 @@ class PromptCache:
                 if n > best_n:
                     best, best_n = s, n
         room = len(self.idle) + len(self.busy) < self.max_sessions
-        if best is not None and (2 * best_n >= len(best.tokens) or not room):
-            # keeps most of what the session holds (a chat's next turn, a repeated prompt)
-            # or the pool is full: reuse it
+        if best is not None and (2 * best_n >= len(best.tokens) or best_n >= len(prompt) - 1 or not room):
+            # keeps most of what the session holds (a chat's next turn), covers the whole
+            # prompt (a repeated request, however much was generated after it), or the pool
+            # is full: reuse it
             self.hits += 1
             self.reused_tokens += best_n
             self.idle.remove(best)
