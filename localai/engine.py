@@ -87,11 +87,22 @@ class Session:
 
 
 def resolve_backend(backend: str) -> str:
-    """"auto" -> "numpy" here; explicit names are checked against BACKENDS."""
+    """"auto" -> "mlx" on Apple Silicon with Metal, else "numpy"; "mlx" where MLX is missing
+    or broken -> "numpy", saying so on stderr; other names are checked against BACKENDS."""
+    import platform
+    import sys
+
+    from . import mlx as mlx_backend  # imports MLX only inside problem()
+
     if backend == "auto":
-        return "numpy"
+        apple = sys.platform == "darwin" and platform.machine() == "arm64"
+        return "mlx" if apple and mlx_backend.problem(metal=True) is None else "numpy"
     if backend not in BACKENDS:
         raise UnsupportedModel(f"unknown backend {backend!r} (choose auto, {', '.join(BACKENDS)})")
+    if backend == "mlx" and (why := mlx_backend.problem()) is not None:
+        print(f"localai: the MLX backend cannot run here ({why}); using numpy instead. Install MLX "
+              "with `pip install mlx` (macOS) or `pip install 'mlx[cpu]'` (Linux).", file=sys.stderr)
+        return "numpy"
     return backend
 
 
