@@ -82,8 +82,7 @@ def test_max_tokens_and_finish_reason(tiny):
 def test_stop_string_is_not_emitted(tiny):
     base = tiny.generate("the", max_tokens=30, temperature=0)
     text = base.text
-    if len(text) < 4:
-        pytest.skip("tiny model stopped too early to pick a stop string")  # depends on random weights
+    assert len(text) >= 4, text  # the tiny model's greedy text is long enough to cut
     stop = text[2:4]
     out = tiny.generate("the", max_tokens=30, temperature=0, stop=[stop])
     assert out.finish_reason == "stop"

@@ -12,25 +12,14 @@ from gguf import GGMLQuantizationType as Q
 from gguf import GGUFWriter, TokenType
 from gguf.quants import quantize
 
+from localai.tokenizer.bpe import BYTE_TO_CHAR
+
 SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
 MERGES = ["Ġ t", "h e", "Ġt he", "i n", "Ġ a", "e r", "o n", "Ġ s"]
 
 
-def _byte_symbols() -> list[str]:
-    """GPT-2's bytes_to_unicode: printable bytes map to themselves, the rest to U+0100+."""
-    keep = list(range(ord("!"), ord("~") + 1)) + list(range(0xA1, 0xAD)) + list(range(0xAE, 0x100))
-    table, n = {}, 0
-    for b in range(256):
-        if b in keep:
-            table[b] = chr(b)
-        else:
-            table[b] = chr(256 + n)
-            n += 1
-    return [table[b] for b in range(256)]
-
-
 def vocabulary() -> tuple[list[str], list[int], list[str]]:
-    tokens = SPECIALS + _byte_symbols() + [m.replace(" ", "") for m in MERGES]
+    tokens = SPECIALS + list(BYTE_TO_CHAR) + [m.replace(" ", "") for m in MERGES]
     types = [TokenType.CONTROL] * len(SPECIALS) + [TokenType.NORMAL] * (len(tokens) - len(SPECIALS))
     return tokens, [int(t) for t in types], MERGES
 
