@@ -67,14 +67,30 @@ class Rope:
         return out
 
 
+Q_BLOCK = 128  # prefill queries per block: a block only scores the keys it can see
+
+
 def attention(q: np.ndarray, k: np.ndarray, v: np.ndarray, offset: int, scale: float,
               window: int | None = None) -> np.ndarray:
     """Causal grouped-query attention.
 
     q: (H, L, hd) for positions offset..offset+L-1; k, v: (Hkv, T, hd) with T = offset + L.
     A query at position p sees keys j <= p (and p - j < window for sliding-window layers).
+    Long prompts go in blocks of Q_BLOCK queries, each scored only against the keys up to its
+    last position (and from its window's start), which skips the masked half of the work.
     Returns (L, H * hd).
     """
+    H, L, hd = q.shape
+    out = np.empty((L, H * hd), np.float32)
+    for i in range(0, L, Q_BLOCK):
+        j = min(L, i + Q_BLOCK)
+        lo = 0 if window is None else max(0, offset + i - window + 1)
+        out[i:j] = _attend(q[:, i:j], k[:, lo:offset + j], v[:, lo:offset + j], offset + i - lo, scale, window)
+    return out
+
+
+def _attend(q, k, v, offset: int, scale: float, window: int | None) -> np.ndarray:
+    """q: (H, L, hd) at positions offset.. relative to k, v: (Hkv, T, hd) -> (L, H * hd)."""
     H, L, hd = q.shape
     Hkv, T, _ = k.shape
     G = H // Hkv
