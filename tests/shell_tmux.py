@@ -15,31 +15,52 @@ PROMPT = "LAI> "  # every test shell uses this prompt
 _ids = itertools.count()
 
 
-def shell_argv(shell: str, home: Path, init: str) -> list:
-    """Start `shell` interactively with only the integration (`init`: a file) loaded."""
-    rc = home / f"rc.{shell}"
+def shell_argv(shell: str, home: Path, init: Path) -> list:
+    """Start `shell` interactively with only the integration (`init`, a file) loaded. It is
+    sourced with PATH pointing nowhere (any program it ran would fail loudly), timed: bash and
+    zsh keep the times in __lai_t0/__lai_t1, fish prints `time`'s report."""
     if shell == "bash":
-        rc.write_text(f"PS1='{PROMPT}'\nHISTFILE=/dev/null\nsource {init}\n")
+        rc = home / "rc.bash"
+        rc.write_text(f"PS1='{PROMPT}'\n__lai_path=$PATH; PATH=/nonexistent\n"
+                      f"__lai_t0=$EPOCHREALTIME; source {init}; __lai_t1=$EPOCHREALTIME\nPATH=$__lai_path\n")
         return ["bash", "--noprofile", "--rcfile", str(rc), "-i"]
-    if shell == "zsh":
-        (home / ".zshrc").write_text(f"PS1='{PROMPT}'\nHISTFILE=/dev/null\nsource {init}\n")
-        return ["zsh", "-i"]  # ZDOTDIR=home, set by the caller's env
+    if shell == "zsh":  # ZDOTDIR=home, from shell_env
+        (home / ".zshrc").write_text(f"PS1='{PROMPT}'\nzmodload zsh/datetime\n__lai_path=$PATH; PATH=/nonexistent\n"
+                                     f"__lai_t0=$EPOCHREALTIME; source {init}; __lai_t1=$EPOCHREALTIME\n"
+                                     f"PATH=$__lai_path\n")
+        return ["zsh", "-i"]
     if shell == "fish":
+        rc = home / "rc.fish"
         rc.write_text(f"function fish_prompt; printf '{PROMPT}'; end\nfunction fish_greeting; end\n"
-                      f"function fish_right_prompt; end\nsource {init}\n")
+                      f"set -g fish_autosuggestion_enabled 0\n"
+                      f"set -l __lai_path $PATH; set PATH /nonexistent\ntime source {init}\nset PATH $__lai_path\n")
         return ["fish", "--no-config", "--init-command", f"source {rc}"]
     raise ValueError(shell)
 
 
+# Typed at the prompt: prints how long sourcing took, `src_us=N` (fish's `time` has printed it).
+SOURCE_TIME = {
+    "bash": "echo src_us=$(( ${__lai_t1/./} - ${__lai_t0/./} ))",
+    "zsh": "echo src_us=$(( (__lai_t1 - __lai_t0) * 1e6 ))",
+}
+
+
+def source_time_ms(shell: str, screen: str) -> float:
+    if shell == "fish":
+        m = re.search(r"Executed in\s+([\d.]+) (micros|millis|secs)", screen)
+        return float(m.group(1)) * {"micros": 1e-3, "millis": 1.0, "secs": 1e3}[m.group(2)]
+    return int(re.search(r"^src_us=(\d+)", screen, re.M).group(1)) / 1000
+
+
 def shell_env(base: dict, home: Path) -> dict:
-    env = dict(base, ZDOTDIR=str(home), XDG_DATA_HOME=str(home / "data"), TERM="xterm-256color",
-               LANG="C.UTF-8", HISTFILE="/dev/null", fish_history="")
+    env = dict(base, ZDOTDIR=str(home), XDG_DATA_HOME=str(home / "data"), XDG_CONFIG_HOME=str(home / "config"),
+               TERM="xterm-256color", LANG="C.UTF-8", HISTFILE="/dev/null")
     env.pop("TMUX", None)
     return env
 
 
 class Tmux:
-    def __init__(self, argv: list, env: dict, width: int = 220, height: int = 50):
+    def __init__(self, argv: list, env: dict, width: int = 220, height: int = 200):
         self.server = f"localai-test-{os.getpid()}-{next(_ids)}"
         self.env = env
         self._tmux("new-session", "-d", "-x", str(width), "-y", str(height), "-s", "t", *argv)

@@ -1,0 +1,105 @@
+"""The shell-facing commands: `init` prints a shell's integration, `cmd` turns a description
+into a command line, `explain` says what a command does.
+
+`cmd` and `explain` are actions (`localai.actions`) run through the socket client, so the
+shells, the editor and the CLI share their prompts and post-processing. Nothing here imports
+numpy or the engine: the shell's key binding waits on this path.
+"""
+import os
+import sys
+from typing import List, Optional
+
+import typer
+
+from .. import actions
+from .. import config as _config
+from ..errors import LocalAIError
+from .client_cmds import MAX_TOKENS, MODEL, NO_DAEMON, TEMPERATURE, _client, _fetch_model, _read_stdin
+
+SHELLS = ("bash", "zsh", "fish")  # plugins/shell/localai.<shell>, installed as localai.plugins_shell
+SHELL = typer.Option(None, "--shell", help="The shell the command is for: bash, zsh, fish, ... (default: $SHELL).")
+
+
+def integration(shell: str) -> str:
+    """The text of `plugins/shell/localai.<shell>` as installed with the package."""
+    from importlib.resources import files
+
+    if shell not in SHELLS:
+        raise LocalAIError(f"no integration for the shell {shell!r}; shells: {', '.join(SHELLS)}")
+    try:
+        return files("localai.plugins_shell").joinpath(f"localai.{shell}").read_text(encoding="utf-8")
+    except (ModuleNotFoundError, FileNotFoundError):  # an editable install made before they existed
+        raise LocalAIError("the shell integrations are missing from this installation of localai: "
+                           "reinstall it (`pip install .`, or `pip install -e .` in a checkout)") from None
+
+
+def init(shell: str = typer.Argument(..., help="bash, zsh or fish.")):
+    """Print the shell integration: `eval "$(localai init zsh)"`, or in fish `localai init fish | source`."""
+    sys.stdout.write(integration(shell))
+
+
+def _action(name: str, text: str, shell: Optional[str], model: Optional[str], temperature: Optional[float],
+            max_tokens: Optional[int], no_daemon: bool, on_text=None) -> str:
+    """Run an action with the config's sampling under its own; returns its result."""
+    cfg = _config.load()
+    context = actions.Context(shell=shell) if shell else actions.Context()
+    model = model or cfg.model
+    sampling = {**cfg.sampling, **actions.get(name).sampling}
+    sampling.update({k: v for k, v in dict(temperature=temperature, max_tokens=max_tokens).items() if v is not None})
+    if not no_daemon:
+        _fetch_model(model)
+    with _client(cfg, no_daemon) as client:
+        return actions.run(client, name, text, context, on_text, model=model, **sampling)
+
+
+def cmd(
+    description: Optional[List[str]] = typer.Argument(None, help="What the command should do (else stdin)."),
+    shell: Optional[str] = SHELL,
+    model: Optional[str] = MODEL,
+    temperature: Optional[float] = TEMPERATURE,
+    max_tokens: Optional[int] = MAX_TOKENS,
+    no_daemon: bool = NO_DAEMON,
+):
+    """Print one shell command that does what the description says (it is not run)."""
+    text = " ".join(description or []).strip() or _read_stdin().strip()
+    if not text:
+        raise LocalAIError('nothing to turn into a command: `localai cmd "find files over 100 MB"`')
+    print(_action("cmd", text, shell, model, temperature, max_tokens, no_daemon))
+
+
+def explain(
+    command: Optional[List[str]] = typer.Argument(None, help="The command (else stdin, else the previous "
+                                                             "command when the shell integration is loaded)."),
+    shell: Optional[str] = SHELL,
+    model: Optional[str] = MODEL,
+    temperature: Optional[float] = TEMPERATURE,
+    max_tokens: Optional[int] = MAX_TOKENS,
+    no_daemon: bool = NO_DAEMON,
+):
+    """Explain a shell command briefly; the answer streams."""
+    text = (" ".join(command or []).strip() or _read_stdin().strip()
+            or os.environ.get("LOCALAI_PREVIOUS_COMMAND", "").strip())
+    if not text:
+        raise LocalAIError("nothing to explain: `localai explain 'tar -xzf a.tgz'`; with the shell integration "
+                           "loaded (`localai init --help`), `localai explain` explains the previous command")
+    shown = []
+
+    def show(piece: str) -> None:
+        shown.append(piece)
+        sys.stdout.write(piece)
+        sys.stdout.flush()
+
+    try:
+        _action("explain", text, shell, model, temperature, max_tokens, no_daemon, show)
+    except KeyboardInterrupt:  # closing the connection stops the request in the daemon
+        print(flush=True)
+        raise typer.Exit(130)
+    if not "".join(shown).endswith("\n"):
+        print()
+
+
+COMMANDS = {
+    "init": init,
+    "cmd": cmd,
+    "explain": explain,
+}

@@ -1,0 +1,90 @@
+# localai for bash. Load it from ~/.bashrc with:   eval "$(localai init bash)"
+#
+#   ?? what is my ip          ask; the answer streams; the words are taken as typed (no globbing)
+#   ask "question"            the same, and options: ask -n 50 "..."
+#   git diff | ask "write a commit message"      piped text is the question's context
+#   Alt-a                     the command line, read as a description, becomes a suggested
+#                             command; edit it, then Enter runs it (nothing runs before)
+#   localai explain           explain the previous command (`localai explain CMD` any other)
+#
+# Set before the eval: LOCALAI_SUGGEST_KEY (a readline key sequence, default '\ea' = Alt-a).
+# Needs bash 4 or later for the key binding. Sourcing this runs no program.
+
+# --- the localai program ------------------------------------------------------------------
+
+__localai_found() {
+    \builtin type -P localai >/dev/null 2>&1 && return 0
+    \builtin printf '%s\n' 'localai: the localai command is not in PATH; install it (pip install localai) or fix PATH' >&2
+    return 127
+}
+
+# The shell's `localai`: `localai explain` with no command explains the previous one, which
+# only the shell knows; it goes to the program in LOCALAI_PREVIOUS_COMMAND.
+localai() {
+    __localai_found || return
+    if [[ ${1-} == explain ]]; then
+        local prev
+        prev=$(\builtin fc -ln -1 -1 2>/dev/null)  # -1 is the one before this very line
+        LOCALAI_PREVIOUS_COMMAND=${prev#"${prev%%[![:space:]]*}"} \command localai explain --shell bash "${@:2}"
+    else
+        \command localai "$@"
+    fi
+}
+
+# --- ask and ?? -----------------------------------------------------------------------------
+
+# `??` and `ask` are aliases for `__localai_noglob; __localai_ask`: bash expands the question's
+# words only when __localai_ask runs, after globbing was turned off, so `?? what is my ip?`
+# needs no quotes. After a pipe (`cmd | ask ...`) __localai_noglob runs in the pipeline's
+# subshell instead: there it keeps the piped text for __localai_ask, which runs next.
+__localai_stash="${TMPDIR:-/tmp}/localai-stdin.$UID.$$"
+
+__localai_noglob() {
+    if [[ $BASHPID != "$$" && ! -t 0 ]]; then
+        \command rm -f -- "$__localai_stash"
+        \builtin set -C  # create it anew: never write through a file planted under that name
+        \command cat >"$__localai_stash"
+    else
+        [[ -e $__localai_stash ]] && \command rm -f -- "$__localai_stash"
+        [[ $- == *f* ]] || { __localai_glob=1; \builtin set -f; }
+    fi
+}
+
+__localai_ask() {
+    if [[ -n ${__localai_glob-} ]]; then  # the words are expanded by now: globbing back on
+        \builtin set +f
+        \builtin unset __localai_glob
+    fi
+    if [[ -f $__localai_stash && -O $__localai_stash ]]; then
+        { \command rm -f -- "$__localai_stash"; __localai_found && \command localai ask "$@"; } <"$__localai_stash"
+    else
+        __localai_found && \command localai ask "$@"
+    fi
+}
+
+\builtin alias ask='__localai_noglob; __localai_ask'
+\builtin alias '??'='__localai_noglob; __localai_ask --'
+
+# --- the key binding: a description becomes a command ------------------------------------
+
+__localai_suggest() {
+    if [[ -z ${READLINE_LINE//[[:space:]]/} ]]; then
+        \builtin printf '%s\n' 'localai: describe a command first, then press the key' >&2
+        return
+    fi
+    __localai_found || return
+    local out
+    # stdout is the command; on failure the last line is the error (download progress and the
+    # like may come before either)
+    if out=$(\command localai cmd --shell bash -- "$READLINE_LINE" 2>&1 </dev/null) && [[ -n ${out##*$'\n'} ]]; then
+        READLINE_LINE=${out##*$'\n'}
+        READLINE_POINT=${#READLINE_LINE}
+    else
+        \builtin printf '%s\n' "${out##*$'\n'}" >&2  # the line stays as it was
+    fi
+}
+
+if [[ $- == *i* ]] && ((BASH_VERSINFO[0] >= 4)); then
+    \builtin bind -m emacs -x "\"${LOCALAI_SUGGEST_KEY:-\\ea}\": __localai_suggest"
+    \builtin bind -m vi-insert -x "\"${LOCALAI_SUGGEST_KEY:-\\ea}\": __localai_suggest"
+fi

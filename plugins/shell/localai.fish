@@ -1,0 +1,81 @@
+# localai for fish. Load it from ~/.config/fish/config.fish with:   localai init fish | source
+#
+#   ?? what is my ip          an abbreviation: typing `?? ` gives `ask "|"` with the cursor
+#                             inside the quotes, so the question needs no quoting (fish globs
+#                             `?`, so a function named `??` could not be called unquoted)
+#   ask "question"            ask; the answer streams; options too: ask -n 50 "..."
+#   git diff | ask "write a commit message"      piped text is the question's context
+#   Alt-a                     the command line, read as a description, becomes a suggested
+#                             command; edit it, then Enter runs it (nothing runs before)
+#   localai explain           explain the previous command (`localai explain CMD` any other)
+#
+# Set before sourcing: LOCALAI_SUGGEST_KEY (a `bind` key sequence, default \ea = Alt-a).
+# Sourcing this runs no program.
+
+# --- the localai program ------------------------------------------------------------------
+
+function __localai_found
+    command -q localai; and return 0
+    echo 'localai: the localai command is not in PATH; install it (pip install localai) or fix PATH' >&2
+    return 127
+end
+
+# The shell's `localai`: `localai explain` with no command explains the previous one, which
+# only the shell knows; it goes to the program in LOCALAI_PREVIOUS_COMMAND.
+function localai
+    __localai_found; or return
+    if test "$argv[1]" = explain
+        # $history[1] is the line before this one
+        LOCALAI_PREVIOUS_COMMAND=$history[1] command localai explain --shell fish $argv[2..-1]
+    else
+        command localai $argv
+    end
+end
+
+# --- ask and ?? -----------------------------------------------------------------------------
+
+function __localai_ask
+    __localai_found; and command localai ask $argv
+end
+
+function ask --wraps 'localai ask' --description 'Ask localai; piped text is the context'
+    __localai_ask $argv
+end
+
+# `--set-cursor` came with fish 3.6; before it `??` expands to a plain `ask`.
+abbr --add --set-cursor -- '??' 'ask "%"' 2>/dev/null
+or abbr --add -- '??' ask
+
+# --- the key binding: a description becomes a command ------------------------------------
+
+function __localai_suggest
+    set -l line (commandline | string collect)
+    if not string match -qr '\S' -- $line
+        printf '\nlocalai: describe a command first, then press the key\n' >&2
+        commandline -f repaint
+        return
+    end
+    if not __localai_found 2>/dev/null
+        printf '\n' >&2
+        __localai_found
+        commandline -f repaint
+        return
+    end
+    # stdout is the command; on failure the last line is the error (download progress and the
+    # like may come before either)
+    set -l out (command localai cmd --shell fish -- $line 2>&1 </dev/null)
+    if test $status -eq 0; and test -n "$out[-1]"
+        commandline --replace -- $out[-1]
+    else
+        printf '\n%s\n' $out[-1] >&2  # the line stays as it was
+    end
+    commandline -f repaint
+end
+
+if set -q LOCALAI_SUGGEST_KEY
+    bind $LOCALAI_SUGGEST_KEY __localai_suggest
+    bind -M insert $LOCALAI_SUGGEST_KEY __localai_suggest
+else
+    bind \ea __localai_suggest
+    bind -M insert \ea __localai_suggest
+end

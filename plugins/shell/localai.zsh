@@ -1,0 +1,69 @@
+# localai for zsh. Load it from ~/.zshrc with:   eval "$(localai init zsh)"
+#
+#   ?? what is my ip          ask; the answer streams; the words are taken as typed (noglob)
+#   ask "question"            the same, and options: ask -n 50 "..."
+#   git diff | ask "write a commit message"      piped text is the question's context
+#   Alt-a                     the command line, read as a description, becomes a suggested
+#                             command; edit it, then Enter runs it (nothing runs before)
+#   localai explain           explain the previous command (`localai explain CMD` any other)
+#
+# Set before the eval: LOCALAI_SUGGEST_KEY (a bindkey key string, default '^[a' = Alt-a).
+# Sourcing this runs no program.
+
+# --- the localai program ------------------------------------------------------------------
+
+__localai_found() {
+    \builtin whence -p localai >/dev/null 2>&1 && return 0
+    \builtin print -ru2 -- 'localai: the localai command is not in PATH; install it (pip install localai) or fix PATH'
+    return 127
+}
+
+# The shell's `localai`: `localai explain` with no command explains the previous one, which
+# only the shell knows; it goes to the program in LOCALAI_PREVIOUS_COMMAND.
+localai() {
+    __localai_found || return
+    if [[ ${1-} == explain ]]; then
+        # $history[$HISTCMD] is this very line
+        LOCALAI_PREVIOUS_COMMAND=${history[$((HISTCMD - 1))]-} \command localai explain --shell zsh "${@:2}"
+    else
+        \command localai "$@"
+    fi
+}
+
+# --- ask and ?? -----------------------------------------------------------------------------
+
+__localai_ask() {
+    __localai_found && \command localai ask "$@"
+}
+
+\builtin alias ask='noglob __localai_ask'
+\builtin alias '??'='noglob __localai_ask --'
+
+# --- the key binding: a description becomes a command ------------------------------------
+
+__localai_suggest() {
+    if [[ -z ${BUFFER//[[:space:]]/} ]]; then
+        \builtin zle -M 'localai: describe a command first, then press the key'
+        return 1
+    fi
+    local out
+    out=$(__localai_found 2>&1) || { \builtin zle -M -- "$out"; return 1; }
+    \builtin zle -M 'localai: thinking...'
+    \builtin zle -R
+    # stdout is the command; on failure the last line is the error (download progress and the
+    # like may come before either)
+    if out=$(\command localai cmd --shell zsh -- "$BUFFER" 2>&1 </dev/null) && [[ -n ${out##*$'\n'} ]]; then
+        BUFFER=${out##*$'\n'}
+        CURSOR=${#BUFFER}
+        \builtin zle -M ''
+    else
+        \builtin zle -M -- "${out##*$'\n'}"  # the line stays as it was
+        return 1
+    fi
+}
+
+if [[ -o zle ]]; then
+    \builtin zle -N __localai_suggest
+    \builtin bindkey -M emacs "${LOCALAI_SUGGEST_KEY:-^[a}" __localai_suggest
+    \builtin bindkey -M viins "${LOCALAI_SUGGEST_KEY:-^[a}" __localai_suggest
+fi
