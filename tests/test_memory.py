@@ -7,22 +7,28 @@ import json
 import subprocess
 import sys
 
+# The peak is the kernel's VmHWM, reset once the model is loaded (ru_maxrss would carry the
+# parent's RSS across fork and so depend on what the test process did before).
 SCRIPT = r"""
-import json, os, resource, sys
-import localai.engine, localai.kernels as k
+import json, os, sys
 import numpy as np
+import localai.engine, localai.kernels as k
 k.warmup()
 a = np.ones((512, 1024), np.float32); a @ a.T  # BLAS's per-thread buffers belong to the runtime
-def rss_mib():
-    return int(open('/proc/self/statm').read().split()[1]) * os.sysconf('SC_PAGE_SIZE') / 2**20
-base = rss_mib()
+def status(key):
+    for line in open('/proc/self/status'):
+        if line.startswith(key + ':'):
+            return int(line.split()[1]) / 1024
+base = status('VmRSS')
 llm = localai.load(sys.argv[1])
-loaded = rss_mib()
+loaded = status('VmRSS')
+with open('/proc/self/clear_refs', 'w') as f:
+    f.write('5')  # reset VmHWM to the current RSS
 s = llm.new_session()
 out = llm.generate("Once upon a time", max_tokens=64, temperature=0, session=s)
 llm.prefill(s, list(range(1000, 1400)))  # a longer prompt on top: batched path too
-peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-print(json.dumps({"base": base, "loaded": loaded, "peak": peak, "kv": s.nbytes / 2**20, "file": os.path.getsize(llm.path) / 2**20}))
+print(json.dumps({"base": base, "loaded": loaded, "peak": status('VmHWM'), "kv": s.nbytes / 2**20,
+                  "file": os.path.getsize(llm.path) / 2**20}))
 """
 
 
