@@ -10,9 +10,7 @@ run here without failing on the import.
 """
 from __future__ import annotations
 
-import importlib
-
-from ..errors import ModelFileError, UnsupportedModel
+from ..errors import ModelFileError
 
 ARCHITECTURES = {
     "llama": "localai.mlx.llama",
@@ -22,12 +20,9 @@ ARCHITECTURES = {
 
 
 def model_class(arch: str):
-    try:
-        return importlib.import_module(ARCHITECTURES[arch]).Model
-    except KeyError:
-        raise UnsupportedModel(
-            f"architecture {arch!r} is not supported (supported: {', '.join(sorted(ARCHITECTURES))})"
-        ) from None
+    from ..models import model_class as lookup
+
+    return lookup(arch, ARCHITECTURES)
 
 
 def problem(metal: bool = False) -> str | None:
@@ -63,13 +58,4 @@ def vector(g, name: str):
     return mx.array(np_vector(g, name))
 
 
-def has(g, name: str) -> bool:
-    return name in g.tensors
-
-
-def _tensor(g, name: str):
-    try:
-        return g.tensors[name]
-    except KeyError:
-        raise ModelFileError(f"{g.path}: tensor {name!r} is missing; the file is not a complete "
-                             f"{g.architecture} model") from None
+from ..models import _tensor, has  # noqa: E402,F401  (the numpy backend's lookups; `has` is re-exported)

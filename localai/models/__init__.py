@@ -18,12 +18,13 @@ ARCHITECTURES = {
 }
 
 
-def model_class(arch: str):
+def model_class(arch: str, table: dict = ARCHITECTURES):
+    """The `Model` class for `arch` from a registry table (this backend's by default)."""
     try:
-        return importlib.import_module(ARCHITECTURES[arch]).Model
+        return importlib.import_module(table[arch]).Model
     except KeyError:
         raise UnsupportedModel(
-            f"architecture {arch!r} is not supported (supported: {', '.join(sorted(ARCHITECTURES))})"
+            f"architecture {arch!r} is not supported (supported: {', '.join(sorted(table))})"
         ) from None
 
 
