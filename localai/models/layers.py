@@ -81,6 +81,8 @@ def attention(q: np.ndarray, k: np.ndarray, v: np.ndarray, offset: int, scale: f
     Returns (L, H * hd).
     """
     H, L, hd = q.shape
+    if L == 1 and window is None:  # decode: one query, nothing to split or skip
+        return _attend(q, k, v, offset, scale, window)
     out = np.empty((L, H * hd), np.float32)
     for i in range(0, L, Q_BLOCK):
         j = min(L, i + Q_BLOCK)
@@ -96,13 +98,14 @@ def _attend(q, k, v, offset: int, scale: float, window: int | None) -> np.ndarra
     G = H // Hkv
     qg = q.reshape(Hkv, G * L, hd)
     scores = (qg @ k.transpose(0, 2, 1)).reshape(Hkv, G, L, T) * np.float32(scale)  # (Hkv, G, L, T)
-    pos = np.arange(offset, offset + L)[:, None]   # (L, 1)
-    key = np.arange(T)[None, :]                    # (1, T)
-    masked = key > pos
-    if window is not None:
-        masked |= (pos - key) >= window
-    if masked.any():
-        np.copyto(scores, np.float32(-np.inf), where=masked)  # in place: no second (Hkv,G,L,T) array
+    if L > 1 or (window is not None and T > window):  # one new token with no window sees every key
+        pos = np.arange(offset, offset + L)[:, None]   # (L, 1)
+        key = np.arange(T)[None, :]                    # (1, T)
+        masked = key > pos
+        if window is not None:
+            masked |= (pos - key) >= window
+        if masked.any():
+            np.copyto(scores, np.float32(-np.inf), where=masked)  # in place: no second (Hkv,G,L,T) array
     scores -= scores.max(axis=-1, keepdims=True)
     np.exp(scores, out=scores)
     scores /= scores.sum(axis=-1, keepdims=True)
