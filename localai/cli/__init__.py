@@ -1,53 +1,63 @@
 """The `localai` command line: a thin layer over the library.
 
 Commands come from tables (`COMMANDS` in each module); each parses its arguments and calls
-one library function. Nothing heavy is imported here, so client commands start fast.
+one library function. The Typer app is built on first use, so `localai init <shell>` (run at
+every shell start by users who do not cache it) answers without loading Typer at all, and
+nothing heavy is imported for the client commands.
 """
 from __future__ import annotations
 
 import sys
 
-import typer
-
 from ..errors import LocalAIError
 
-app = typer.Typer(
-    name="localai",
-    help="A private AI assistant: quantized LLaMA-family models on your own computer.",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
-)
-
-_MODULES = ("localai.cli.engine_cmds", "localai.cli.client_cmds", "localai.cli.shell_cmds", "localai.cli.bench_cmds")
+_MODULES = ("localai.cli.engine_cmds", "localai.cli.client_cmds", "localai.cli.shell_cmds",
+            "localai.cli.bench_cmds")
+_app = None
 
 
-def _register() -> None:
-    import importlib
+def get_app():
+    """The Typer app with every module's COMMANDS registered."""
+    global _app
+    if _app is None:
+        import importlib
 
-    for mod_name in _MODULES:
-        try:
-            mod = importlib.import_module(mod_name)
-        except ModuleNotFoundError as exc:
-            if exc.name != mod_name:
-                raise
-            continue
-        for name, func in mod.COMMANDS.items():
-            app.command(name)(func)
+        import typer
+
+        app = typer.Typer(
+            name="localai",
+            help="A private AI assistant: quantized LLaMA-family models on your own computer.",
+            no_args_is_help=True,
+            add_completion=False,
+            pretty_exceptions_enable=False,
+        )
+        for mod_name in _MODULES:
+            for name, func in importlib.import_module(mod_name).COMMANDS.items():
+                app.command(name)(func)
+        _app = app
+    return _app
 
 
-_register()
+def __getattr__(name: str):
+    if name == "app":
+        return get_app()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-def fail(message: str, code: int = 1):
-    """Print an error a person can act on (no traceback) and exit."""
-    print(f"localai: error: {message}", file=sys.stderr)
-    raise typer.Exit(code)
+def _fast_path(argv: list[str]) -> bool:
+    """`localai init <shell>`: print the integration straight away (no Typer, no config)."""
+    if len(argv) == 2 and argv[0] == "init" and not argv[1].startswith("-"):
+        from ..shell_init import integration
+
+        sys.stdout.write(integration(argv[1]))
+        return True
+    return False
 
 
 def main() -> None:
     try:
-        app()
+        if not _fast_path(sys.argv[1:]):
+            get_app()()
     except LocalAIError as exc:
         print(f"localai: error: {exc.message}", file=sys.stderr)
         sys.exit(1)

@@ -14,23 +14,10 @@ import typer
 from .. import actions
 from .. import config as _config
 from ..errors import LocalAIError
+from ..shell_init import SHELLS, integration  # noqa: F401  (SHELLS re-exported)
 from .client_cmds import MAX_TOKENS, MODEL, NO_DAEMON, TEMPERATURE, _client, _fetch_model, _read_stdin
 
-SHELLS = ("bash", "zsh", "fish")  # plugins/shell/localai.<shell>, installed as localai.plugins_shell
 SHELL = typer.Option(None, "--shell", help="The shell the command is for: bash, zsh, fish, ... (default: $SHELL).")
-
-
-def integration(shell: str) -> str:
-    """The text of `plugins/shell/localai.<shell>` as installed with the package."""
-    from importlib.resources import files
-
-    if shell not in SHELLS:
-        raise LocalAIError(f"no integration for the shell {shell!r}; shells: {', '.join(SHELLS)}")
-    try:
-        return files("localai.plugins_shell").joinpath(f"localai.{shell}").read_text(encoding="utf-8")
-    except (ModuleNotFoundError, FileNotFoundError):  # an editable install made before they existed
-        raise LocalAIError("the shell integrations are missing from this installation of localai: "
-                           "reinstall it (`pip install .`, or `pip install -e .` in a checkout)") from None
 
 
 def init(shell: str = typer.Argument(..., help="bash, zsh or fish.")):
