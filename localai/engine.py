@@ -124,9 +124,10 @@ class LLM:
         self.path = Path(path)
         self.name = name or self.path.stem
         self.backend = resolve_backend(backend)
-        if n_threads:
-            kernels.set_threads(n_threads)
-        kernels.warmup()  # compile (or load from numba's cache) now, not on the first token
+        if self.backend == "numpy":  # the numba kernels are the numpy backend's alone
+            if n_threads:
+                kernels.set_threads(n_threads)
+            kernels.warmup()  # compile (or load from numba's cache) now, not on the first token
         self.gguf = g = GGUFFile(self.path)
         self.arch = g.architecture
         self.quant = g.file_type_name
@@ -236,18 +237,17 @@ class LLM:
         timings.prompt_ms = (time.perf_counter() - t0) * 1e3
 
         decoder, matcher = StreamDecoder(self.tokenizer, render_special=False), StopMatcher(stop)
-        history, generated = list(ids), []
+        history = list(ids)
         eog = self.tokenizer.eog_ids
         t1 = time.perf_counter()
         finish = "length"
         while True:
-            if len(generated) >= max_tokens:
+            if timings.predicted_n >= max_tokens:
                 break
             token = sampler(logits, history)
             if token in eog:
                 finish = "eos"
                 break
-            generated.append(token)
             history.append(token)
             timings.predicted_n += 1
             text, stopped = matcher.push(decoder.push(token))
@@ -255,7 +255,7 @@ class LLM:
                 finish = "stop"
                 break
             yield Chunk(text, [token])  # text may be "" (held back); one chunk per decode step
-            if len(generated) >= max_tokens or len(session.tokens) >= self.n_ctx:
+            if timings.predicted_n >= max_tokens or len(session.tokens) >= self.n_ctx:
                 break
             logits = self.decode_one(session, token)
         timings.predicted_ms = (time.perf_counter() - t1) * 1e3

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import ModelFileError
+from .errors import ModelFileError, UnsupportedModel
 
 GGUF_MAGIC = b"GGUF"
 DEFAULT_ALIGNMENT = 32
@@ -150,8 +150,6 @@ class GGUFFile:
                 qtype = GGMLQuantizationType(gtype)
                 block, type_size = GGML_QUANT_SIZES[qtype]
             except (ValueError, KeyError):
-                from .errors import UnsupportedModel
-
                 raise UnsupportedModel(
                     f"{self.path}: tensor {name!r} has ggml type {gtype}, which this version of localai "
                     "cannot read; re-quantize the model to a common type (Q4_K_M, Q4_0, Q8_0)"
