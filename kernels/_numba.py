@@ -10,7 +10,9 @@ uint64 offsets (`w[o + j]`, `x[k + j]`). Their numpy twins are
 matvec to float32 rounding); tests/test_kernels.py holds them together. Block layouts are
 drawn in quants.py.
 
-Written so that LLVM vectorizes it well (each point checked in the assembly):
+matvec's per-type row dots are written in LLVM vector IR (see "decode dots" below); the
+rest is numba Python, written so that LLVM vectorizes it well (each point checked in the
+assembly):
 - Inner loops run `range(16 & full)`, not `range(16)`: LLVM fully unrolls a literal trip
   count into scalar code and then vectorizes the block loop around it with gathers; an
   unknown trip count gets a 64-wide main loop that a 16-weight block never enters. A bound
@@ -19,9 +21,9 @@ Written so that LLVM vectorizes it well (each point checked in the assembly):
   the contiguous loads from LLVM.
 - Integer expressions are cast back to uint8 (`u8`) and go to float through int32 (`_f`):
   numba widens integer arithmetic to 64 bits, which would halve the vector width.
-- Only the innermost dots (`_dot_*`) carry fastmath (reassoc + contract) so their sums
-  vectorize; the block loops around them stay strict. The dequantizers carry none:
-  `d * q + m` must not fuse into an FMA, to stay bit-exact with numpy.
+- Only the F16 dot carries fastmath (reassoc + contract) so its sum vectorizes. The
+  dequantizers carry none: `d * q + m` must not fuse into an FMA, to stay bit-exact with
+  numpy.
 
 Cost: the first call compiles the whole module (~7 s for both entry points on the 2-core
 dev box, see `qmatmul.warmup`); cache=True keeps the machine code in kernels/__pycache__,
@@ -43,6 +45,7 @@ from gguf import GGMLQuantizationType as T  # noqa: E402
 from llvmlite import ir  # noqa: E402
 import numba  # noqa: E402
 from numba import njit, prange, types  # noqa: E402
+from numba.core import cgutils  # noqa: E402
 from numba.extending import intrinsic  # noqa: E402
 
 F = np.float32
@@ -101,83 +104,267 @@ def _k_scale(w, o, j):
     return _f(sc), _f(mn)
 
 
-# -- innermost dots (fastmath); `full` is FULL, see the module docstring --------------------------
+# -- decode dots in LLVM vector IR ------------------------------------------------------------
+# One numba intrinsic per type, _ROW[type](w, o, x, k, nb) -> float32: the dot of the quantized
+# row at byte o of the flat w with the floats at x[k:], nb blocks of 32 weights long. Each
+# block (each K-quant super-block: 8 of them) becomes <32 x float> dequantized weights, and
+# weights * x accumulate in vector registers; the only horizontal sum is at the end of the
+# row. Numba's own loops summed every 32 weights to a scalar: that reduction, and a 16-bit
+# scale load that LLVM merged into a register still busy with the previous block's FMA, were
+# most of a decode matvec (1.5-3x slower, see docs/benchmarks.md). Generic LLVM IR only, no
+# target intrinsics: LLVM picks AVX2 / AVX-512 on x86 and NEON on Apple Silicon.
+# The weights are d * q + m as one FMA, so they can differ from quants.py's in the last bit.
 
-@njit(fastmath=FM, **JIT)
-def _dot_i8(w, o, x, k, full):
-    """A Q8_0 block: sum of int8(w[o + j]) * x[k + j]."""
-    s = F(0)
-    for j in range(U(32) & full):
-        s += F(np.int8(w[o + j])) * x[k + j]
-    return s
-
-
-@njit(fastmath=FM, **JIT)
-def _dot_q4(w, o, x, k, full, bias):
-    """A Q4_0/Q4_1 block: (low nibble of w[o + j] - bias) * x[k + j], high nibble against x[k + 16 + j]."""
-    s = F(0)
-    for j in range(U(16) & full):
-        v = w[o + j]
-        s += (_f(v & 15) - bias) * x[k + j] + (_f(v >> 4) - bias) * x[k + U(16) + j]
-    return s
+_f32, _i8, _i16, _i32, _i64 = ir.FloatType(), ir.IntType(8), ir.IntType(16), ir.IntType(32), ir.IntType(64)
 
 
-@njit(fastmath=FM, **JIT)
-def _dot_q5(w, o, qh, x, k, full, bias):
-    """A Q5_0/Q5_1 block: as _dot_q4, with bit j of qh as the fifth bit of q[j]."""
-    s = F(0)
-    for j in range(U(16) & full):
-        v = w[o + j]
-        lo = _f(u8(v & 15) | u8(16 if qh & BIT[j] else 0))
-        hi = _f(u8(v >> 4) | u8(16 if qh & BIT[j + U(16)] else 0))
-        s += (lo - bias) * x[k + j] + (hi - bias) * x[k + U(16) + j]
-    return s
+def _vec(t, n=32):
+    return ir.VectorType(t, n)
 
 
-@njit(fastmath=FM, **JIT)
-def _dot_q4k(w, o, x, k, full):
-    """Two Q4_K sub-blocks: low nibbles of w[o + j] against x[k + j], high against x[k + 32 + j]."""
-    lo = F(0)
-    hi = F(0)
-    for j in range(U(32) & full):
-        v = w[o + j]
-        lo += _f(v & 15) * x[k + j]
-        hi += _f(v >> 4) * x[k + U(32) + j]
-    return lo, hi
+class _Emit:
+    """IR helpers over one row: byte offsets are i64 values, p the current block's first byte."""
+
+    def __init__(self, context, builder, sig, args):
+        self.b = b = builder
+        w, self.o, x, self.k, self.nb = args
+        self.w = context.make_array(sig.args[0])(context, b, w).data
+        self.x = context.make_array(sig.args[2])(context, b, x).data
+
+    def c(self, v, t=_i64):
+        return ir.Constant(t, v)
+
+    def cv(self, v, t=_i8, n=32):
+        return ir.Constant(_vec(t, n), [v] * n if not isinstance(v, list) else v)
+
+    def load(self, base, off, t, align=1):
+        ptr = self.b.bitcast(self.b.gep(base, [off]), t.as_pointer())
+        return self.b.load(ptr, align=align)
+
+    def at(self, p, i):
+        return self.b.add(p, self.c(i))
+
+    def byte(self, p, i):
+        return self.load(self.w, self.at(p, i), _i8)
+
+    def f16x2(self, p, i):
+        """The two float16 at p + i and p + i + 2, as float32. (Loaded one at a time, LLVM
+        inserts each into whatever vector register is free (vpinsrw), which chains a block's
+        scale to the previous block's FMA.)"""
+        v = self.b.fpext(self.load(self.w, self.at(p, i), ir.VectorType(ir.HalfType(), 2)), _vec(_f32, 2))
+        return self.b.extract_element(v, self.c(0, _i32)), self.b.extract_element(v, self.c(1, _i32))
+
+    def f16(self, p, i):
+        return self.f16x2(p, i)[0]
+
+    def f16_splat(self, p, i):
+        """The float16 at p + i as <32 x float>: broadcast, then converted."""
+        h = self.load(self.w, self.at(p, i), ir.HalfType())
+        return self.b.fpext(self.splat(h), _vec(_f32))
+
+    def bytes(self, p, i, n=32):
+        return self.load(self.w, self.at(p, i), _vec(_i8, n))
+
+    def nibbles(self, p, i):
+        """The 16 bytes at p + i as 32 values: low nibbles, then high nibbles (<32 x i8>)."""
+        v = self.bytes(p, i, 16)
+        lo = self.b.and_(v, self.cv(15, n=16))
+        hi = self.b.lshr(v, self.cv(4, n=16))
+        return self.b.shuffle_vector(lo, hi, self.cv(list(range(32)), _i32))
+
+    def splat(self, v, n=32):
+        t = _vec(v.type, n)
+        one = self.b.insert_element(ir.Constant(t, ir.Undefined), v, self.c(0, _i32))
+        return self.b.shuffle_vector(one, ir.Constant(t, ir.Undefined), self.cv(0, _i32, n))
+
+    def pair(self, a, b):
+        """<a x16, b x16>."""
+        t = _vec(_f32, 2)
+        v = self.b.insert_element(ir.Constant(t, ir.Undefined), a, self.c(0, _i32))
+        v = self.b.insert_element(v, b, self.c(1, _i32))
+        return self.b.shuffle_vector(v, ir.Constant(t, ir.Undefined), self.cv([0] * 16 + [1] * 16, _i32))
+
+    def cf(self, v):
+        return ir.Constant(_vec(_f32), [v] * 32)
+
+    def fma(self, a, b, c):
+        t = a.type
+        f = cgutils.get_or_insert_function(self.b.module, ir.FunctionType(t, [t] * 3), f"llvm.fma.v{t.count}f32")
+        return self.b.call(f, [a, b, c])
+
+    def uf(self, q):
+        return self.b.uitofp(q, _vec(_f32))
+
+    def sf(self, q):
+        return self.b.sitofp(q, _vec(_f32))
+
+    def scalar_uf(self, v):
+        return self.b.uitofp(v, _f32)
+
+    def high_bits(self, qh, shift):
+        """(qh >> shift & 1) << 4 for a <32 x i8> qh."""
+        bit = self.b.and_(self.b.lshr(qh, self.cv(shift)), self.cv(1))
+        return self.b.shl(bit, self.cv(4))
 
 
-@njit(fastmath=FM, **JIT)
-def _dot_q5k(w, o, oh, bit, x, k, full):
-    """Two Q5_K sub-blocks: as _dot_q4k, with bits `bit`, `bit + 1` of w[oh + j] as fifth bits."""
-    m_lo = u8(1 << bit)
-    m_hi = u8(2 << bit)
-    lo = F(0)
-    hi = F(0)
-    for j in range(U(32) & full):
-        v = w[o + j]
-        h = w[oh + j]
-        lo += _f(u8(v & 15) | u8(16 if u8(h & m_lo) else 0)) * x[k + j]
-        hi += _f(u8(v >> 4) | u8(16 if u8(h & m_hi) else 0)) * x[k + U(32) + j]
-    return lo, hi
+# Each block function: (emit, p) -> [(x offset within the block, <32 x float> weights)].
+
+def _blk_q8_0(e, p):
+    return [(0, e.b.fmul(e.sf(e.bytes(p, 2)), e.f16_splat(p, 0)))]
 
 
-@njit(fastmath=FM, **JIT)
-def _dot_q6k(w, ol, oh, x, k, full):
-    """Four 16-weight Q6_K sub-blocks sharing ql bytes ol.., ol+32.. and qh bytes oh..:
-    weights k + j, k + 32 + j, k + 64 + j, k + 96 + j."""
-    s1 = F(0)
-    s2 = F(0)
-    s3 = F(0)
-    s4 = F(0)
-    for j in range(U(16) & full):
-        a = w[ol + j]
-        b = w[ol + U(32) + j]
-        h = w[oh + j]
-        s1 += (_f(u8(a & 15) | u8((h & 3) << 4)) - F(32)) * x[k + j]
-        s2 += (_f(u8(b & 15) | u8((h & 12) << 2)) - F(32)) * x[k + U(32) + j]
-        s3 += (_f(u8(a >> 4) | u8(h & 48)) - F(32)) * x[k + U(64) + j]
-        s4 += (_f(u8(b >> 4) | u8((h >> 2) & 48)) - F(32)) * x[k + U(96) + j]
-    return s1, s2, s3, s4
+def _blk_q4_0(e, p):
+    d = e.f16_splat(p, 0)
+    return [(0, e.fma(e.uf(e.nibbles(p, 2)), d, e.b.fmul(d, e.cf(-8.0))))]  # d q - 8 d
+
+
+def _blk_q4_1(e, p):
+    d, m = e.f16x2(p, 0)
+    return [(0, e.fma(e.uf(e.nibbles(p, 4)), e.splat(d), e.splat(m)))]
+
+
+def _q5(e, p, qh_at):
+    """The 32 5-bit values: bit j of the u32 at qh_at is the fifth bit of q[j]."""
+    qh = e.splat(e.load(e.w, e.at(p, qh_at), _i32))
+    on = e.b.icmp_unsigned("!=", e.b.and_(qh, e.cv([1 << j for j in range(32)], _i32)), e.cv(0, _i32))
+    return e.b.or_(e.nibbles(p, qh_at + 4), e.b.select(on, e.cv(16), e.cv(0)))
+
+
+def _blk_q5_0(e, p):
+    d = e.f16_splat(p, 0)
+    return [(0, e.fma(e.uf(_q5(e, p, 2)), d, e.b.fmul(d, e.cf(-16.0))))]  # d q - 16 d
+
+
+def _blk_q5_1(e, p):
+    d, m = e.f16x2(p, 0)
+    return [(0, e.fma(e.uf(_q5(e, p, 4)), e.splat(d), e.splat(m)))]
+
+
+def _k_scale_min(e, p, j):
+    """Sub-block j's 6-bit (scale, min) of a Q4_K/Q5_K super-block, as float32 (see quants.py)."""
+    s = [e.byte(p, 4 + i) for i in range(12)]
+    b = e.b
+    if j < 4:
+        sc = b.and_(s[j], e.c(63, _i8))
+        mn = b.and_(s[j + 4], e.c(63, _i8))
+    else:
+        sc = b.or_(b.and_(s[j + 4], e.c(15, _i8)), b.shl(b.lshr(s[j - 4], e.c(6, _i8)), e.c(4, _i8)))
+        mn = b.or_(b.lshr(s[j + 4], e.c(4, _i8)), b.shl(b.lshr(s[j], e.c(6, _i8)), e.c(4, _i8)))
+    return e.scalar_uf(sc), e.scalar_uf(mn)
+
+
+def _blk_qk(e, p, five):
+    d, dmin = e.f16x2(p, 0)
+    out = []
+    for g in range(4):  # 32 bytes: sub-block 2g in the low nibbles, 2g + 1 in the high
+        v = e.bytes(p, (48 if five else 16) + 32 * g)
+        qh = e.bytes(p, 16) if five else None
+        for half, q in enumerate((e.b.and_(v, e.cv(15)), e.b.lshr(v, e.cv(4)))):
+            j = 2 * g + half
+            if five:
+                q = e.b.or_(q, e.high_bits(qh, j))
+            sc, mn = _k_scale_min(e, p, j)
+            dl, ml = e.b.fmul(d, sc), e.b.fmul(dmin, mn)
+            out.append((32 * j, e.fma(e.uf(q), e.splat(dl), e.splat(e.b.fneg(ml)))))
+    return out
+
+
+def _blk_q6_k(e, p):
+    d = e.b.fpext(e.splat(e.load(e.w, e.at(p, 208), ir.HalfType()), 16), _vec(_f32, 16))
+    sc = e.b.fmul(d, e.b.sitofp(e.bytes(p, 192, 16), _vec(_f32, 16)))  # d * scales[s]
+    out = []
+    for h in range(2):  # halves of 128 weights
+        a, c, qh = e.bytes(p, 64 * h), e.bytes(p, 64 * h + 32), e.bytes(p, 128 + 32 * h)
+        lows = (e.b.and_(a, e.cv(15)), e.b.and_(c, e.cv(15)), e.b.lshr(a, e.cv(4)), e.b.lshr(c, e.cv(4)))
+        for i, lo in enumerate(lows):  # weights 128h + 32i + l: sub-blocks s, s + 1
+            hi = e.b.shl(e.b.and_(e.b.lshr(qh, e.cv(2 * i)), e.cv(3)), e.cv(4))
+            q = e.b.sub(e.b.or_(lo, hi), e.cv(32))
+            s = 8 * h + 2 * i
+            scales = e.b.shuffle_vector(sc, sc, e.cv([s] * 16 + [s + 1] * 16, _i32))
+            out.append((128 * h + 32 * i, e.b.fmul(scales, e.sf(q))))
+    return out
+
+
+# type: (block function, weights per block, bytes per block, blocks per loop step)
+_BLOCKS = {
+    T.Q8_0: (_blk_q8_0, 32, 34, 2),
+    T.Q4_0: (_blk_q4_0, 32, 18, 2),
+    T.Q4_1: (_blk_q4_1, 32, 20, 2),
+    T.Q5_0: (_blk_q5_0, 32, 22, 2),
+    T.Q5_1: (_blk_q5_1, 32, 24, 2),
+    T.Q4_K: (lambda e, p: _blk_qk(e, p, False), 256, 144, 1),
+    T.Q5_K: (lambda e, p: _blk_qk(e, p, True), 256, 176, 1),
+    T.Q6_K: (_blk_q6_k, 256, 210, 1),
+}
+_NACC = 2  # vector accumulators, taken in turn: two FMA chains
+
+
+def _row_intrinsic(qtype):
+    block, qk, size, step = _BLOCKS[qtype]
+    fty = _vec(_f32)
+
+    def emit_blocks(e, first, count, accs):
+        """Blocks first .. first + count - 1 into the accumulators (allocas)."""
+        fma = cgutils.get_or_insert_function(e.b.module, ir.FunctionType(fty, [fty] * 3), "llvm.fma.v32f32")
+        n = 0
+        for j in range(count):
+            bi = e.b.add(first, e.c(j))
+            p = e.b.add(e.o, e.b.mul(bi, e.c(size)))
+            xk = e.b.add(e.k, e.b.mul(bi, e.c(qk)))
+            for xo, wv in block(e, p):
+                xv = e.load(e.x, e.b.add(xk, e.c(xo)), fty, align=4)
+                acc = accs[n % _NACC]
+                e.b.store(e.b.call(fma, [wv, xv, e.b.load(acc)]), acc)
+                n += 1
+
+    @intrinsic
+    def row(typingctx, w, o, x, k, nb):
+        def codegen(context, builder, sig, args):
+            e = _Emit(context, builder, sig, args)
+            accs = [cgutils.alloca_once_value(builder, ir.Constant(fty, [0.0] * 32)) for _ in range(_NACC)]
+            nsb = builder.udiv(e.nb, e.c(qk // 32))  # blocks of this type
+            with cgutils.for_range(builder, builder.udiv(nsb, e.c(step))) as loop:
+                emit_blocks(e, builder.mul(loop.index, e.c(step)), step, accs)
+            with cgutils.for_range(builder, builder.urem(nsb, e.c(step))) as loop:
+                emit_blocks(e, builder.add(builder.mul(builder.udiv(nsb, e.c(step)), e.c(step)), loop.index), 1, accs)
+            v = builder.load(accs[0])
+            for acc in accs[1:]:
+                v = builder.fadd(v, builder.load(acc))
+            n = 32
+            while n > 1:  # pairwise halves
+                n //= 2
+                v = builder.fadd(builder.shuffle_vector(v, v, e.cv(list(range(n)), _i32, n)),
+                                 builder.shuffle_vector(v, v, e.cv(list(range(n, 2 * n)), _i32, n)))
+            return builder.extract_element(v, e.c(0, _i32))
+
+        return types.float32(w, o, x, k, nb), codegen
+
+    return row
+
+
+_ROW = {t: _row_intrinsic(t) for t in _BLOCKS}
+_row_q8_0, _row_q4_0, _row_q4_1, _row_q5_0, _row_q5_1, _row_q4_k, _row_q5_k, _row_q6_k = _ROW.values()
+
+
+@njit(**JIT)
+def _row_dot(qtype, w, o, x, k, nb):
+    if qtype == Q8_0:
+        return _row_q8_0(w, o, x, k, nb)
+    if qtype == Q4_0:
+        return _row_q4_0(w, o, x, k, nb)
+    if qtype == Q4_1:
+        return _row_q4_1(w, o, x, k, nb)
+    if qtype == Q5_0:
+        return _row_q5_0(w, o, x, k, nb)
+    if qtype == Q5_1:
+        return _row_q5_1(w, o, x, k, nb)
+    if qtype == Q4_K:
+        return _row_q4_k(w, o, x, k, nb)
+    if qtype == Q5_K:
+        return _row_q5_k(w, o, x, k, nb)
+    if qtype == Q6_K:
+        return _row_q6_k(w, o, x, k, nb)
+    return F(0)
 
 
 @njit(fastmath=FM, **JIT)
@@ -189,127 +376,6 @@ def _dot_f16(w16, o, x, k, n):
     return s
 
 
-# -- one row of W against one row of x --------------------------------------------------------
-# All arrays are flat: w (M * row_bytes,) uint8 with the row at byte o; x (N * K,) float32
-# with the row at k; xs (N * K // 32,) sums of x per 32 weights, that row's at k // 32;
-# nb = K // 32. (No views: making one in the parallel loop is an atomic refcount update on
-# memory both threads share.) Strict block loops around the dots, with one `acc +=` per
-# block: a second add on that dependency chain costs ~25%.
-
-@njit(**JIT)
-def _row_q8_0(w, o, x, k, xs, nb, full):
-    acc = F(0)
-    for b in range(nb):
-        p = o + b * U(34)
-        acc += _f16(w, p) * _dot_i8(w, p + U(2), x, k + b * U(32), full)
-    return acc
-
-
-@njit(**JIT)
-def _row_q4_0(w, o, x, k, xs, nb, full):
-    acc = F(0)
-    for b in range(nb):
-        p = o + b * U(18)
-        acc += _f16(w, p) * _dot_q4(w, p + U(2), x, k + b * U(32), full, F(8))
-    return acc
-
-
-@njit(**JIT)
-def _row_q4_1(w, o, x, k, xs, nb, full):
-    acc = F(0)
-    for b in range(nb):  # sum (d q + m) x = d sum q x + m sum x
-        p = o + b * U(20)
-        acc += (_f16(w, p) * _dot_q4(w, p + U(4), x, k + b * U(32), full, F(0))
-                + _f16(w, p + U(2)) * xs[k // U(32) + b])
-    return acc
-
-
-@njit(**JIT)
-def _row_q5_0(w, o, x, k, xs, nb, full):
-    acc = F(0)
-    for b in range(nb):
-        p = o + b * U(22)
-        acc += _f16(w, p) * _dot_q5(w, p + U(6), _u32(w, p + U(2)), x, k + b * U(32), full, F(16))
-    return acc
-
-
-@njit(**JIT)
-def _row_q5_1(w, o, x, k, xs, nb, full):
-    acc = F(0)
-    for b in range(nb):
-        p = o + b * U(24)
-        acc += (_f16(w, p) * _dot_q5(w, p + U(8), _u32(w, p + U(4)), x, k + b * U(32), full, F(0))
-                + _f16(w, p + U(2)) * xs[k // U(32) + b])
-    return acc
-
-
-@njit(**JIT)
-def _row_qk(w, o, x, k, xs, nb, full, five):
-    """Q4_K, or Q5_K when `five`."""
-    size = U(176) if five else U(144)
-    acc = F(0)
-    for sb in range(nb // U(8)):
-        p = o + sb * size
-        d, dmin = _f16(w, p), _f16(w, p + U(2))
-        for g in range(U(4)):  # 64 weights: sub-blocks 2g (low nibbles) and 2g + 1 (high)
-            kg = k + sb * U(256) + g * U(64)
-            if five:
-                lo, hi = _dot_q5k(w, p + U(48) + g * U(32), p + U(16), g * U(2), x, kg, full)
-            else:
-                lo, hi = _dot_q4k(w, p + U(16) + g * U(32), x, kg, full)
-            sc0, mn0 = _k_scale(w, p + U(4), g * U(2))
-            sc1, mn1 = _k_scale(w, p + U(4), g * U(2) + U(1))
-            i = kg // U(32)
-            acc += d * (sc0 * lo + sc1 * hi) - dmin * (mn0 * xs[i] + mn1 * xs[i + U(1)])
-    return acc
-
-
-@njit(**JIT)
-def _row_q6_k(w, o, x, k, xs, nb, full):
-    acc = F(0)
-    for sb in range(nb // U(8)):
-        p = o + sb * U(210)
-        d = _f16(w, p + U(208))
-        for h in range(U(2)):  # halves of 128 weights
-            for t in range(U(2)):  # 16-byte halves of the ql/qh strips
-                s1, s2, s3, s4 = _dot_q6k(w, p + h * U(64) + t * U(16), p + U(128) + h * U(32) + t * U(16),
-                                          x, k + sb * U(256) + h * U(128) + t * U(16), full)
-                i = p + U(192) + h * U(8) + t  # the int8 scale of s1's sub-block; s2.. are 2, 4, 6 on
-                acc += d * (_f(np.int8(w[i])) * s1 + _f(np.int8(w[i + U(2)])) * s2
-                            + _f(np.int8(w[i + U(4)])) * s3 + _f(np.int8(w[i + U(6)])) * s4)
-    return acc
-
-
-@njit(**JIT)
-def _row_dot(qtype, w, w16, o, x, k, xs, nb, full):
-    if qtype == Q8_0:
-        return _row_q8_0(w, o, x, k, xs, nb, full)
-    if qtype == Q4_0:
-        return _row_q4_0(w, o, x, k, xs, nb, full)
-    if qtype == Q4_1:
-        return _row_q4_1(w, o, x, k, xs, nb, full)
-    if qtype == Q5_0:
-        return _row_q5_0(w, o, x, k, xs, nb, full)
-    if qtype == Q5_1:
-        return _row_q5_1(w, o, x, k, xs, nb, full)
-    if qtype == Q4_K or qtype == Q5_K:
-        return _row_qk(w, o, x, k, xs, nb, full, qtype == Q5_K)
-    if qtype == Q6_K:
-        return _row_q6_k(w, o, x, k, xs, nb, full)
-    return F(0)
-
-
-@njit(**JIT)
-def _block_sums(x, K):
-    """(len(x) // 32,) sums of the flat x (N * K,) per 32 weights, for the min terms. Outside
-    the parallel function: there, each .sum() would become a parallel region of its own."""
-    xs = np.zeros(len(x) // K * (K // 32), F)
-    for i in range(len(x) // K):
-        for j in range(K // 32 * 32):
-            xs[i * (K // 32) + j // 32] += x[i * K + j]
-    return xs
-
-
 @njit(parallel=True, **JIT)
 def matvec(qtype, w, x, out, full):
     """out (N, M) = x (N, K) @ dequantize(w (M, row_bytes)).T, fused: no float copy of W."""
@@ -317,7 +383,6 @@ def matvec(qtype, w, x, out, full):
     N, K = x.shape
     wf, xf = w.reshape(-1), x.reshape(-1)  # flat views, made once
     w16 = wf[:len(wf) // 2 * 2].view(np.uint16)  # F16 weights
-    xs = _block_sums(xf, K)
     nb = U(K // 32)
     for m in prange(M):
         o = U(m) * U(row_bytes)
@@ -326,7 +391,7 @@ def matvec(qtype, w, x, out, full):
             if qtype == F16:
                 out[i, m] = _dot_f16(w16, o // U(2), xf, k, U(K))
             else:
-                out[i, m] = _row_dot(qtype, wf, w16, o, xf, k, xs, nb, full)
+                out[i, m] = _row_dot(qtype, wf, o, xf, k, nb)
 
 
 # -- dequantization: numpy's float32 operations exactly, no fastmath ----------------------------
