@@ -125,11 +125,12 @@ def _vec(t, n=32):
 class _Emit:
     """IR helpers over one row: byte offsets are i64 values, p the current block's first byte."""
 
-    def __init__(self, context, builder, sig, args):
+    def __init__(self, context, builder, argtypes, args):
+        """args: w, o, x, k, K, nb (see _row_dots)."""
         self.b = b = builder
-        w, self.o, x, self.k, self.nb = args
-        self.w = context.make_array(sig.args[0])(context, b, w).data
-        self.x = context.make_array(sig.args[2])(context, b, x).data
+        w, self.o, x, self.k, self.stride, self.nb = args
+        self.w = context.make_array(argtypes[0])(context, b, w).data
+        self.x = context.make_array(argtypes[2])(context, b, x).data
 
     def c(self, v, t=_i64):
         return ir.Constant(t, v)
@@ -296,75 +297,75 @@ _BLOCKS = {
     T.Q5_K: (lambda e, p: _blk_qk(e, p, True), 256, 176, 1),
     T.Q6_K: (_blk_q6_k, 256, 210, 1),
 }
-_NACC = 2  # vector accumulators, taken in turn: two FMA chains
+R_ROWS = 4  # rows of x that one pass over W serves, each block dequantized once for all
 
 
-def _row_intrinsic(qtype):
+def _emit_row_dots(e, qtype, R, out):
+    """The loop over one row's blocks for R rows of x (R_ROWS or 1), their dots stored to the
+    float allocas `out`. Rows of x are K floats apart (e.stride)."""
     block, qk, size, step = _BLOCKS[qtype]
-    fty = _vec(_f32)
+    b, fty = e.b, _vec(_f32)
+    nacc = 2 if R == 1 else 1  # one row alone: two FMA chains, taken in turn
+    accs = [[cgutils.alloca_once_value(b, ir.Constant(fty, [0.0] * 32)) for _ in range(nacc)] for _ in range(R)]
+    xrows = [b.add(e.k, b.mul(e.stride, e.c(r))) for r in range(R)]
 
-    def emit_blocks(e, first, count, accs):
-        """Blocks first .. first + count - 1 into the accumulators (allocas)."""
-        fma = cgutils.get_or_insert_function(e.b.module, ir.FunctionType(fty, [fty] * 3), "llvm.fma.v32f32")
+    def blocks(first, count):
         n = 0
         for j in range(count):
-            bi = e.b.add(first, e.c(j))
-            p = e.b.add(e.o, e.b.mul(bi, e.c(size)))
-            xk = e.b.add(e.k, e.b.mul(bi, e.c(qk)))
+            bi = b.add(first, e.c(j))
+            p = b.add(e.o, b.mul(bi, e.c(size)))
             for xo, wv in block(e, p):
-                xv = e.load(e.x, e.b.add(xk, e.c(xo)), fty, align=4)
-                acc = accs[n % _NACC]
-                e.b.store(e.b.call(fma, [wv, xv, e.b.load(acc)]), acc)
+                for r in range(R):
+                    xv = e.load(e.x, b.add(xrows[r], b.add(b.mul(bi, e.c(qk)), e.c(xo))), fty, align=4)
+                    acc = accs[r][n % nacc]
+                    b.store(e.fma(wv, xv, b.load(acc)), acc)
                 n += 1
 
+    nsb = b.udiv(e.nb, e.c(qk // 32))  # blocks of this type
+    main = b.udiv(nsb, e.c(step))
+    with cgutils.for_range(b, main) as loop:
+        blocks(b.mul(loop.index, e.c(step)), step)
+    with cgutils.for_range(b, b.urem(nsb, e.c(step))) as loop:  # the tail, one block at a time
+        blocks(b.add(b.mul(main, e.c(step)), loop.index), 1)
+    for r in range(R):
+        v = b.load(accs[r][0])
+        for acc in accs[r][1:]:
+            v = b.fadd(v, b.load(acc))
+        n = 32
+        while n > 1:  # pairwise halves
+            n //= 2
+            v = b.fadd(b.shuffle_vector(v, v, e.cv(list(range(n)), _i32, n)),
+                       b.shuffle_vector(v, v, e.cv(list(range(n, 2 * n)), _i32, n)))
+        b.store(b.extract_element(v, e.c(0, _i32)), out[r])
+
+
+def _row_dots(R):
+    """An intrinsic (qtype, w, o, x, k, K, nb) -> R float32: the quantized row at byte o of w
+    against the R rows of x at x[k:], x[k + K:], ...; one branch per type in _BLOCKS, 0 for
+    any other."""
+
     @intrinsic
-    def row(typingctx, w, o, x, k, nb):
+    def row_dots(typingctx, qtype, w, o, x, k, K, nb):
         def codegen(context, builder, sig, args):
-            e = _Emit(context, builder, sig, args)
-            accs = [cgutils.alloca_once_value(builder, ir.Constant(fty, [0.0] * 32)) for _ in range(_NACC)]
-            nsb = builder.udiv(e.nb, e.c(qk // 32))  # blocks of this type
-            with cgutils.for_range(builder, builder.udiv(nsb, e.c(step))) as loop:
-                emit_blocks(e, builder.mul(loop.index, e.c(step)), step, accs)
-            with cgutils.for_range(builder, builder.urem(nsb, e.c(step))) as loop:
-                emit_blocks(e, builder.add(builder.mul(builder.udiv(nsb, e.c(step)), e.c(step)), loop.index), 1, accs)
-            v = builder.load(accs[0])
-            for acc in accs[1:]:
-                v = builder.fadd(v, builder.load(acc))
-            n = 32
-            while n > 1:  # pairwise halves
-                n //= 2
-                v = builder.fadd(builder.shuffle_vector(v, v, e.cv(list(range(n)), _i32, n)),
-                                 builder.shuffle_vector(v, v, e.cv(list(range(n, 2 * n)), _i32, n)))
-            return builder.extract_element(v, e.c(0, _i32))
+            e = _Emit(context, builder, sig.args[1:], args[1:])
+            out = [cgutils.alloca_once_value(builder, ir.Constant(_f32, 0.0)) for _ in range(R)]
+            done = builder.append_basic_block("dots.done")
+            switch = builder.switch(builder.sext(args[0], _i64) if args[0].type.width < 64 else args[0], done)
+            for t in _BLOCKS:
+                bb = builder.append_basic_block(f"dots.{t.name}")
+                switch.add_case(e.c(int(t)), bb)
+                builder.position_at_end(bb)
+                _emit_row_dots(e, t, R, out)
+                builder.branch(done)
+            builder.position_at_end(done)
+            return context.make_tuple(builder, sig.return_type, [builder.load(v) for v in out])
 
-        return types.float32(w, o, x, k, nb), codegen
+        return types.UniTuple(types.float32, R)(qtype, w, o, x, k, K, nb), codegen
 
-    return row
+    return row_dots
 
 
-_ROW = {t: _row_intrinsic(t) for t in _BLOCKS}
-_row_q8_0, _row_q4_0, _row_q4_1, _row_q5_0, _row_q5_1, _row_q4_k, _row_q5_k, _row_q6_k = _ROW.values()
-
-
-@njit(**JIT)
-def _row_dot(qtype, w, o, x, k, nb):
-    if qtype == Q8_0:
-        return _row_q8_0(w, o, x, k, nb)
-    if qtype == Q4_0:
-        return _row_q4_0(w, o, x, k, nb)
-    if qtype == Q4_1:
-        return _row_q4_1(w, o, x, k, nb)
-    if qtype == Q5_0:
-        return _row_q5_0(w, o, x, k, nb)
-    if qtype == Q5_1:
-        return _row_q5_1(w, o, x, k, nb)
-    if qtype == Q4_K:
-        return _row_q4_k(w, o, x, k, nb)
-    if qtype == Q5_K:
-        return _row_q5_k(w, o, x, k, nb)
-    if qtype == Q6_K:
-        return _row_q6_k(w, o, x, k, nb)
-    return F(0)
+_row_dot1, _row_dots_r = _row_dots(1), _row_dots(R_ROWS)
 
 
 @njit(fastmath=FM, **JIT)
@@ -386,12 +387,19 @@ def matvec(qtype, w, x, out, full):
     nb = U(K // 32)
     for m in prange(M):
         o = U(m) * U(row_bytes)
-        for i in range(N):
-            k = U(i) * U(K)
-            if qtype == F16:
-                out[i, m] = _dot_f16(w16, o // U(2), xf, k, U(K))
-            else:
-                out[i, m] = _row_dot(qtype, wf, o, xf, k, nb)
+        if qtype == F16:
+            for i in range(N):
+                out[i, m] = _dot_f16(w16, o // U(2), xf, U(i) * U(K), U(K))
+            continue
+        i = 0
+        while i + R_ROWS <= N:
+            r = _row_dots_r(qtype, wf, o, xf, U(i) * U(K), U(K), nb)
+            for j in range(R_ROWS):
+                out[i + j, m] = r[j]
+            i += R_ROWS
+        while i < N:
+            out[i, m] = _row_dot1(qtype, wf, o, xf, U(i) * U(K), U(K), nb)[0]
+            i += 1
 
 
 # -- dequantization: numpy's float32 operations exactly, no fastmath ----------------------------

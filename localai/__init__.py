@@ -11,6 +11,11 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
+from . import _blas
+
+_blas.configure()  # before anything imports numpy
+
+
 from .errors import (  # noqa: F401  (re-exported)
     ContextOverflow,
     InvalidRequest,
