@@ -524,3 +524,81 @@ def dequantize_tile(qtype, w, out, full):
         dequantize_rows(qtype, w, out, full)
     finally:
         numba.set_num_threads(n)
+
+
+# -- elementwise: gated activations and the attention softmax ----------------------------------
+# Numpy's versions are one pass per operation on one thread; these are one parallel pass.
+# Their numpy twins are in elementwise.py.
+
+@intrinsic
+def _as_f32(typingctx, bits):
+    """The float32 whose bits are the int32 `bits`."""
+    if not isinstance(bits, types.Integer) or bits.bitwidth != 32:
+        return None
+
+    def codegen(context, builder, sig, args):
+        return builder.bitcast(args[0], ir.FloatType())
+
+    return types.float32(bits), codegen
+
+
+@njit(fastmath=FM, inline="always", **JIT)
+def _exp(x):
+    """e ** x in float32 (Cephes' expf polynomial, ~1 ulp), 0 below -87.3; plain arithmetic
+    and selects (no min/max calls), so the loops around it vectorize."""
+    xc = x if x > F(-87.3) else F(-87.3)
+    xc = xc if xc < F(88.0) else F(88.0)
+    n = np.floor(xc * F(1.44269504089) + F(0.5))
+    r = (xc - n * F(0.693359375)) + n * F(2.12194440e-4)  # x - n ln 2, ln 2 in two parts
+    p = F(1.9875691500e-4)
+    p = p * r + F(1.3981999507e-3)
+    p = p * r + F(8.3334519073e-3)
+    p = p * r + F(4.1665795894e-2)
+    p = p * r + F(1.6666665459e-1)
+    p = p * r + F(5.0000001201e-1)
+    y = (p * r * r + r + F(1)) * _as_f32(np.int32((np.int32(n) + np.int32(127)) << np.int32(23)))
+    return F(0) if x < F(-87.3) else y
+
+
+# error_model="numpy": no zero-divisor check on `/`, whose exception branch stops vectorizing
+@njit(parallel=True, fastmath=FM, error_model="numpy", **JIT)
+def glu(gate, up, gelu):
+    """gate (N, F) := act(gate) * up, in place; act is GELU (tanh form) if gelu, else SiLU.
+    Both are g * sigmoid(z): z = g for SiLU, 2 sqrt(2 / pi) (g + 0.044715 g^3) for GELU."""
+    g_flat, u_flat = gate.reshape(-1), up.reshape(-1)
+    n = len(g_flat)
+    chunk = 4096
+    for c in prange((n + chunk - 1) // chunk):
+        for j in range(U(c * chunk), U(min(n, (c + 1) * chunk))):  # unsigned: no wraparound select
+            g = g_flat[j]
+            z = F(1.5957691216) * (g + F(0.044715) * g * g * g) if gelu else g
+            g_flat[j] = g / (F(1) + _exp(-z)) * u_flat[j]
+
+
+@njit(parallel=True, fastmath=FM, error_model="numpy", **JIT)
+def causal_softmax(s, L, offset, scale, window):
+    """s (R, T) attention scores := softmax(scale * s) per row, in place. Row r is the query at
+    position offset + r % L; it sees keys j <= that position (and, if window > 0, within
+    `window` of it); the others become 0."""
+    R, T = s.shape
+    flat = s.reshape(-1)
+    for r in prange(R):
+        p = offset + r % L
+        lo = U(max(0, p - window + 1) if window > 0 else 0)  # unsigned: no wraparound select
+        hi = U(min(T, p + 1))
+        o = U(r) * U(T)
+        m = F(-np.inf)
+        for j in range(o + lo, o + hi):
+            m = flat[j] if flat[j] > m else m
+        tot = F(0)
+        for j in range(o + lo, o + hi):
+            e = _exp((flat[j] - m) * F(scale))
+            flat[j] = e
+            tot += e
+        inv = F(1) / tot
+        for j in range(o + lo, o + hi):
+            flat[j] *= inv
+        for j in range(o, o + lo):
+            flat[j] = F(0)
+        for j in range(o + hi, o + U(T)):
+            flat[j] = F(0)

@@ -63,7 +63,7 @@ def set_threads(n: int) -> None:
 def warmup() -> str:
     """Compile the numba kernels now (or load them from numba's cache) on tiny inputs.
 
-    Both entry points cover every type, so this is all the compiling there is: ~7 s cold
+    The entry points cover every type, so this is all the compiling there is: ~7 s cold
     (once per machine and source version; cached in kernels/__pycache__), ~0.3 s cached.
     Runs by itself on the first matmul otherwise. If compiling fails, switches to numpy.
     Returns the backend."""
@@ -75,6 +75,9 @@ def warmup() -> str:
         x = np.zeros((1, 32), np.float32)
         _nb.matvec(int(T.Q8_0), w, x, np.empty((1, 2), np.float32), _nb.FULL)
         _nb.dequantize_rows(int(T.Q8_0), w, np.empty((2, 32), np.float32), _nb.FULL)
+        g = np.zeros((2, 2), np.float32)
+        _nb.glu(g, g.copy(), False)
+        _nb.causal_softmax(g, 1, 0, 1.0, 0)
         _compiled = True
     except Exception as e:
         first_line = str(e).strip().splitlines()[0] if str(e).strip() else ""

@@ -101,7 +101,7 @@ def test_numba_f16_all_bit_patterns():
 # -- matmul and rows on both backends ------------------------------------------------------------
 
 @pytest.mark.parametrize("qtype", NATIVE + [T.IQ4_NL], ids=lambda t: t.name)
-@pytest.mark.parametrize("N", [1, 3, 37])
+@pytest.mark.parametrize("N", [1, 3, 6, 37])  # 6: one 4-row pass of the fused kernels, then 2 rows alone
 def test_matmul(backend, qtype, N):
     # M odd: no tile or thread split divides it; an odd number of blocks (17 of 32 weights, 3
     # super-blocks) takes the decode kernels' one-block tail after their two-block steps
@@ -185,7 +185,8 @@ def test_memory_stays_bounded(smollm2_path):
     """Neither a prefill matmul nor an embedding lookup expands the 113 MB float embedding."""
     (t,) = _real_tensors(smollm2_path, ["token_embd.weight"])
     W = QMatrix(t.data, t.ggml_type, t.shape)  # (49152, 576) Q8_0
-    x = np.random.default_rng(0).standard_normal((16, 576)).astype(np.float32)
+    N = qmatmul.DECODE_MAX_N + 8  # the tiled path
+    x = np.random.default_rng(0).standard_normal((N, 576)).astype(np.float32)
     tracemalloc.start()
     try:
         y = W.matmul(x)
@@ -193,10 +194,59 @@ def test_memory_stays_bounded(smollm2_path):
         peak = tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()
-    assert y.shape == (16, 49152) and e.shape == (2, 576)
+    assert y.shape == (N, 49152) and e.shape == (2, 576)
     # the output, one float tile, and numpy's temporaries of a few quants.TILE_BYTES steps
     assert peak < y.nbytes + qmatmul.TILE_BYTES + 4 * quants.TILE_BYTES, f"peak {peak / 1e6:.0f} MB"
     np.testing.assert_array_equal(e, reference(np.ascontiguousarray(t.data[[5, 49151]]), T.Q8_0))
+
+
+# -- elementwise steps on both backends ---------------------------------------------------------
+
+@pytest.mark.parametrize("act", ["silu", "gelu_tanh"])
+def test_glu(backend, act):
+    rng = np.random.default_rng(1)
+    g = (rng.standard_normal((5, 333)) * 8).astype(np.float32)  # 333: not a multiple of a vector
+    u = rng.standard_normal((5, 333)).astype(np.float32)
+    x = g.astype(np.float64)
+    if act == "silu":
+        ref = x / (1 + np.exp(-x)) * u
+    else:
+        ref = 0.5 * x * (1 + np.tanh(np.sqrt(2 / np.pi) * (x + 0.044715 * x**3))) * u
+    got = kernels.glu(g.copy(), u, act)
+    np.testing.assert_allclose(got, ref, rtol=2e-6, atol=1e-6)
+    with pytest.raises(ValueError):
+        kernels.glu(g, u, "relu")
+
+
+@pytest.mark.parametrize("window", [None, 3])
+def test_causal_softmax(backend, window):
+    H, L, offset, T, scale = 3, 5, 4, 9, 0.3  # queries at positions 4..8 over keys 0..8
+    rng = np.random.default_rng(2)
+    s = (rng.standard_normal((H * L, T)) * 20).astype(np.float32)
+    ref = np.zeros((H * L, T))
+    for r in range(H * L):
+        p = offset + r % L
+        lo = max(0, p - window + 1) if window else 0
+        e = np.exp(scale * (s[r, lo:p + 1].astype(np.float64) - s[r, lo:p + 1].max()))
+        ref[r, lo:p + 1] = e / e.sum()
+    got = kernels.causal_softmax(s.copy(), L, offset, scale, window)
+    np.testing.assert_allclose(got, ref, rtol=2e-6, atol=1e-9)
+    assert np.array_equal(got == 0, ref == 0)  # masked keys exactly 0, and only those
+
+
+@NUMBA
+def test_numba_exp():
+    import numba
+
+    from localai.kernels import _numba
+
+    exp = numba.njit(lambda x: _numba._exp(x))
+    x = np.concatenate([np.linspace(-87.3, 88, 20001), [-np.inf, -1e4, -87.4, 0.0]]).astype(np.float32)
+    got = np.array([exp(v) for v in x])
+    ref = np.exp(x.astype(np.float64))
+    big = ref > 1e-37
+    assert np.max(np.abs(got[big] - ref[big]) / ref[big]) < 3e-7
+    assert np.all(got[x < -87.3] == 0)
 
 
 # -- backend selection --------------------------------------------------------------------------

@@ -18,7 +18,7 @@ import numpy as np
 
 from . import matrix, vector
 from .cache import make_cache
-from .layers import Rope, attention, gelu_tanh, rms_norm
+from .layers import Rope, attention, glu, rms_norm
 
 SWA_PATTERN = 6          # every 6th layer is global
 SWA_ROPE_BASE = 10000.0  # local layers' RoPE base (llama.cpp hard-codes it for gemma3)
@@ -86,7 +86,7 @@ class Block:
         o = attention(q.transpose(1, 0, 2), keys, values, offset, 1.0 / math.sqrt(a.head_dim), self.window)
         x = x + rms_norm(self.wo.matmul(o), self.post_attn_norm, a.rms_eps)
         h = rms_norm(x, self.ffn_norm, a.rms_eps)
-        m = self.w_down.matmul(gelu_tanh(self.w_gate.matmul(h)) * self.w_up.matmul(h))
+        m = self.w_down.matmul(glu(self.w_gate.matmul(h), self.w_up.matmul(h), "gelu_tanh"))
         return x + rms_norm(m, self.post_ffn_norm, a.rms_eps)
 
 

@@ -5,9 +5,10 @@ Hkv key/value heads, hd head dim.
 """
 from __future__ import annotations
 
-import math
 
 import numpy as np
+
+from .. import kernels
 
 
 def rms_norm(x: np.ndarray, w: np.ndarray, eps: float) -> np.ndarray:
@@ -16,12 +17,9 @@ def rms_norm(x: np.ndarray, w: np.ndarray, eps: float) -> np.ndarray:
     return (x * (1.0 / np.sqrt(ms + eps))).astype(np.float32, copy=False) * w
 
 
-def silu(x: np.ndarray) -> np.ndarray:
-    return x / (1.0 + np.exp(-x))
-
-
-def gelu_tanh(x: np.ndarray) -> np.ndarray:
-    return 0.5 * x * (1.0 + np.tanh(math.sqrt(2.0 / math.pi) * (x + 0.044715 * x * x * x)))
+def glu(gate: np.ndarray, up: np.ndarray, act: str) -> np.ndarray:
+    """act(gate) * up for the feed-forward, act "silu" or "gelu_tanh"; overwrites gate."""
+    return kernels.glu(gate, up, act)
 
 
 class Rope:
@@ -97,17 +95,7 @@ def _attend(q, k, v, offset: int, scale: float, window: int | None) -> np.ndarra
     Hkv, T, _ = k.shape
     G = H // Hkv
     qg = q.reshape(Hkv, G * L, hd)
-    scores = (qg @ k.transpose(0, 2, 1)).reshape(Hkv, G, L, T) * np.float32(scale)  # (Hkv, G, L, T)
-    if L > 1 or (window is not None and T > window):  # one new token with no window sees every key
-        pos = np.arange(offset, offset + L)[:, None]   # (L, 1)
-        key = np.arange(T)[None, :]                    # (1, T)
-        masked = key > pos
-        if window is not None:
-            masked |= (pos - key) >= window
-        if masked.any():
-            np.copyto(scores, np.float32(-np.inf), where=masked)  # in place: no second (Hkv,G,L,T) array
-    scores -= scores.max(axis=-1, keepdims=True)
-    np.exp(scores, out=scores)
-    scores /= scores.sum(axis=-1, keepdims=True)
-    out = scores.reshape(Hkv, G * L, T) @ v  # (Hkv, G*L, hd)
+    scores = qg @ k.transpose(0, 2, 1)  # (Hkv, G*L, T): row r is query r % L
+    kernels.causal_softmax(scores.reshape(Hkv * G * L, T), L, offset, scale, window)
+    out = scores @ v  # (Hkv, G*L, hd)
     return out.reshape(H, L, hd).transpose(1, 0, 2).reshape(L, H * hd)

@@ -13,7 +13,7 @@ import numpy as np
 
 from . import has, matrix, vector
 from .cache import make_cache
-from .layers import Rope, attention, rms_norm, silu
+from .layers import Rope, attention, glu, rms_norm
 
 
 @dataclass
@@ -77,7 +77,7 @@ class Block:
         o = attention(q.transpose(1, 0, 2), keys, values, offset, 1.0 / math.sqrt(a.head_dim))
         x = x + self.wo.matmul(o)
         h = rms_norm(x, self.ffn_norm, a.rms_eps)
-        return x + self.w_down.matmul(silu(self.w_gate.matmul(h)) * self.w_up.matmul(h))
+        return x + self.w_down.matmul(glu(self.w_gate.matmul(h), self.w_up.matmul(h), "silu"))
 
 
 class Model:

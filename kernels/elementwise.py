@@ -1,0 +1,61 @@
+"""The elementwise steps of a forward pass: gated activations and the attention softmax.
+
+    glu(gate, up, "silu")                            gate := silu(gate) * up, in place
+    causal_softmax(scores, L, offset, scale, window) scores := softmax(scale * scores), masked
+
+Numba's one-pass parallel kernels (kernels/_numba.py) where they load, these numpy twins
+otherwise; tests/test_kernels.py holds the two together.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from . import qmatmul
+
+ACTIVATIONS = ("silu", "gelu_tanh")
+
+
+def _numba():
+    return qmatmul._nb if qmatmul._numba_kernel(int(qmatmul.T.Q8_0)) else None
+
+
+def glu(gate: np.ndarray, up: np.ndarray, act: str) -> np.ndarray:
+    """gate, up (N, F) float32 C-contiguous: gate := act(gate) * up, in place; returns gate."""
+    if act not in ACTIVATIONS:
+        raise ValueError(f"unknown activation {act!r}")
+    nb = _numba()
+    if nb is not None:
+        nb.glu(gate, up, act == "gelu_tanh")
+        return gate
+    g = gate
+    if act == "silu":
+        a = g / (1.0 + np.exp(-g))
+    else:
+        a = 0.5 * g * (1.0 + np.tanh(math.sqrt(2.0 / math.pi) * (g + 0.044715 * g * g * g)))
+    np.multiply(a, up, out=gate)
+    return gate
+
+
+def causal_softmax(scores: np.ndarray, L: int, offset: int, scale: float, window: int | None) -> np.ndarray:
+    """scores (R, T) float32 C-contiguous, R = heads * L: row r is the query at position
+    offset + r % L. In place: softmax(scale * scores) over the keys j <= that position (and
+    within `window` of it), 0 elsewhere. Returns scores."""
+    nb = _numba()
+    if nb is not None:
+        nb.causal_softmax(scores, int(L), int(offset), float(scale), int(window or 0))
+        return scores
+    R, T = scores.shape
+    pos = offset + np.arange(R)[:, None] % L   # (R, 1)
+    key = np.arange(T)[None, :]                # (1, T)
+    masked = key > pos
+    if window:
+        masked |= (pos - key) >= window
+    scores *= np.float32(scale)
+    if masked.any():
+        np.copyto(scores, np.float32(-np.inf), where=masked)
+    scores -= scores.max(axis=-1, keepdims=True)
+    np.exp(scores, out=scores)
+    scores /= scores.sum(axis=-1, keepdims=True)
+    return scores
