@@ -3,7 +3,7 @@
     glu(gate, up, "silu")                            gate := silu(gate) * up, in place
     causal_softmax(scores, L, offset, scale, window) scores := softmax(scale * scores), masked
 
-Numba's one-pass parallel kernels (kernels/_numba.py) where they load, these numpy twins
+Numba's one-pass vectorized kernels (kernels/_numba.py) where they load, these numpy twins
 otherwise; tests/test_kernels.py holds the two together.
 """
 from __future__ import annotations
