@@ -604,3 +604,43 @@ def causal_softmax(s, L, offset, scale, window):
             flat[j] = F(0)
         for j in range(o + hi, o + U(T)):
             flat[j] = F(0)
+
+
+@njit(fastmath=FM, error_model="numpy", **JIT)
+def rms_norm(x, w, eps, out):
+    """out (R, D) = x / sqrt(mean(x ** 2) + eps) * w, row by row."""
+    R, D = x.shape
+    xf, of = x.reshape(-1), out.reshape(-1)
+    for r in range(R):
+        o = U(r) * U(D)
+        ss = F(0)
+        for j in range(o, o + U(D)):
+            ss += xf[j] * xf[j]
+        inv = F(1) / np.sqrt(ss / F(D) + F(eps))
+        for j in range(U(D)):
+            of[o + j] = xf[o + j] * inv * w[j]
+
+
+@njit(fastmath=FM, error_model="numpy", **JIT)
+def rope(x, cos, sin, neox, out):
+    """out (L, H, hd) = x rotated: position l by cos[l], sin[l] (L, n) over its first 2n dims,
+    pairs (i, i + n) if neox, else (2i, 2i + 1); dims past 2n copied."""
+    L, H, hd = x.shape
+    n = cos.shape[1]
+    xf, of, cf, sf = x.reshape(-1), out.reshape(-1), cos.reshape(-1), sin.reshape(-1)
+    for l in range(L):
+        t = U(l) * U(n)
+        for h in range(H):
+            o = (U(l) * U(H) + U(h)) * U(hd)
+            for i in range(U(2 * n), U(hd)):
+                of[o + i] = xf[o + i]
+            if neox:
+                for i in range(U(n)):
+                    a, b, c, s = xf[o + i], xf[o + U(n) + i], cf[t + i], sf[t + i]
+                    of[o + i] = a * c - b * s
+                    of[o + U(n) + i] = a * s + b * c
+            else:
+                for i in range(U(n)):
+                    a, b, c, s = xf[o + U(2) * i], xf[o + U(2) * i + U(1)], cf[t + i], sf[t + i]
+                    of[o + U(2) * i] = a * c - b * s
+                    of[o + U(2) * i + U(1)] = a * s + b * c

@@ -1,5 +1,7 @@
 """The elementwise steps of a forward pass: gated activations and the attention softmax.
 
+    rms_norm(x, w, eps)                              x / sqrt(mean(x ** 2) + eps) * w
+    rope(x, cos, sin, neox)                          rotary embedding of x (L, H, hd)
     glu(gate, up, "silu")                            gate := silu(gate) * up, in place
     causal_softmax(scores, L, offset, scale, window) scores := softmax(scale * scores), masked
 
@@ -19,6 +21,41 @@ ACTIVATIONS = ("silu", "gelu_tanh")
 
 def _numba():
     return qmatmul._nb if qmatmul._numba_kernel(int(qmatmul.T.Q8_0)) else None
+
+
+def rms_norm(x: np.ndarray, w: np.ndarray, eps: float) -> np.ndarray:
+    """x (..., D), w (D,) -> a new float32 array like x."""
+    nb = _numba()
+    if nb is not None:
+        x2 = np.ascontiguousarray(x, np.float32).reshape(-1, x.shape[-1])
+        out = np.empty_like(x2)
+        nb.rms_norm(x2, np.ascontiguousarray(w, np.float32), float(eps), out)
+        return out.reshape(x.shape)
+    ms = np.mean(np.square(x, dtype=np.float32), axis=-1, keepdims=True)
+    return (x * (1.0 / np.sqrt(ms + eps))).astype(np.float32, copy=False) * w
+
+
+def rope(x: np.ndarray, cos: np.ndarray, sin: np.ndarray, neox: bool) -> np.ndarray:
+    """x (L, H, hd) -> a rotated copy: position l turns by cos[l], sin[l] ((L, n) float32) over
+    the first 2n dims of each head, pairs (i, i + n) if neox else (2i, 2i + 1)."""
+    nb = _numba()
+    if nb is not None:
+        x = np.ascontiguousarray(x, np.float32)
+        out = np.empty_like(x)
+        nb.rope(x, np.ascontiguousarray(cos), np.ascontiguousarray(sin), bool(neox), out)
+        return out
+    c, s = cos[:, None, :], sin[:, None, :]  # (L, 1, n)
+    out = x.copy()
+    n = cos.shape[1]
+    if neox:
+        x0, x1 = x[..., :n], x[..., n:2 * n]
+        out[..., :n] = x0 * c - x1 * s
+        out[..., n:2 * n] = x0 * s + x1 * c
+    else:
+        x0, x1 = x[..., 0:2 * n:2], x[..., 1:2 * n:2]
+        out[..., 0:2 * n:2] = x0 * c - x1 * s
+        out[..., 1:2 * n:2] = x0 * s + x1 * c
+    return out
 
 
 def glu(gate: np.ndarray, up: np.ndarray, act: str) -> np.ndarray:

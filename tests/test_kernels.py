@@ -234,6 +234,35 @@ def test_causal_softmax(backend, window):
     assert np.array_equal(got == 0, ref == 0)  # masked keys exactly 0, and only those
 
 
+def test_rms_norm(backend):
+    rng = np.random.default_rng(3)
+    x = (rng.standard_normal((2, 3, 333)) * 5).astype(np.float32)
+    w = rng.standard_normal(333).astype(np.float32)
+    x64 = x.astype(np.float64)
+    ref = x64 / np.sqrt(np.mean(x64 * x64, axis=-1, keepdims=True) + 1e-6) * w
+    got = kernels.rms_norm(x, w, 1e-6)
+    assert got.shape == x.shape and got.dtype == np.float32
+    np.testing.assert_allclose(got, ref, rtol=2e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("neox", [False, True])
+def test_rope(backend, neox):
+    L, H, hd, n = 3, 2, 20, 8  # rotates the first 16 of 20 dims
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal((L, H, hd)).astype(np.float32)
+    ang = rng.uniform(-3, 3, (L, n))
+    cos, sin = np.cos(ang).astype(np.float32), np.sin(ang).astype(np.float32)
+    ref = x.astype(np.float64).copy()
+    for i in range(n):
+        a, b = (i, i + n) if neox else (2 * i, 2 * i + 1)
+        c, s = cos[:, None, i].astype(np.float64), sin[:, None, i].astype(np.float64)
+        ref[..., a] = x[..., a] * c - x[..., b] * s
+        ref[..., b] = x[..., a] * s + x[..., b] * c
+    got = kernels.rope(x, cos, sin, neox)
+    np.testing.assert_allclose(got, ref, rtol=1e-6, atol=1e-6)
+    assert np.array_equal(got[..., 2 * n:], x[..., 2 * n:])
+
+
 @NUMBA
 def test_numba_exp():
     import numba

@@ -5,7 +5,6 @@ Hkv key/value heads, hd head dim.
 """
 from __future__ import annotations
 
-
 import numpy as np
 
 from .. import kernels
@@ -13,8 +12,7 @@ from .. import kernels
 
 def rms_norm(x: np.ndarray, w: np.ndarray, eps: float) -> np.ndarray:
     """x: (..., D), w: (D,)."""
-    ms = np.mean(np.square(x, dtype=np.float32), axis=-1, keepdims=True)
-    return (x * (1.0 / np.sqrt(ms + eps))).astype(np.float32, copy=False) * w
+    return kernels.rms_norm(x, w, eps)
 
 
 def glu(gate: np.ndarray, up: np.ndarray, act: str) -> np.ndarray:
@@ -49,20 +47,7 @@ class Rope:
         """x: (L, H, hd) -> rotated copy."""
         L = x.shape[0]
         cos, sin = self._tables(offset + L)
-        c = cos[offset:offset + L, None, :]  # (L, 1, dims/2)
-        s = sin[offset:offset + L, None, :]
-        out = x.copy()
-        d = self.dims
-        if self.mode == "norm":
-            x0, x1 = x[..., 0:d:2], x[..., 1:d:2]
-            out[..., 0:d:2] = x0 * c - x1 * s
-            out[..., 1:d:2] = x0 * s + x1 * c
-        else:
-            h = d // 2
-            x0, x1 = x[..., :h], x[..., h:d]
-            out[..., :h] = x0 * c - x1 * s
-            out[..., h:d] = x0 * s + x1 * c
-        return out
+        return kernels.rope(x, cos[offset:offset + L], sin[offset:offset + L], self.mode == "neox")
 
 
 Q_BLOCK = 128  # prefill queries per block: a block only scores the keys it can see
