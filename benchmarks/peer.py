@@ -26,7 +26,8 @@ def ours(model: str, a) -> dict:
 
     res = bench.run(model, threads=a.threads, n_prompt=a.n_prompt, n_gen=a.n_gen, repeats=a.repeats,
                     ttft_prompt=a.ttft_prompt)
-    return {k: v["median"] for k, v in res["summary"].items()} | {"_summary": res["summary"]}
+    return ({k: v["median"] for k, v in res["summary"].items()}
+            | {"_summary": res["summary"], "_blas": res["runs"][0].get("blas", "unknown")})
 
 
 def peer(path: str, a) -> dict:
@@ -61,7 +62,8 @@ def main() -> None:
         l, c = peer(path, a), ours(m, a)
         rows[m] = {"localai": c, "llama.cpp": l}
         fmt = lambda s, k, nd=1: f"{s[k]['median']:.{nd}f} ({s[k]['min']:.{nd}f}-{s[k]['max']:.{nd}f})"
-        print(f"\n{m} ({os.path.basename(path)}), threads={a.threads}, repeats={a.repeats}")
+        print(f"\n{m} ({os.path.basename(path)}), threads={a.threads}, repeats={a.repeats}, "
+              f"localai's BLAS: {c['_blas']}")
         print(f"  {'':18s}{'localai':>24s}{'llama.cpp':>24s}{'ratio':>8s}")
         for label, k, nd in (("decode tok/s", "tg_tps", 1), ("prefill tok/s", "pp_tps", 1),
                              ("load s", "load_s", 3), ("peak RSS MiB", "peak_rss_mib", 0)):

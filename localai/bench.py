@@ -80,13 +80,13 @@ def worker(model: str, backend: str, threads: int, n_prompt: int, n_gen: int,
     next(iter(llm.stream(long, max_tokens=1, temperature=0, session=s)))
     warm_ms = (time.perf_counter() - t0) * 1e3
 
-    from . import kernels
+    from . import _blas, kernels
 
     return {
         "load_s": load_s, "pp_tps": n_prompt / pp_s, "tg_tps": n_gen / tg_s,
         "ttft_ms_cold": cold_ms, "ttft_ms_warm": warm_ms,
         "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0,
-        "backend": llm.backend, "kernels": kernels.backend(), "model_path": str(llm.path),
+        "backend": llm.backend, "kernels": kernels.backend(), "blas": _blas.describe(), "model_path": str(llm.path),
         "model_bytes": os.path.getsize(llm.path),
     }
 
@@ -124,7 +124,7 @@ def format_table(result: dict) -> str:
             ("ttft warm (+%d tok)" % a["ttft_new"], "ttft_ms_warm", "ms", 1),
             ("load", "load_s", "s", 3), ("peak RSS", "peak_rss_mib", "MiB", 1)]
     out = [f"model={os.path.basename(r0['model_path'])} backend={r0['backend']} kernels={r0['kernels']} "
-           f"threads={a['threads']} repeats={len(result['runs'])}"]
+           f"threads={a['threads']} repeats={len(result['runs'])} blas={r0.get('blas', 'unknown')}"]
     for label, k, unit, nd in rows:
         v = s[k]
         out.append(f"  {label:22s} {v['median']:.{nd}f} {unit} (min {v['min']:.{nd}f}, max {v['max']:.{nd}f})")
