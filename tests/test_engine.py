@@ -24,7 +24,9 @@ def test_decode_steps_match_batch_forward(tiny):
     full = tiny.logits(ids)
     s = tiny.new_session()
     rows = [tiny.prefill(s, ids[:5])] + [tiny.decode_one(s, t) for t in ids[5:]]
-    np.testing.assert_allclose(np.stack(rows), full[4:], atol=1e-4)
+    # decode steps multiply x rounded to int16 per 32 values, the batch forward does not:
+    # ~1e-3 apart; a wrong cache entry moves logits by O(1)
+    np.testing.assert_allclose(np.stack(rows), full[4:], atol=5e-3)
 
 
 def test_chunked_prefill_matches_single_pass(tiny, monkeypatch):
@@ -33,7 +35,7 @@ def test_chunked_prefill_matches_single_pass(tiny, monkeypatch):
     one = tiny.prefill(s1, ids)
     monkeypatch.setattr("localai.engine.N_BATCH", 7)
     s2 = tiny.new_session()
-    np.testing.assert_allclose(tiny.prefill(s2, ids), one, atol=1e-4)
+    np.testing.assert_allclose(tiny.prefill(s2, ids), one, atol=5e-3)  # 7-token chunks: the int16 path
 
 
 def test_sliding_window_changes_far_positions(tmp_path):

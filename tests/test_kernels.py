@@ -59,11 +59,17 @@ def backend(request):
     qmatmul.set_backend(before)
 
 
-def assert_close(y: np.ndarray, x: np.ndarray, w: np.ndarray):
+def assert_close(y: np.ndarray, x: np.ndarray, w: np.ndarray, qtype=None):
     """y == x @ w.T to float32 rounding: |error| <= 4 K u sum_k |x_k w_k|, u = 2^-24, the
-    textbook bound for a K-term float32 dot product with room for the scale/min split."""
+    textbook bound for a K-term float32 dot product with room for the scale/min split.
+    Where matmul took the fused kernels on x rounded to int16 (`qtype` in I16_TYPE_IDS, few
+    rows), plus what that rounding can move: each x_k by at most amax(its 32 values) / 65534."""
     ref = x.astype(np.float64) @ w.T.astype(np.float64)
     bound = 4 * x.shape[1] * 2.0**-24 * (np.abs(x).astype(np.float64) @ np.abs(w).T) + 1e-30
+    if (qtype is not None and qmatmul.backend() == "numba" and x.shape[0] <= qmatmul.DECODE_MAX_N
+            and int(qtype) in qmatmul._nb.I16_TYPE_IDS):
+        amax = np.abs(x).reshape(x.shape[0], -1, 32).max(-1).astype(np.float64)  # (N, K / 32)
+        bound = bound * 2 + 1.001 * (amax / 65534) @ np.abs(w).reshape(w.shape[0], -1, 32).sum(-1).T
     assert np.all(np.abs(y - ref) <= bound), f"max error {np.abs(y - ref).max():.3g}"
 
 
@@ -111,7 +117,7 @@ def test_matmul(backend, qtype, N):
     x = np.random.default_rng(N).standard_normal((N, K)).astype(np.float32)
     y = QMatrix(raw, qtype, (M, K)).matmul(x)
     assert y.dtype == np.float32 and y.shape == (N, M) and y.flags.c_contiguous
-    assert_close(y, x, w)
+    assert_close(y, x, w, qtype)
 
 
 @pytest.mark.parametrize("qtype", [T.F32, T.F16, T.BF16], ids=lambda t: t.name)
@@ -120,15 +126,15 @@ def test_float_types_any_width(backend, qtype):
     x = np.random.default_rng(1).standard_normal((2, 100)).astype(np.float32)
     W = QMatrix(raw, qtype, (7, 100))
     np.testing.assert_array_equal(W.dequantize(), reference(raw, qtype))
-    assert_close(W.matmul(x[:1]), x[:1], reference(raw, qtype))
-    assert_close(W.matmul(x), x, reference(raw, qtype))
+    assert_close(W.matmul(x[:1]), x[:1], reference(raw, qtype), qtype)
+    assert_close(W.matmul(x), x, reference(raw, qtype), qtype)
 
 
 def test_matmul_tiles(backend, monkeypatch):
     """Prefill path with many tiles, the last one partial."""
     monkeypatch.setattr(qmatmul, "TILE_BYTES", 10 * 256 * 4)  # 10 rows of K = 256
     raw = random_rows(T.Q4_K, 93, 256)
-    x = np.random.default_rng(0).standard_normal((20, 256)).astype(np.float32)
+    x = np.random.default_rng(0).standard_normal((qmatmul.DECODE_MAX_N + 6, 256)).astype(np.float32)
     assert_close(QMatrix(raw, T.Q4_K, (93, 256)).matmul(x), x, reference(raw, T.Q4_K))
 
 
@@ -177,8 +183,8 @@ def test_real_tensors(backend, model, names, request):
         W = QMatrix(rows, t.ggml_type, (M, K))
         np.testing.assert_array_equal(W.dequantize(), ref)
         x = np.random.default_rng(0).standard_normal((3, K)).astype(np.float32)
-        assert_close(W.matmul(x[:1]), x[:1], ref)
-        assert_close(W.matmul(x), x, ref)
+        assert_close(W.matmul(x[:1]), x[:1], ref, t.ggml_type)
+        assert_close(W.matmul(x), x, ref, t.ggml_type)
 
 
 def test_memory_stays_bounded(smollm2_path):
@@ -276,6 +282,56 @@ def test_numba_exp():
     big = ref > 1e-37
     assert np.max(np.abs(got[big] - ref[big]) / ref[big]) < 3e-7
     assert np.all(got[x < -87.3] == 0)
+
+
+def rounded_x(x: np.ndarray) -> np.ndarray:
+    """x as the integer dots see it: per 32 values, scale amax / 32767, codes rint(x * 32767 / amax)."""
+    xb = x.reshape(-1, 32)
+    amax = np.abs(xb).max(1, keepdims=True)
+    inv = np.float32(32767) / np.where(amax > 0, amax, 1)
+    return (np.rint(xb * inv) * (amax / np.float32(32767))).reshape(x.shape)
+
+
+@NUMBA
+@pytest.mark.parametrize("qtype", [T.Q8_0, T.Q4_0, T.Q4_1, T.Q5_0, T.Q5_1, T.Q4_K, T.Q5_K], ids=lambda t: t.name)
+def test_integer_dots_are_the_rounded_x_times_w(qtype):
+    """The fused kernels on int16 x compute exactly rounded_x @ W.T (to float32 rounding): the
+    mins' terms too. Real-looking x: one block carries an outlier, as LLM activations do."""
+    assert int(qtype) in qmatmul._nb.I16_TYPE_IDS
+    raw = random_rows(qtype, 40, 512, seed=7)
+    w = reference(raw, qtype)
+    x = np.random.default_rng(7).standard_normal((3, 512)).astype(np.float32) * 0.05 + 0.02
+    x[:, 70] = 9.0
+    y = QMatrix(raw, qtype, (40, 512)).matmul(x)
+    assert_close(y, rounded_x(x), w)
+
+
+@NUMBA
+def test_integer_dots_on_an_avx2_target():
+    """The integer dots compiled for a Haswell-class CPU (no AVX-512, no VNNI: LLVM picks other
+    instructions for the same IR) in a fresh process; numba compiles and caches them apart."""
+    code = """if True:
+        import sys
+        import numpy as np
+        from gguf import GGMLQuantizationType as T
+        from localai.kernels import QMatrix
+        rng, d = np.random.default_rng(5), sys.argv[1]
+        for t in (T.Q8_0, T.Q4_0, T.Q4_1, T.Q5_0, T.Q5_1, T.Q4_K, T.Q5_K):
+            raw = np.load(f"{d}/{t.name}.npy")
+            x = rng.standard_normal((5, 512)).astype(np.float32)
+            np.save(f"{d}/{t.name}.y.npy", QMatrix(raw, t, (raw.shape[0], 512)).matmul(x))
+            np.save(f"{d}/{t.name}.x.npy", x)
+    """
+    import tempfile
+    with tempfile.TemporaryDirectory() as d:
+        types = [T.Q8_0, T.Q4_0, T.Q4_1, T.Q5_0, T.Q5_1, T.Q4_K, T.Q5_K]
+        for t in types:
+            np.save(f"{d}/{t.name}.npy", random_rows(t, 11, 512, seed=int(t)))
+        env = dict(os.environ, NUMBA_CPU_NAME="haswell", NUMBA_CPU_FEATURES="")
+        subprocess.run([sys.executable, "-c", code, d], env=env, check=True)
+        for t in types:
+            assert_close(np.load(f"{d}/{t.name}.y.npy"), np.load(f"{d}/{t.name}.x.npy"),
+                         reference(np.load(f"{d}/{t.name}.npy"), t), t)
 
 
 # -- backend selection --------------------------------------------------------------------------

@@ -82,7 +82,9 @@ def test_incremental_decode_matches_batch(llms, model):
     n = len(item["prompt_ids"])
     rows = [llm.prefill(session, ids[:n])]
     rows += [llm.decode_one(session, t) for t in ids[n:]]
-    np.testing.assert_allclose(np.stack(rows[:-1]), full[n - 1:-1], atol=2e-3, rtol=0)
+    # decode steps multiply x rounded to int16 per 32 values (a few 1e-3 on these logits); a
+    # wrong cache entry moves them by O(1)
+    np.testing.assert_allclose(np.stack(rows[:-1]), full[n - 1:-1], atol=1e-2, rtol=0)
     assert session.tokens == ids
 
 
