@@ -15,7 +15,7 @@ from typing import Iterator, Sequence
 
 import numpy as np
 
-from . import kernels, store
+from . import _malloc, kernels, store
 from .chat_template import render as render_chat
 from .errors import ContextOverflow, InvalidRequest, UnsupportedModel
 from .gguf_file import GGUFFile
@@ -125,6 +125,7 @@ class LLM:
         self.name = name or self.path.stem
         self.backend = resolve_backend(backend)
         if self.backend == "numpy":  # the numba kernels are the numpy backend's alone
+            _malloc.configure()
             if n_threads:
                 kernels.set_threads(n_threads)
             kernels.warmup()  # compile (or load from numba's cache) now, not on the first token
