@@ -126,11 +126,11 @@ class _Emit:
     """IR helpers over one row: byte offsets are i64 values, p the current block's first byte."""
 
     def __init__(self, context, builder, argtypes, args):
-        """args: w, o, x, k, K, nb (see _row_dots)."""
+        """args: w, o, xs, k, K, nb (see _row_dots); self.xs: the data pointers of the tuple xs."""
         self.b = b = builder
-        w, self.o, x, self.k, self.stride, self.nb = args
+        w, self.o, xs, self.k, self.stride, self.nb = args
         self.w = context.make_array(argtypes[0])(context, b, w).data
-        self.x = context.make_array(argtypes[2])(context, b, x).data
+        self.xs = [context.make_array(t)(context, b, b.extract_value(xs, i)).data for i, t in enumerate(argtypes[2])]
 
     def c(self, v, t=_i64):
         return ir.Constant(t, v)
@@ -293,25 +293,38 @@ _BLOCKS = {
 R_ROWS = 4  # rows of x that one pass over W serves, each block dequantized once for all
 
 
-def _emit_row_dots(e, qtype, R, out):
+def _float_term(e, base, bi, qk, item):
+    """A float block item (x offset, <32 x float> weights) for the row of x at element `base`:
+    (weights, x) for the FMA, no min."""
+    xo, wv = item
+    return wv, e.load(e.xs[0], e.b.add(base, e.b.add(e.b.mul(bi, e.c(qk)), e.c(xo))), _vec(_f32), align=4), None
+
+
+def _emit_row_dots(e, kind, qtype, R, out):
     """The loop over one row's blocks for R rows of x (R_ROWS or 1), their dots stored to the
-    float allocas `out`. Rows of x are K floats apart (e.stride)."""
-    block, qk, size, step = _BLOCKS[qtype]
-    b, fty = e.b, _vec(_f32)
+    float allocas `out`. `kind` is _FLOAT or _INT16: its table of block functions, vector
+    width, where row r of x starts (in its own units), and `term`, which turns a block item and
+    a row into (a, b, min or None): acc += a * b, and the row's scalar sum += min."""
+    blocks_of, width, row_base, term = kind
+    block, qk, size, step = blocks_of[qtype]
+    b, vt = e.b, _vec(_f32, width)
     nacc = 2 if R == 1 else 1  # one row alone: two FMA chains, taken in turn
-    accs = [[cgutils.alloca_once_value(b, ir.Constant(fty, [0.0] * 32)) for _ in range(nacc)] for _ in range(R)]
-    xrows = [b.add(e.k, b.mul(e.stride, e.c(r))) for r in range(R)]
+    accs = [[cgutils.alloca_once_value(b, ir.Constant(vt, [0.0] * width)) for _ in range(nacc)] for _ in range(R)]
+    mins = [cgutils.alloca_once_value(b, ir.Constant(_f32, 0.0)) for _ in range(R)]
+    bases = [row_base(e, b.add(e.k, b.mul(e.stride, e.c(r)))) for r in range(R)]
 
     def blocks(first, count):
         n = 0
         for j in range(count):
             bi = b.add(first, e.c(j))
             p = b.add(e.o, b.mul(bi, e.c(size)))
-            for xo, wv in block(e, p):
+            for item in block(e, p):
                 for r in range(R):
-                    xv = e.load(e.x, b.add(xrows[r], b.add(b.mul(bi, e.c(qk)), e.c(xo))), fty, align=4)
+                    x, y, m = term(e, bases[r], bi, qk, item)
                     acc = accs[r][n % nacc]
-                    b.store(e.fma(wv, xv, b.load(acc)), acc)
+                    b.store(e.fma(x, y, b.load(acc)), acc)
+                    if m is not None:
+                        b.store(b.fadd(b.load(mins[r]), m), mins[r])
                 n += 1
 
     nsb = b.udiv(e.nb, e.c(qk // 32))  # blocks of this type
@@ -324,41 +337,42 @@ def _emit_row_dots(e, qtype, R, out):
         v = b.load(accs[r][0])
         for acc in accs[r][1:]:
             v = b.fadd(v, b.load(acc))
-        n = 32
+        n = width
         while n > 1:  # pairwise halves
             n //= 2
             v = b.fadd(b.shuffle_vector(v, v, e.cv(list(range(n)), _i32, n)),
                        b.shuffle_vector(v, v, e.cv(list(range(n, 2 * n)), _i32, n)))
-        b.store(b.extract_element(v, e.c(0, _i32)), out[r])
+        b.store(b.fadd(b.extract_element(v, e.c(0, _i32)), b.load(mins[r])), out[r])
 
 
-def _row_dots(R):
-    """An intrinsic (qtype, w, o, x, k, K, nb) -> R float32: the quantized row at byte o of w
-    against the R rows of x at x[k:], x[k + K:], ...; one branch per type in _BLOCKS, 0 for
-    any other."""
+def _row_dots(kind, R):
+    """An intrinsic (qtype, w, o, xs, k, K, nb) -> R float32: the quantized row at byte o of w
+    against R rows of x, row r from element k + r K; xs is the tuple of x's arrays that `kind`
+    reads ((x,) for _FLOAT). One branch per type of kind's table, 0 for any other."""
 
     @intrinsic
-    def row_dots(typingctx, qtype, w, o, x, k, K, nb):
+    def row_dots(typingctx, qtype, w, o, xs, k, K, nb):
         def codegen(context, builder, sig, args):
             e = _Emit(context, builder, sig.args[1:], args[1:])
             out = [cgutils.alloca_once_value(builder, ir.Constant(_f32, 0.0)) for _ in range(R)]
             done = builder.append_basic_block("dots.done")
-            switch = builder.switch(builder.sext(args[0], _i64) if args[0].type.width < 64 else args[0], done)
-            for t in _BLOCKS:
+            switch = builder.switch(args[0], done)
+            for t in kind[0]:
                 bb = builder.append_basic_block(f"dots.{t.name}")
-                switch.add_case(e.c(int(t)), bb)
+                switch.add_case(ir.Constant(args[0].type, int(t)), bb)
                 builder.position_at_end(bb)
-                _emit_row_dots(e, t, R, out)
+                _emit_row_dots(e, kind, t, R, out)
                 builder.branch(done)
             builder.position_at_end(done)
             return context.make_tuple(builder, sig.return_type, [builder.load(v) for v in out])
 
-        return types.UniTuple(types.float32, R)(qtype, w, o, x, k, K, nb), codegen
+        return types.UniTuple(types.float32, R)(qtype, w, o, xs, k, K, nb), codegen
 
     return row_dots
 
 
-_row_dot1, _row_dots_r = _row_dots(1), _row_dots(R_ROWS)
+_FLOAT = (_BLOCKS, 32, lambda e, k: k, _float_term)
+
 
 
 # -- decode dots on 16-bit activations ---------------------------------------------------------
@@ -429,85 +443,24 @@ def _pmaddwd(e, a, b):
     return e.b.add(even, odd)
 
 
-class _EmitI16(_Emit):
-    def __init__(self, context, builder, argtypes, args):
-        """args: w, o, xq, xd, xsq, k, K, nb (see _row_dots_i16)."""
-        self.b = b = builder
-        w, self.o, xq, xd, xsq, self.k, self.stride, self.nb = args
-        data = lambda i, v: context.make_array(argtypes[i])(context, b, v).data
-        self.w, self.xq, self.xd, self.xsq = data(0, w), data(2, xq), data(3, xd), data(4, xsq)
+def _int16_term(e, xb0, bi, qk, item):
+    """An integer block item for the row of x whose first 32-value block is xb0, x given as
+    (codes, scales, code sums) (_quantize_x): (integer dot, scale * dx) for the FMA, and
+    m * dx * sum(codes) for the types with a min (the rounded x's sum)."""
+    sub, q, scale, m = item
+    b = e.b
+    xq, xd, xsq = e.xs
+    xb = b.add(xb0, b.add(b.mul(bi, e.c(qk // 32)), e.c(sub)))
+    isum = _pmaddwd(e, q, e.load(xq, b.mul(xb, e.c(32)), _vec(_i16), align=2))
+    dx = e.load(xd, xb, _f32, align=4)
+    if m is not None:
+        m = b.fmul(m, b.fmul(dx, b.sitofp(e.load(xsq, xb, _i32, align=4), _f32)))
+    return b.sitofp(isum, _vec(_f32, 16)), b.fmul(scale, e.splat(dx, 16)), m
 
 
-def _emit_row_dots_i16(e, qtype, R, out):
-    """As _emit_row_dots, on x's int16 codes."""
-    block, qk, size, step = _IBLOCKS[qtype]
-    b, vt = e.b, _vec(_f32, 16)
-    nacc = 2 if R == 1 else 1
-    accs = [[cgutils.alloca_once_value(b, ir.Constant(vt, [0.0] * 16)) for _ in range(nacc)] for _ in range(R)]
-    mins = [cgutils.alloca_once_value(b, ir.Constant(_f32, 0.0)) for _ in range(R)]
-    xb0 = [b.udiv(b.add(e.k, b.mul(e.stride, e.c(r))), e.c(32)) for r in range(R)]  # row r's first x block
-
-    def blocks(first, count):
-        n = 0
-        for j in range(count):
-            bi = b.add(first, e.c(j))
-            p = b.add(e.o, b.mul(bi, e.c(size)))
-            for sub, q, scale, m in block(e, p):
-                for r in range(R):
-                    xb = b.add(xb0[r], b.add(b.mul(bi, e.c(qk // 32)), e.c(sub)))
-                    isum = _pmaddwd(e, q, e.load(e.xq, b.mul(xb, e.c(32)), _vec(_i16), align=2))
-                    dx = e.load(e.xd, xb, _f32, align=4)
-                    acc = accs[r][n % nacc]
-                    b.store(e.fma(b.sitofp(isum, vt), b.fmul(scale, e.splat(dx, 16)), b.load(acc)), acc)
-                    if m is not None:  # m * (the rounded x's sum)
-                        xs = b.fmul(dx, b.sitofp(e.load(e.xsq, xb, _i32, align=4), _f32))
-                        b.store(b.fadd(b.load(mins[r]), b.fmul(m, xs)), mins[r])
-                n += 1
-
-    nsb = b.udiv(e.nb, e.c(qk // 32))
-    main = b.udiv(nsb, e.c(step))
-    with cgutils.for_range(b, main) as loop:
-        blocks(b.mul(loop.index, e.c(step)), step)
-    with cgutils.for_range(b, b.urem(nsb, e.c(step))) as loop:
-        blocks(b.add(b.mul(main, e.c(step)), loop.index), 1)
-    for r in range(R):
-        v = b.load(accs[r][0])
-        for acc in accs[r][1:]:
-            v = b.fadd(v, b.load(acc))
-        n = 16
-        while n > 1:
-            n //= 2
-            v = b.fadd(b.shuffle_vector(v, v, e.cv(list(range(n)), _i32, n)),
-                       b.shuffle_vector(v, v, e.cv(list(range(n, 2 * n)), _i32, n)))
-        b.store(b.fadd(b.extract_element(v, e.c(0, _i32)), b.load(mins[r])), out[r])
-
-
-def _row_dots_i16(R):
-    """An intrinsic (qtype, w, o, xq, xd, xsq, k, K, nb) -> R float32: as _row_dots, with the
-    R rows of x given as _quantize_x's codes, scales and code sums, row r from x[k + r K]."""
-
-    @intrinsic
-    def row_dots_i16(typingctx, qtype, w, o, xq, xd, xsq, k, K, nb):
-        def codegen(context, builder, sig, args):
-            e = _EmitI16(context, builder, sig.args[1:], args[1:])
-            out = [cgutils.alloca_once_value(builder, ir.Constant(_f32, 0.0)) for _ in range(R)]
-            done = builder.append_basic_block("dots.done")
-            switch = builder.switch(args[0], done)
-            for t in _IBLOCKS:
-                bb = builder.append_basic_block(f"dots.{t.name}")
-                switch.add_case(ir.Constant(args[0].type, int(t)), bb)
-                builder.position_at_end(bb)
-                _emit_row_dots_i16(e, t, R, out)
-                builder.branch(done)
-            builder.position_at_end(done)
-            return context.make_tuple(builder, sig.return_type, [builder.load(v) for v in out])
-
-        return types.UniTuple(types.float32, R)(qtype, w, o, xq, xd, xsq, k, K, nb), codegen
-
-    return row_dots_i16
-
-
-_row_dot1_i16, _row_dots_r_i16 = _row_dots_i16(1), _row_dots_i16(R_ROWS)
+_INT16 = (_IBLOCKS, 16, lambda e, k: e.b.udiv(k, e.c(32)), _int16_term)
+_row_dot1, _row_dots_r = _row_dots(_FLOAT, 1), _row_dots(_FLOAT, R_ROWS)
+_row_dot1_i16, _row_dots_r_i16 = _row_dots(_INT16, 1), _row_dots(_INT16, R_ROWS)
 
 
 @njit(fastmath=FM, error_model="numpy", **JIT)
@@ -564,17 +517,17 @@ def matvec(qtype, w, x, out, full):
         i = 0
         while i + R_ROWS <= N:
             if i16:
-                r = _row_dots_r_i16(qtype, wf, o, xq, xd, xsq, U(i) * U(K), U(K), nb)
+                r = _row_dots_r_i16(qtype, wf, o, (xq, xd, xsq), U(i) * U(K), U(K), nb)
             else:
-                r = _row_dots_r(qtype, wf, o, xf, U(i) * U(K), U(K), nb)
+                r = _row_dots_r(qtype, wf, o, (xf,), U(i) * U(K), U(K), nb)
             for j in range(R_ROWS):
                 out[i + j, m] = r[j]
             i += R_ROWS
         while i < N:
             if i16:
-                out[i, m] = _row_dot1_i16(qtype, wf, o, xq, xd, xsq, U(i) * U(K), U(K), nb)[0]
+                out[i, m] = _row_dot1_i16(qtype, wf, o, (xq, xd, xsq), U(i) * U(K), U(K), nb)[0]
             else:
-                out[i, m] = _row_dot1(qtype, wf, o, xf, U(i) * U(K), U(K), nb)[0]
+                out[i, m] = _row_dot1(qtype, wf, o, (xf,), U(i) * U(K), U(K), nb)[0]
             i += 1
 
 
