@@ -25,7 +25,7 @@ assembly):
   dequantizers carry none: `d * q + m` must not fuse into an FMA, to stay bit-exact with
   numpy.
 
-Cost: the first call compiles the whole module (~7 s for both entry points on the 2-core
+Cost: the first call compiles the whole module (~8 s for all the entry points on the 2-core
 dev box, see `qmatmul.warmup`); cache=True keeps the machine code in kernels/__pycache__,
 and later processes load it in ~0.3 s.
 """

@@ -1,4 +1,5 @@
-"""The elementwise steps of a forward pass: gated activations and the attention softmax.
+"""The elementwise steps of a forward pass: norms, rotary embeddings, gated activations and
+the attention softmax.
 
     rms_norm(x, w, eps)                              x / sqrt(mean(x ** 2) + eps) * w
     rope(x, cos, sin, neox)                          rotary embedding of x (L, H, hd)
@@ -19,13 +20,9 @@ from . import qmatmul
 ACTIVATIONS = ("silu", "gelu_tanh")
 
 
-def _numba():
-    return qmatmul._nb if qmatmul._numba_kernel(int(qmatmul.T.Q8_0)) else None
-
-
 def rms_norm(x: np.ndarray, w: np.ndarray, eps: float) -> np.ndarray:
     """x (..., D), w (D,) -> a new float32 array like x."""
-    nb = _numba()
+    nb = qmatmul.numba_kernels()
     if nb is not None:
         x2 = np.ascontiguousarray(x, np.float32).reshape(-1, x.shape[-1])
         out = np.empty_like(x2)
@@ -38,7 +35,7 @@ def rms_norm(x: np.ndarray, w: np.ndarray, eps: float) -> np.ndarray:
 def rope(x: np.ndarray, cos: np.ndarray, sin: np.ndarray, neox: bool) -> np.ndarray:
     """x (L, H, hd) -> a rotated copy: position l turns by cos[l], sin[l] ((L, n) float32) over
     the first 2n dims of each head, pairs (i, i + n) if neox else (2i, 2i + 1)."""
-    nb = _numba()
+    nb = qmatmul.numba_kernels()
     if nb is not None:
         x = np.ascontiguousarray(x, np.float32)
         out = np.empty_like(x)
@@ -62,7 +59,7 @@ def glu(gate: np.ndarray, up: np.ndarray, act: str) -> np.ndarray:
     """gate, up (N, F) float32 C-contiguous: gate := act(gate) * up, in place; returns gate."""
     if act not in ACTIVATIONS:
         raise ValueError(f"unknown activation {act!r}")
-    nb = _numba()
+    nb = qmatmul.numba_kernels()
     if nb is not None:
         nb.glu(gate, up, act == "gelu_tanh")
         return gate
@@ -79,7 +76,7 @@ def causal_softmax(scores: np.ndarray, L: int, offset: int, scale: float, window
     """scores (R, T) float32 C-contiguous, R = heads * L: row r is the query at position
     offset + r % L. In place: softmax(scale * scores) over the keys j <= that position (and
     within `window` of it), 0 elsewhere. Returns scores."""
-    nb = _numba()
+    nb = qmatmul.numba_kernels()
     if nb is not None:
         nb.causal_softmax(scores, int(L), int(offset), float(scale), int(window or 0))
         return scores

@@ -63,7 +63,7 @@ def set_threads(n: int) -> None:
 def warmup() -> str:
     """Compile the numba kernels now (or load them from numba's cache) on tiny inputs.
 
-    The entry points cover every type, so this is all the compiling there is: ~7 s cold
+    The entry points cover every type, so this is all the compiling there is: ~8 s cold
     (once per machine and source version; cached in kernels/__pycache__), ~0.3 s cached.
     Runs by itself on the first matmul otherwise. If compiling fails, switches to numpy.
     Returns the backend."""
@@ -89,9 +89,14 @@ def warmup() -> str:
     return backend()
 
 
+def numba_kernels():
+    """The numba kernels' module when they are in use (compiled on first call), else None."""
+    return _nb if _nb is not None and (_compiled or warmup() == "numba") else None
+
+
 def _numba_kernel(ggml_type: int) -> bool:
     """Whether the numba kernels are in use and cover this type."""
-    return _nb is not None and ggml_type in _nb.TYPE_IDS and (_compiled or warmup() == "numba")
+    return _nb is not None and ggml_type in _nb.TYPE_IDS and numba_kernels() is not None
 
 
 def _readonly(a: np.ndarray) -> np.ndarray:
