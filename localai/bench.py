@@ -86,7 +86,8 @@ def worker(model: str, backend: str, threads: int, n_prompt: int, n_gen: int,
         "load_s": load_s, "pp_tps": n_prompt / pp_s, "tg_tps": n_gen / tg_s,
         "ttft_ms_cold": cold_ms, "ttft_ms_warm": warm_ms,
         "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0,
-        "backend": llm.backend, "kernels": kernels.backend(), "blas": _blas.describe(), "model_path": str(llm.path),
+        "backend": llm.backend, "kernels": kernels.backend() if llm.backend == "numpy" else "-",  # MLX: its own
+        "blas": _blas.describe(), "model_path": str(llm.path),
         "model_bytes": os.path.getsize(llm.path),
     }
 

@@ -1,0 +1,38 @@
+"""`localai bench` end to end on the real SmolLM2: fresh worker processes, the figures the issue
+names, and the table."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+KEYS = ("pp_tps", "tg_tps", "ttft_ms_cold", "ttft_ms_warm", "load_s", "peak_rss_mib")
+ARGS = ["-p", "32", "-n", "8", "-r", "2", "--ttft-prompt", "64", "--ttft-new", "8"]
+
+
+def bench(path, *extra):
+    out = subprocess.run([sys.executable, "-m", "localai", "bench", "-m", str(path), *ARGS, *extra],
+                         capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-2000:]
+    return out.stdout
+
+
+def test_bench_json(smollm2_path):
+    res = json.loads(bench(smollm2_path, "--json").strip().splitlines()[-1])
+    assert len(res["runs"]) == 2
+    for k in KEYS:
+        s = res["summary"][k]
+        assert res[k] == s["median"] and s["min"] <= s["median"] <= s["max"], k
+        assert s["min"] > 0, k
+    assert res["ttft_ms_warm"] < res["ttft_ms_cold"]  # 8 new tokens on a cached prefix vs all 64
+    assert 50 < res["peak_rss_mib"] < 2000
+    run = res["runs"][0]
+    assert run["backend"] == "numpy" and run["kernels"] in ("numba", "numpy")
+    assert run["blas"].startswith("openblas ")
+
+
+def test_bench_table(smollm2_path):
+    out = bench(smollm2_path)
+    assert "backend=numpy" in out and "blas=openblas" in out
+    for label in ("prefill pp32", "decode tg8", "ttft cold (64 tok)", "ttft warm (+8 tok)", "load", "peak RSS"):
+        assert f"  {label}" in out, label
