@@ -773,3 +773,43 @@ def rope(x, cos, sin, neox, out):
                     a, b, c, s = xf[o + U(2) * i], xf[o + U(2) * i + U(1)], cf[t + i], sf[t + i]
                     of[o + U(2) * i] = a * c - b * s
                     of[o + U(2) * i + U(1)] = a * s + b * c
+
+
+@njit(parallel=True, fastmath=FM, error_model="numpy", **JIT)
+def attend_one(q, kb, vb, T, lo, scale, out):
+    """Attention for one new position: q (H, hd), one query per head; kb, vb (Hkv, cap, hd)
+    KV storage holding T positions, of which keys lo..T-1 are seen; out (H, hd) =
+    softmax(scale q k^T) v. Query head h reads KV head h // (H / Hkv). No BLAS: in decode,
+    OpenBLAS's threads and the numba kernels' fought over the cores (SmolLM2 at 3,000 tokens
+    of context: 9.7 tok/s)."""
+    H, hd = q.shape
+    Hkv, cap, _ = kb.shape
+    G = H // Hkv
+    qf, kf, vf, of = q.reshape(-1), kb.reshape(-1), vb.reshape(-1), out.reshape(-1)
+    n = T - lo
+    for h in prange(H):
+        base = (U(h // G) * U(cap) + U(lo)) * U(hd)
+        qo = U(h) * U(hd)
+        s = np.empty(n, F)
+        m = F(-np.inf)
+        for j in range(n):
+            ko = base + U(j) * U(hd)
+            acc = F(0)
+            for d in range(U(hd)):
+                acc += qf[qo + d] * kf[ko + d]
+            acc *= F(scale)
+            s[j] = acc
+            m = acc if acc > m else m
+        tot = F(0)
+        for j in range(n):
+            e = _exp(s[j] - m)
+            s[j] = e
+            tot += e
+        inv = F(1) / tot
+        for d in range(U(hd)):
+            of[qo + d] = F(0)
+        for j in range(n):
+            p = s[j] * inv
+            vo = base + U(j) * U(hd)
+            for d in range(U(hd)):
+                of[qo + d] += p * vf[vo + d]

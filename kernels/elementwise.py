@@ -1,10 +1,11 @@
-"""The elementwise steps of a forward pass: norms, rotary embeddings, gated activations and
-the attention softmax.
+"""The steps of a forward pass besides the weight matmuls: norms, rotary embeddings, gated
+activations, the attention softmax, and the whole attention of a decode step.
 
     rms_norm(x, w, eps)                              x / sqrt(mean(x ** 2) + eps) * w
     rope(x, cos, sin, neox)                          rotary embedding of x (L, H, hd)
     glu(gate, up, "silu")                            gate := silu(gate) * up, in place
     causal_softmax(scores, L, offset, scale, window) scores := softmax(scale * scores), masked
+    attend_one(q, k, v, scale, window)               attention of one new position (decode)
 
 Numba's one-pass vectorized kernels (kernels/_numba.py) where they load, these numpy twins
 otherwise; tests/test_kernels.py holds the two together.
@@ -93,3 +94,35 @@ def causal_softmax(scores: np.ndarray, L: int, offset: int, scale: float, window
     np.exp(scores, out=scores)
     scores /= scores.sum(axis=-1, keepdims=True)
     return scores
+
+
+def _storage(a: np.ndarray) -> np.ndarray:
+    """a (Hkv, T, hd) float32 as the first T positions of the C-contiguous (Hkv, cap, hd) array
+    it is a view of (a KV cache's storage, read in place), else a contiguous copy."""
+    b = a.base
+    if (isinstance(b, np.ndarray) and b.ndim == 3 and b.dtype == np.float32 and b.flags.c_contiguous
+            and b.shape[0] == a.shape[0] and b.shape[2] == a.shape[2] and a.strides == b.strides
+            and a.ctypes.data == b.ctypes.data):
+        return b
+    return np.ascontiguousarray(a, np.float32)
+
+
+def attend_one(q: np.ndarray, k: np.ndarray, v: np.ndarray, scale: float, window: int | None) -> np.ndarray:
+    """q (H, hd): the new position's queries; k, v (Hkv, T, hd) with the new position last.
+    Returns (H, hd) = softmax(scale q k^T) v over the keys it sees (the last `window` if set);
+    query head h reads KV head h // (H / Hkv)."""
+    H, hd = q.shape
+    T = k.shape[1]
+    lo = max(0, T - window) if window else 0
+    nb = qmatmul.numba_kernels()
+    if nb is not None:
+        out = np.empty((H, hd), np.float32)
+        nb.attend_one(np.ascontiguousarray(q, np.float32), _storage(k), _storage(v), T, lo, float(scale), out)
+        return out
+    Hkv = k.shape[0]
+    qg = q.reshape(Hkv, H // Hkv, hd)
+    scores = (qg @ k[:, lo:].transpose(0, 2, 1)) * np.float32(scale)  # (Hkv, G, T - lo)
+    scores -= scores.max(axis=-1, keepdims=True)
+    np.exp(scores, out=scores)
+    scores /= scores.sum(axis=-1, keepdims=True)
+    return (scores @ v[:, lo:]).reshape(H, hd)

@@ -269,6 +269,29 @@ def test_rope(backend, neox):
     assert np.array_equal(got[..., 2 * n:], x[..., 2 * n:])
 
 
+@pytest.mark.parametrize("window", [None, 5])
+def test_attend_one(backend, window):
+    """Decode attention, reading a KV cache's storage in place: GQA (6 query heads on 2 KV
+    heads), 9 positions of a capacity-16 cache, optionally a window of the last 5."""
+    from localai.models.cache import KVCache
+
+    rng = np.random.default_rng(6)
+    H, Hkv, hd, T = 6, 2, 40, 9
+    cache = KVCache(Hkv, hd, 16)
+    k, v = cache.update_and_fetch(*(rng.standard_normal((2, Hkv, T, hd)).astype(np.float32)))
+    assert k.base is cache.keys and cache.keys.shape[1] > T  # a view into larger storage
+    q = rng.standard_normal((H, hd)).astype(np.float32)
+    lo = T - window if window else 0
+    ref = np.empty((H, hd))
+    for h in range(H):
+        kh, vh = k[h // 3, lo:].astype(np.float64), v[h // 3, lo:].astype(np.float64)
+        p = np.exp(0.3 * kh @ q[h] - (0.3 * kh @ q[h]).max())
+        ref[h] = p / p.sum() @ vh
+    got = kernels.attend_one(q, k, v, 0.3, window)
+    np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(kernels.attend_one(q, k.copy(), v.copy(), 0.3, window), got, rtol=1e-6, atol=1e-7)
+
+
 @NUMBA
 def test_numba_exp():
     import numba

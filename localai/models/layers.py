@@ -64,8 +64,8 @@ def attention(q: np.ndarray, k: np.ndarray, v: np.ndarray, offset: int, scale: f
     Returns (L, H * hd).
     """
     H, L, hd = q.shape
-    if L == 1 and window is None:  # decode: one query, nothing to split or skip
-        return _attend(q, k, v, offset, scale, window)
+    if L == 1:  # decode: one query, in one kernel
+        return kernels.attend_one(q.reshape(H, hd), k, v, scale, window).reshape(1, H * hd)
     out = np.empty((L, H * hd), np.float32)
     for i in range(0, L, Q_BLOCK):
         j = min(L, i + Q_BLOCK)
