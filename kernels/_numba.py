@@ -48,6 +48,8 @@ from numba import njit, prange, types  # noqa: E402
 from numba.core import cgutils  # noqa: E402
 from numba.extending import intrinsic  # noqa: E402
 
+from .quants import block_size  # noqa: E402
+
 F = np.float32
 U = np.uint64
 u8 = np.uint8
@@ -247,7 +249,8 @@ def _k_scale_min(e, p, j):
     return e.scalar_uf(sc), e.scalar_uf(mn)
 
 
-def _blk_qk(e, p, five):
+def _k_subblocks(e, p, five):
+    """The 8 sub-blocks of a Q4_K/Q5_K super-block: [(j, <32 x i8> codes, d * sc_j, dmin * mn_j)]."""
     d, dmin = e.f16x2(p, 0)
     out = []
     for g in range(4):  # 32 bytes: sub-block 2g in the low nibbles, 2g + 1 in the high
@@ -258,9 +261,12 @@ def _blk_qk(e, p, five):
             if five:
                 q = e.b.or_(q, e.high_bits(qh, j))
             sc, mn = _k_scale_min(e, p, j)
-            dl, ml = e.b.fmul(d, sc), e.b.fmul(dmin, mn)
-            out.append((32 * j, e.fma(e.uf(q), e.splat(dl), e.splat(e.b.fneg(ml)))))
+            out.append((j, q, e.b.fmul(d, sc), e.b.fmul(dmin, mn)))
     return out
+
+
+def _blk_qk(e, p, five):
+    return [(32 * j, e.fma(e.uf(q), e.splat(dl), e.splat(e.b.fneg(ml)))) for j, q, dl, ml in _k_subblocks(e, p, five)]
 
 
 def _blk_q6_k(e, p):
@@ -279,16 +285,16 @@ def _blk_q6_k(e, p):
     return out
 
 
-# type: (block function, weights per block, bytes per block, blocks per loop step)
+# type: block function (weights per block and bytes per block: quants.block_size)
 _BLOCKS = {
-    T.Q8_0: (_blk_q8_0, 32, 34, 2),
-    T.Q4_0: (_blk_q4_0, 32, 18, 2),
-    T.Q4_1: (_blk_q4_1, 32, 20, 2),
-    T.Q5_0: (_blk_q5_0, 32, 22, 2),
-    T.Q5_1: (_blk_q5_1, 32, 24, 2),
-    T.Q4_K: (lambda e, p: _blk_qk(e, p, False), 256, 144, 1),
-    T.Q5_K: (lambda e, p: _blk_qk(e, p, True), 256, 176, 1),
-    T.Q6_K: (_blk_q6_k, 256, 210, 1),
+    T.Q8_0: _blk_q8_0,
+    T.Q4_0: _blk_q4_0,
+    T.Q4_1: _blk_q4_1,
+    T.Q5_0: _blk_q5_0,
+    T.Q5_1: _blk_q5_1,
+    T.Q4_K: lambda e, p: _blk_qk(e, p, False),
+    T.Q5_K: lambda e, p: _blk_qk(e, p, True),
+    T.Q6_K: _blk_q6_k,
 }
 R_ROWS = 4  # rows of x that one pass over W serves, each block dequantized once for all
 
@@ -306,7 +312,8 @@ def _emit_row_dots(e, kind, qtype, R, out):
     width, where row r of x starts (in its own units), and `term`, which turns a block item and
     a row into (a, b, min or None): acc += a * b, and the row's scalar sum += min."""
     blocks_of, width, row_base, term = kind
-    block, qk, size, step = blocks_of[qtype]
+    block, (qk, size) = blocks_of[qtype], block_size(qtype)
+    step = 2 if qk == 32 else 1  # blocks per loop iteration
     b, vt = e.b, _vec(_f32, width)
     nacc = 2 if R == 1 else 1  # one row alone: two FMA chains, taken in turn
     accs = [[cgutils.alloca_once_value(b, ir.Constant(vt, [0.0] * width)) for _ in range(nacc)] for _ in range(R)]
@@ -407,32 +414,21 @@ def _iq_q5_1(e, p):
 
 
 def _iq_qk(e, p, five):
-    d, dmin = e.f16x2(p, 0)
-    out = []
-    for g in range(4):  # 32 bytes: sub-block 2g in the low nibbles, 2g + 1 in the high
-        v = e.bytes(p, (48 if five else 16) + 32 * g)
-        qh = e.bytes(p, 16) if five else None
-        for half, q in enumerate((e.b.and_(v, e.cv(15)), e.b.lshr(v, e.cv(4)))):
-            j = 2 * g + half
-            if five:
-                q = e.b.or_(q, e.high_bits(qh, j))
-            sc, mn = _k_scale_min(e, p, j)
-            out.append((j, e.b.zext(q, _vec(_i16)), e.splat(e.b.fmul(d, sc), 16), e.b.fneg(e.b.fmul(dmin, mn))))
-    return out
+    return [(j, e.b.zext(q, _vec(_i16)), e.splat(dl, 16), e.b.fneg(ml)) for j, q, dl, ml in _k_subblocks(e, p, five)]
 
 
-# type: (block function -> [(32-value sub-block, <32 x i16> codes, <16 x float> scale, min or
-#        None)], weights per block, bytes per block, blocks per loop step)
+# type: block function -> [(32-value sub-block, <32 x i16> codes, <16 x float> scale, min or None)]
 _IBLOCKS = {
-    T.Q8_0: (_iq_q8_0, 32, 34, 2),
-    T.Q4_0: (_iq_q4_0, 32, 18, 2),
-    T.Q4_1: (_iq_q4_1, 32, 20, 2),
-    T.Q5_0: (_iq_q5_0, 32, 22, 2),
-    T.Q5_1: (_iq_q5_1, 32, 24, 2),
-    T.Q4_K: (lambda e, p: _iq_qk(e, p, False), 256, 144, 1),
-    T.Q5_K: (lambda e, p: _iq_qk(e, p, True), 256, 176, 1),
+    T.Q8_0: _iq_q8_0,
+    T.Q4_0: _iq_q4_0,
+    T.Q4_1: _iq_q4_1,
+    T.Q5_0: _iq_q5_0,
+    T.Q5_1: _iq_q5_1,
+    T.Q4_K: lambda e, p: _iq_qk(e, p, False),
+    T.Q5_K: lambda e, p: _iq_qk(e, p, True),
 }
 I16_TYPE_IDS = frozenset(int(t) for t in _IBLOCKS)
+_I16_TYPES = tuple(sorted(I16_TYPE_IDS))  # for matvec: numba reads a tuple, not a frozenset
 
 
 def _pmaddwd(e, a, b):
@@ -503,7 +499,7 @@ def matvec(qtype, w, x, out, full):
     wf, xf = w.reshape(-1), x.reshape(-1)  # flat views, made once
     w16 = wf[:len(wf) // 2 * 2].view(np.uint16)  # F16 weights
     nb = U(K // 32)
-    i16 = qtype in (Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q4_K, Q5_K)
+    i16 = qtype in _I16_TYPES
     nq = len(xf) if i16 else 0
     xq, xd, xsq = np.empty(nq, np.int16), np.empty(nq // 32, F), np.empty(nq // 32, np.int32)
     if i16:
