@@ -4,7 +4,6 @@ llama-cpp-python 0.3.36, vocab-only GGUFs with exactly these tokens)."""
 from __future__ import annotations
 
 import random
-import time
 
 import pytest
 
@@ -272,7 +271,8 @@ def test_sentencepiece_agrees_on_plain_text(gguf, tok):
         assert tok["gemma3"].encode(text, add_bos=False) == sp.encode(text), text
 
 
-# -- speed -------------------------------------------------------------------------------------
+# -- long text ---------------------------------------------------------------------------------
+# (Load and encode speed are measured in benchmarks/tokenizer.py, not asserted here.)
 
 def english(n):
     words = ("the quick brown fox jumps over lazy dogs while seven wizards quietly judge "
@@ -285,13 +285,8 @@ def english(n):
 
 
 @pytest.mark.parametrize("model", MODELS)
-def test_speed(gguf, model):
-    t0 = time.perf_counter()
+def test_long_text_round_trip(gguf, model):
     t = from_gguf(gguf[model])
-    load = time.perf_counter() - t0
     text = english(10_000)
-    t0 = time.perf_counter()
     ids = t.encode(text, add_bos=False)
-    enc = time.perf_counter() - t0
-    assert t.decode(ids) == text
-    assert load < 1.5 and enc < 0.5, (load, enc)
+    assert len(ids) > 1000 and t.decode(ids) == text
