@@ -63,6 +63,7 @@ ERROR_CODES = {
     "out_of_memory": "the daemon ran out of memory for this request; it keeps serving",
     "permission_denied": "the connecting process belongs to another user",
     "shutting_down": "the daemon is stopping; the request was not finished",
+    "broken_install": "the daemon cannot import its own code (a shadowing file in its directory, a broken install); it has stopped",
     "internal": "a bug in the daemon; the message says where, the log has the traceback",
 }
 

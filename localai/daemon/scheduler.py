@@ -82,6 +82,8 @@ class Scheduler:
         self.started = time.time()
         self.stats = {"requests_served": 0, "tokens_generated": 0, "tokens_evaluated": 0,
                       "tokens_cached": 0, "loads": 0, "unloads": 0, "cancelled": 0, "errors": 0}
+        self.fatal: str | None = None  # why the daemon must stop (set with on_fatal called)
+        self.on_fatal = None
         self.thread = threading.Thread(target=self._run, name="localai-scheduler", daemon=True)
 
     # --- called from connection threads -------------------------------------------------------
@@ -163,6 +165,13 @@ class Scheduler:
             gc.collect()
             self._fail(job, "out_of_memory", f"out of memory while running {job.method}; the prompt "
                        f"cache was emptied: try a shorter prompt or a smaller n_ctx")
+        except ImportError as exc:  # its own code cannot load: every later request would fail the same way
+            self.fatal = (f"the localai daemon cannot import its own code ({type(exc).__name__}: {exc}) and has "
+                          f"stopped; reinstall localai (`pip install .` in its clone) and try again")
+            log.critical("%s\n%s", self.fatal, traceback.format_exc())
+            self._fail(job, "broken_install", self.fatal)
+            if self.on_fatal is not None:
+                self.on_fatal()
         except Exception as exc:  # a bug: say so, keep serving everyone else
             log.error("request %r (%s) failed:\n%s", job.id, job.method, traceback.format_exc())
             self._fail(job, "internal", f"internal error in {job.method}: {type(exc).__name__}: {exc}")

@@ -171,8 +171,8 @@ local function start_daemon(path, cb)
     return cb({
       code = "not_installed",
       message = ("cannot start the daemon: `%s` is not on PATH. Install localai "
-        .. "(`pip install localai`) or set `daemon.cmd` in require('localai').setup()"):format(
-        tostring(type(cmd) == "table" and cmd[1] or cmd)
+        .. "(`%s`) or set `daemon.cmd` in require('localai').setup()"):format(
+        tostring(type(cmd) == "table" and cmd[1] or cmd), util.install_hint()
       ),
     })
   end

@@ -22,6 +22,17 @@ function M.get_text(buf, srow, scol, erow, ecol)
   return table.concat(vim.api.nvim_buf_get_text(buf, srow, scol, erow, ecol, {}), "\n")
 end
 
+--- How to install the `localai` command. The package on PyPI named localai is another project:
+--- localai installs from its repository, which holds this plugin (plugins/nvim/lua/localai/).
+function M.install_hint()
+  local here = debug.getinfo(1, "S").source:gsub("^@", "")
+  local root = vim.fn.fnamemodify(here, ":p:h:h:h:h:h")
+  if vim.fn.filereadable(root .. "/pyproject.toml") == 1 then
+    return ("pip install %s"):format(vim.fn.fnamemodify(root, ":~"))
+  end
+  return "pip install . in a clone of the localai repository"
+end
+
 local hl_done = false
 
 --- Define the highlight groups (linked, so colorschemes can override them) once.
