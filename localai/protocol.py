@@ -328,7 +328,16 @@ class Error:
     event: str = "error"
 
 
-EVENTS = {"token": Token, "done": Done, "error": Error}
+@dataclass
+class Notice:
+    """A line for the person waiting, before the request's other events (e.g. that the daemon
+    compiles its CPU kernels, ~15 s once per install); it changes nothing in the answer."""
+    id: Id
+    text: str
+    event: str = "notice"
+
+
+EVENTS = {"token": Token, "done": Done, "error": Error, "notice": Notice}
 
 
 def encode_event(ev) -> bytes:

@@ -140,6 +140,8 @@ local function dispatch(line)
     finish(req, ev)
   elseif ev.event == "error" then
     finish(req, nil, { code = ev.code, message = ev.message })
+  elseif ev.event == "notice" then -- e.g. the daemon compiles its kernels (~15 s, once)
+    util.notify(ev.text or "")
   end
 end
 
