@@ -35,15 +35,19 @@ end
 
 local hl_done = false
 
---- Define the highlight groups (linked, so colorschemes can override them) once.
+--- Define the highlight groups once (`default`, so colorschemes and users override them).
+--- The ghost text gets its own grey italic rather than a link to Comment, which the default
+--- colorscheme colours only with 'termguicolors': in a 256- or 16-colour terminal a
+--- suggestion would look like code already typed. Colour 8 is grey in both palettes.
 function M.highlights()
   if hl_done then
     return
   end
   hl_done = true
   local function define()
+    vim.api.nvim_set_hl(0, "LocalAISuggestion",
+      { fg = "#808080", ctermfg = 8, italic = true, cterm = { italic = true }, default = true })
     for name, link in pairs({
-      LocalAISuggestion = "Comment",
       LocalAIHint = "DiagnosticHint",
       LocalAIRewriteOld = "DiffDelete",
       LocalAIRewriteNew = "DiffAdd",
