@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+from pathlib import Path
 
 import pytest
 
@@ -107,3 +108,14 @@ def test_ask_context_around_the_cursor_is_bounded_in_characters(bare):
     content = _asked(bare, "and this?")
     got = [line[:3] for line in content.splitlines() if line[:3].isdigit()]
     assert got == ["018", "019", "020"]  # the cursor line (019), then the nearest, within 2,000
+
+
+def test_a_missing_localai_command_says_how_to_install_it(bare, tmp_path):
+    """The PyPI package named localai is another project: the hint installs this repository."""
+    readme_setup(bare, f'{{ socket = "{tmp_path}/none.sock", daemon = {{ cmd = {{ "localai-not-installed" }} }} }}')
+    bare.exec_lua("_G.err = nil; require('localai.client').request('chat', "
+                  "{ messages = { { role = 'user', content = 'Hi' } } }, { on_error = function(e) _G.err = e end })")
+    err = nvs.wait_lua(bare, "_G.err", what="the error", timeout=30)
+    root = str(nvs.PLUGIN.parent.parent).replace(str(Path.home()), "~", 1)
+    assert err["code"] == "not_installed" and f"`pip install {root}`" in err["message"], err
+    assert "pip install localai" not in err["message"]
