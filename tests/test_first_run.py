@@ -156,3 +156,26 @@ def test_the_editable_install_then_answers_from_elsewhere(world):
     assert Path(_imported_from(world, tmp / "elsewhere")).is_relative_to(clone / "localai")
     _ask(world, tmp / "elsewhere", LOCALAI_KERNELS="numpy")
     _stop(world)
+
+
+def test_numba_cache_dir_follows_xdg_and_a_users_own_setting(monkeypatch):
+    from localai.kernels import _numba_setup
+
+    home = os.path.expanduser("~")
+    for env, want in [({}, f"{home}/.cache/localai/numba"),
+                      ({"XDG_CACHE_HOME": "/x/cache"}, "/x/cache/localai/numba"),
+                      ({"XDG_CACHE_HOME": "relative"}, f"{home}/.cache/localai/numba"),  # the XDG spec
+                      ({"NUMBA_CACHE_DIR": "/mine", "XDG_CACHE_HOME": "/x"}, "/mine")]:
+        for k in ("NUMBA_CACHE_DIR", "XDG_CACHE_HOME"):
+            monkeypatch.delenv(k, raising=False)
+        for k, v in env.items():
+            monkeypatch.setenv(k, v)
+        assert _numba_setup.cache_dir() == want, env
+    # and numba itself uses it, whoever imports it first
+    code = ("import os, sys, importlib; first = sys.argv[1]; importlib.import_module(first); "
+            "import localai.kernels, numba.core.config as c; print(c.CACHE_DIR)")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("NUMBA_")}
+    for first in ("localai.kernels", "numba"):
+        out = subprocess.run([sys.executable, "-c", code, first], env=dict(env, XDG_CACHE_HOME="/x/cache"),
+                             capture_output=True, text=True, check=True).stdout.strip()
+        assert out == "/x/cache/localai/numba", first
