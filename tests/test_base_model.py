@@ -51,6 +51,6 @@ def test_chat_commands_on_a_base_model_refuse_in_one_line(gemma3_path, tmp_path)
                               input="teh cat\n"))
     _one_line_refusal(run_cli(["ask", "--no-daemon", "-m", "gemma3-270m", "-n", "4", "Hi"], env, timeout=300))
     # what a base model is for still works
-    r = run_cli(["generate", "-m", "gemma3-270m", "--prompt", "The capital of France is", "-n", "4",
-                 "--temperature", "0"], env, timeout=300)
+    r = run_cli(["generate", "-m", "gemma3-270m", "--prompt", "Question: What is the capital of France?\nAnswer:",
+                 "-n", "4", "--temperature", "0"], env, timeout=300)
     assert r.returncode == 0 and "Paris" in r.stdout, r.stdout + r.stderr
