@@ -64,7 +64,7 @@ def warmup() -> str:
     """Compile the numba kernels now (or load them from numba's cache) on tiny inputs.
 
     The entry points cover every type, so this is all the compiling there is: ~8 s cold
-    (once per machine and source version; cached in kernels/__pycache__), ~0.3 s cached.
+    (once per machine and source version; cached in ~/.cache/localai/numba), ~0.3 s cached.
     Runs by itself on the first matmul otherwise. If compiling fails, switches to numpy.
     Returns the backend."""
     global _nb, _compiled

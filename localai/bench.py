@@ -20,6 +20,8 @@ import subprocess
 import sys
 import time
 
+from ._spawn import module_argv
+
 LONG_TEXT = (
     "The history of computing is a story of abstraction layered upon abstraction. "
     "Early machines were programmed by rewiring plugboards; later, stored programs "
@@ -104,7 +106,7 @@ def run(model: str, *, backend: str = "auto", threads: int = 2, n_prompt: int = 
     for r in range(repeats):
         env = dict(os.environ, NUMBA_NUM_THREADS=str(threads), OMP_NUM_THREADS=str(threads),
                    OPENBLAS_NUM_THREADS=str(threads))
-        out = subprocess.run([sys.executable, "-m", "localai.bench", json.dumps(args)],
+        out = subprocess.run(module_argv("localai.bench", json.dumps(args)),
                              capture_output=True, text=True, env=env)
         lines = [ln for ln in out.stdout.splitlines() if ln.startswith("RESULT ")]
         if out.returncode != 0 or not lines:

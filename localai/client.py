@@ -13,11 +13,12 @@ from __future__ import annotations
 
 import itertools
 import socket
+import sys
 from collections import deque
 
 from . import protocol
 from .errors import LocalAIError
-from .protocol import Done, Error
+from .protocol import Done, Error, Notice
 
 
 class DaemonError(LocalAIError):
@@ -109,12 +110,16 @@ class Client(BaseClient):
         return id
 
     def events(self, id):
-        """The events of request `id` up to and including its `done`; an `error` raises DaemonError."""
+        """The events of request `id` up to and including its `done`; an `error` raises DaemonError,
+        a `notice` goes to `on_notice`."""
         q = self._queues[id]  # stays until the last event, so a caller may stop and resume reading
         while True:
             while not q:
                 self._read()
             ev = q.popleft()
+            if isinstance(ev, Notice):
+                self.on_notice(ev.text)
+                continue
             if isinstance(ev, (Done, Error)):
                 del self._queues[id]
             if isinstance(ev, Error):
@@ -122,6 +127,10 @@ class Client(BaseClient):
             yield ev
             if isinstance(ev, Done):
                 return
+
+    def on_notice(self, text: str) -> None:
+        """A `notice` event (e.g. the daemon compiles its kernels): one line on stderr."""
+        print(f"localai: {text}", file=sys.stderr, flush=True)
 
     def cancel(self, id) -> None:
         """Ask the daemon to stop request `id`; its events end with done/cancelled."""

@@ -140,6 +140,7 @@ class LLM:
         if self.n_ctx < 8:
             raise InvalidRequest(f"n_ctx={self.n_ctx} is too small")
         self.chat_template = g.get("tokenizer.chat_template")
+        self.kind = store.model_kind(g.metadata)  # "base" | "instruct"
         self.load_s = time.perf_counter() - t0
 
     def __repr__(self) -> str:
@@ -153,6 +154,11 @@ class LLM:
         return self.tokenizer.decode(list(ids), skip_special=skip_special)
 
     def apply_chat_template(self, messages: list[dict], add_generation_prompt: bool = True) -> str:
+        if self.kind == "base":  # its fallback template only makes it loop (see store.model_kind)
+            raise UnsupportedModel(
+                f"{self.name} is a base model (no chat template, not instruction-tuned): it continues text "
+                f"but cannot chat or follow instructions; use an instruct model (--model smollm2), or give it "
+                f"text to continue (`localai generate --model {self.name} --prompt ...`, `localai complete`)")
         tok = self.tokenizer
         bos = tok.token_bytes(tok.bos_id).decode("utf-8", "replace") if tok.bos_id is not None else ""
         eos = tok.token_bytes(tok.eos_id).decode("utf-8", "replace") if tok.eos_id is not None else ""

@@ -63,6 +63,7 @@ ERROR_CODES = {
     "out_of_memory": "the daemon ran out of memory for this request; it keeps serving",
     "permission_denied": "the connecting process belongs to another user",
     "shutting_down": "the daemon is stopping; the request was not finished",
+    "broken_install": "the daemon cannot import its own code (a shadowing file in its directory, a broken install); it has stopped",
     "internal": "a bug in the daemon; the message says where, the log has the traceback",
 }
 
@@ -327,7 +328,16 @@ class Error:
     event: str = "error"
 
 
-EVENTS = {"token": Token, "done": Done, "error": Error}
+@dataclass
+class Notice:
+    """A line for the person waiting, before the request's other events (e.g. that the daemon
+    compiles its CPU kernels, ~15 s once per install); it changes nothing in the answer."""
+    id: Id
+    text: str
+    event: str = "notice"
+
+
+EVENTS = {"token": Token, "done": Done, "error": Error, "notice": Notice}
 
 
 def encode_event(ev) -> bytes:

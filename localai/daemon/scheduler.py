@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 
 from .. import store
 from ..errors import LocalAIError
-from ..protocol import METHODS, Done, Error, Request, Token, TokenizeParams
+from ..protocol import METHODS, Done, Error, Notice, Request, Token, TokenizeParams
 from . import handlers
 from .prompt_cache import PromptCache
 
@@ -82,6 +82,9 @@ class Scheduler:
         self.started = time.time()
         self.stats = {"requests_served": 0, "tokens_generated": 0, "tokens_evaluated": 0,
                       "tokens_cached": 0, "loads": 0, "unloads": 0, "cancelled": 0, "errors": 0}
+        self.fatal: str | None = None  # why the daemon must stop (set with on_fatal called)
+        self.on_fatal = None
+        self.current: Job | None = None  # the job _step runs now
         self.thread = threading.Thread(target=self._run, name="localai-scheduler", daemon=True)
 
     # --- called from connection threads -------------------------------------------------------
@@ -147,7 +150,15 @@ class Scheduler:
         for job in self.active + self.pending:
             self._fail(job, "shutting_down", "the daemon is stopping")
 
+    def _notice(self, text: str) -> None:
+        """Tell the client whose request is running now (the kernels call this as they compile)."""
+        log.info("%s", text)
+        job = self.current
+        if job is not None and not job.conn.dead:
+            job.conn.send(Notice(job.id, text))
+
     def _step(self, job: Job) -> None:
+        self.current = job
         try:
             if job.cancelled or job.conn.dead:
                 self._cancel(job)
@@ -163,9 +174,18 @@ class Scheduler:
             gc.collect()
             self._fail(job, "out_of_memory", f"out of memory while running {job.method}; the prompt "
                        f"cache was emptied: try a shorter prompt or a smaller n_ctx")
+        except ImportError as exc:  # its own code cannot load: every later request would fail the same way
+            self.fatal = (f"the localai daemon cannot import its own code ({type(exc).__name__}: {exc}) and has "
+                          f"stopped; reinstall localai (`pip install .` in its clone) and try again")
+            log.critical("%s\n%s", self.fatal, traceback.format_exc())
+            self._fail(job, "broken_install", self.fatal)
+            if self.on_fatal is not None:
+                self.on_fatal()
         except Exception as exc:  # a bug: say so, keep serving everyone else
             log.error("request %r (%s) failed:\n%s", job.id, job.method, traceback.format_exc())
             self._fail(job, "internal", f"internal error in {job.method}: {type(exc).__name__}: {exc}")
+        finally:
+            self.current = None
 
     def _start(self, job: Job) -> None:
         p = job.params
@@ -276,7 +296,9 @@ class Scheduler:
             t0 = time.monotonic()
             load = self.loader
             if load is None:
-                from .. import load
+                from .. import kernels, load
+
+                kernels.set_compile_notice(self._notice)
             llm = load(path, backend=self.cfg.backend, n_ctx=self.cfg.n_ctx)
             job.load_ms = (time.monotonic() - t0) * 1000
             m = Loaded(name, path, llm, PromptCache(llm, self.cfg.cache_sessions, self.cfg.cache_bytes),

@@ -247,6 +247,7 @@ class Server:
         self.cfg = cfg
         self.path = path or protocol.socket_path()
         self.scheduler = Scheduler(cfg, loader=loader, resolve=resolve)
+        self.scheduler.on_fatal = self.shutdown
         self.listener: Listener | None = None
         self.conns: set = set()
         self._wake_r, self._wake_w = os.pipe()

@@ -101,14 +101,50 @@ function M.ask(question, context)
   return buf, win
 end
 
---- :[range]LocalAIAsk {question}: with a range, those lines go along as context; no question:
---- ask for one.
-function M.command(cmd)
-  local context
-  if cmd.range > 0 then
-    local buf = api.nvim_get_current_buf()
-    context = { lines = api.nvim_buf_get_lines(buf, cmd.line1 - 1, cmd.line2, false), filetype = vim.bo[buf].filetype }
+--- The lines around the cursor: up to `n` above and below, the nearest first while their
+--- text stays within `max_chars`. Returns the lines in buffer order.
+function M.around_cursor(buf, row, n, max_chars)
+  local count = api.nvim_buf_line_count(buf)
+  local first, last = row, row - 1 -- 1-based, inclusive; empty to start
+  local used = 0
+  local function take(r)
+    local line = api.nvim_buf_get_lines(buf, r - 1, r, false)[1]
+    if used + #line + 1 > max_chars then
+      return false
+    end
+    used = used + #line + 1
+    return true
   end
+  for d = 0, n do
+    local grew = false
+    if row + d <= count and row + d == last + 1 and take(row + d) then
+      last, grew = row + d, true
+    end
+    if d > 0 and row - d >= 1 and row - d == first - 1 and take(row - d) then
+      first, grew = row - d, true
+    end
+    if not grew and d > 0 then
+      break
+    end
+  end
+  return api.nvim_buf_get_lines(buf, first - 1, last, false)
+end
+
+--- :[range]LocalAIAsk {question}: with a range, those lines go along as context, else the code
+--- around the cursor (ask.context_lines); no question: ask for one.
+function M.command(cmd)
+  local buf = api.nvim_get_current_buf()
+  local lines
+  if cmd.range > 0 then
+    lines = api.nvim_buf_get_lines(buf, cmd.line1 - 1, cmd.line2, false)
+  elseif vim.bo[buf].buftype == "" and (config.options.ask.context_lines or 0) > 0 then
+    local cfg = config.options.ask
+    lines = M.around_cursor(buf, api.nvim_win_get_cursor(0)[1], cfg.context_lines, cfg.context_chars or 6000)
+    if vim.trim(table.concat(lines, "")) == "" then
+      lines = nil
+    end
+  end
+  local context = lines and { lines = lines, filetype = vim.bo[buf].filetype } or nil
   local function go(question)
     if question and vim.trim(question) ~= "" then
       M.ask(question, context)

@@ -140,6 +140,8 @@ local function dispatch(line)
     finish(req, ev)
   elseif ev.event == "error" then
     finish(req, nil, { code = ev.code, message = ev.message })
+  elseif ev.event == "notice" then -- e.g. the daemon compiles its kernels (~15 s, once)
+    util.notify(ev.text or "")
   end
 end
 
@@ -171,8 +173,8 @@ local function start_daemon(path, cb)
     return cb({
       code = "not_installed",
       message = ("cannot start the daemon: `%s` is not on PATH. Install localai "
-        .. "(`pip install localai`) or set `daemon.cmd` in require('localai').setup()"):format(
-        tostring(type(cmd) == "table" and cmd[1] or cmd)
+        .. "(`%s`) or set `daemon.cmd` in require('localai').setup()"):format(
+        tostring(type(cmd) == "table" and cmd[1] or cmd), util.install_hint()
       ),
     })
   end

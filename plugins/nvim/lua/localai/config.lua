@@ -57,6 +57,10 @@ M.defaults = {
 
   ask = {
     system = "You are a helpful programming assistant. Answer concisely, in Markdown.",
+    -- Without a range, up to this many lines above and below the cursor go along as context
+    -- (0: none), at most `context_chars` characters of them, the nearest lines first.
+    context_lines = 30,
+    context_chars = 6000,
     max_tokens = 512,
     -- nil: the daemon's default temperature.
     temperature = nil,

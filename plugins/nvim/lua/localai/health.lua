@@ -38,7 +38,7 @@ function M.check()
     health.ok(("`%s` found: %s"):format(exe, vim.fn.exepath(exe)))
   elseif config.options.daemon.autostart then
     health.warn(("`%s` is not on PATH: the plugin cannot start the daemon"):format(tostring(exe)),
-      { "install localai: `pip install localai`", "or set `daemon.cmd` in setup() to the command that starts it" })
+      { ("install localai: `%s`"):format(require("localai.util").install_hint()), "or set `daemon.cmd` in setup() to the command that starts it" })
   else
     health.info(("`%s` is not on PATH (daemon.autostart is off)"):format(tostring(exe)))
   end

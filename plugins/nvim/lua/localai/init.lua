@@ -1,6 +1,7 @@
 -- localai for Neovim: inline completion, rewrite the selection, ask about code, all through
 -- the local daemon (`localai serve`). `setup(opts)` turns on suggestions while typing and the
--- mappings; the commands (plugin/localai.lua) work without it. Options: lua/localai/config.lua.
+-- mappings; the commands (plugin/localai.lua) work without it, and it defines them when
+-- plugin/ was not sourced. Options: lua/localai/config.lua.
 local config = require("localai.config")
 
 local M = {}
@@ -44,6 +45,11 @@ end
 --- Configure the plugin (see `:help localai-config`): suggestions while typing, mappings.
 ---@param opts? table
 function M.setup(opts)
+  -- Neovim sources plugin/ only for 'runtimepath' entries present at startup; after a later
+  -- `:set rtp+=...` the commands would be missing.
+  if not vim.g.loaded_localai then
+    vim.cmd.runtime("plugin/localai.lua")
+  end
   config.setup(opts)
   require("localai.util").highlights()
   require("localai.complete").attach()

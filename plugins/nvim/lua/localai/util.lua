@@ -22,17 +22,32 @@ function M.get_text(buf, srow, scol, erow, ecol)
   return table.concat(vim.api.nvim_buf_get_text(buf, srow, scol, erow, ecol, {}), "\n")
 end
 
+--- How to install the `localai` command. The package on PyPI named localai is another project:
+--- localai installs from its repository, which holds this plugin (plugins/nvim/lua/localai/).
+function M.install_hint()
+  local here = debug.getinfo(1, "S").source:gsub("^@", "")
+  local root = vim.fn.fnamemodify(here, ":p:h:h:h:h:h")
+  if vim.fn.filereadable(root .. "/pyproject.toml") == 1 then
+    return ("pip install %s"):format(vim.fn.fnamemodify(root, ":~"))
+  end
+  return "pip install . in a clone of the localai repository"
+end
+
 local hl_done = false
 
---- Define the highlight groups (linked, so colorschemes can override them) once.
+--- Define the highlight groups once (`default`, so colorschemes and users override them).
+--- The ghost text gets its own grey italic rather than a link to Comment, which the default
+--- colorscheme colours only with 'termguicolors': in a 256- or 16-colour terminal a
+--- suggestion would look like code already typed. Colour 8 is grey in both palettes.
 function M.highlights()
   if hl_done then
     return
   end
   hl_done = true
   local function define()
+    vim.api.nvim_set_hl(0, "LocalAISuggestion",
+      { fg = "#808080", ctermfg = 8, italic = true, cterm = { italic = true }, default = true })
     for name, link in pairs({
-      LocalAISuggestion = "Comment",
       LocalAIHint = "DiagnosticHint",
       LocalAIRewriteOld = "DiffDelete",
       LocalAIRewriteNew = "DiffAdd",
