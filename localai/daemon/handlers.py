@@ -6,7 +6,8 @@ same answer for the same request.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+import inspect
+from dataclasses import dataclass, field
 
 from ..errors import ContextOverflow
 from ..protocol import (ChatParams, CompleteParams, GenerateParams, RewriteParams, Sampling,
@@ -29,6 +30,7 @@ class Prepared:
     kwargs: dict          # for llm.stream(...)
     filter: object = None  # .feed(text) -> text, .finish() -> text
     dropped: int = 0      # chat messages dropped to fit the context
+    done: dict = field(default_factory=dict)  # extra fields of the `done` event (Done(**done))
 
 
 def sampling_kwargs(params: Sampling, defaults: dict) -> dict:
@@ -85,10 +87,9 @@ def prepare(llm, method: str, params, defaults: dict) -> Prepared:
             ids, dropped = _chat_ids(llm, params.messages), 0
         out = Prepared(ids, kwargs, dropped=dropped)
     elif isinstance(params, CompleteParams):
-        ids = llm.fim_prompt(params.prefix, params.suffix)
-        if ids is None:  # no FIM tokens: the model continues the prefix
-            ids = llm.tokenize(params.prefix)
-        out = Prepared(list(ids), sampling_kwargs(params, COMPLETE_DEFAULTS))
+        kwargs = sampling_kwargs(params, COMPLETE_DEFAULTS)
+        ids, done = complete_prompt(llm, params, kwargs.get("max_tokens", COMPLETE_DEFAULTS["max_tokens"]))
+        out = Prepared(ids, kwargs, SuffixGuard(params.prefix, params.suffix), done=done)
     elif isinstance(params, RewriteParams):
         fence = f"```{params.language or ''}"
         user = f"{params.instruction.strip()}\n\n{fence}\n{params.text}\n```"
@@ -98,6 +99,181 @@ def prepare(llm, method: str, params, defaults: dict) -> Prepared:
         raise TypeError(f"{method} does not generate")
     check_fits(llm, len(out.prompt))
     return out
+
+
+# --- complete: fit the context, never repeat the suffix ---------------------------------------
+
+def _fim_prompt(llm, prefix: str, suffix: str, extra: list) -> list | None:
+    """llm.fim_prompt with the extra context chunks where the engine takes them (None: the
+    model has no FIM tokens)."""
+    if extra and "extra" in inspect.signature(llm.fim_prompt).parameters:
+        return llm.fim_prompt(prefix, suffix, extra=extra)
+    return llm.fim_prompt(prefix, suffix)
+
+
+def _keep_tail(llm, text: str, ids: list, n: int) -> str:
+    """The end of `text` that tokenizes to at most `n` tokens (`ids` = its tokens), starting at
+    a line start when the kept part holds a line break."""
+    if n <= 0:
+        return ""
+    kept = text[max(0, len(text) - len(llm.detokenize(ids[len(ids) - n:]))):]
+    while kept and len(llm.tokenize(kept, add_bos=False)) > n:  # a token split at the cut
+        kept = kept[max(1, len(kept) // 64):]
+    nl = kept.find("\n")
+    return kept[nl + 1:] if 0 <= nl < len(kept) // 2 else kept
+
+
+def _keep_head(llm, text: str, ids: list, n: int) -> str:
+    """The start of `text` that tokenizes to at most `n` tokens, ending at a line end when it
+    holds a line break."""
+    if n <= 0:
+        return ""
+    kept = text[:len(llm.detokenize(ids[:n]))]
+    while kept and len(llm.tokenize(kept, add_bos=False)) > n:
+        kept = kept[:len(kept) - max(1, len(kept) // 64)]
+    nl = kept.rfind("\n")
+    return kept[:nl + 1] if nl >= len(kept) // 2 else kept
+
+
+def complete_prompt(llm, params: CompleteParams, max_tokens: int) -> tuple[list, dict]:
+    """The prompt ids of a `complete` request and the `done` fields saying what was left out.
+
+    Prompt + max_tokens must fit n_ctx (max_tokens counts for at most half of it): when they
+    do not, the oldest extra chunks go first (while they take more than half the room), then
+    the far ends of the text, in tokens: the tail of the prefix and the head of the suffix are
+    kept, 3:1 as llama-server's /infill splits them, either side's unused share going to the
+    other. Without FIM tokens the model sees the prefix alone."""
+    prefix, suffix, extra = params.prefix, params.suffix, list(params.extra or [])
+    room = llm.n_ctx - min(max_tokens, llm.n_ctx // 2)
+    fim = _fim_prompt(llm, "", "", extra) is not None
+    if not fim:
+        suffix, extra = "", []
+    done = {}
+    if fim and extra:
+        n_extra = len(extra)
+        while extra and len(_fim_prompt(llm, "", "", extra)) > room // 2:
+            extra.pop(0)
+        if len(extra) < n_extra:
+            done["dropped_extra"] = n_extra - len(extra)
+    fixed = len(_fim_prompt(llm, "", "", extra)) if fim else len(llm.tokenize(""))
+    budget = max(0, room - fixed)
+    if len(prefix.encode()) + len(suffix.encode()) > budget:  # a token holds at least one byte
+        p_ids = llm.tokenize(prefix, add_bos=False)
+        s_ids = llm.tokenize(suffix, add_bos=False) if suffix else []
+        if len(p_ids) + len(s_ids) > budget:
+            n_s = min(len(s_ids), max(budget // 4, budget - len(p_ids)))
+            n_p = min(len(p_ids), budget - n_s)
+            prefix = _keep_tail(llm, prefix, p_ids, n_p)
+            done["dropped_prefix_tokens"] = len(p_ids) - len(llm.tokenize(prefix, add_bos=False))
+            if fim:
+                suffix = _keep_head(llm, suffix, s_ids, n_s)
+                done["dropped_suffix_tokens"] = len(s_ids) - len(llm.tokenize(suffix, add_bos=False))
+    ids = _fim_prompt(llm, prefix, suffix, extra) if fim else llm.tokenize(prefix)
+    return list(ids), done
+
+
+def _substantial(line: str) -> bool:
+    return len("".join(line.split())) >= 6
+
+
+def _must_match(target: str) -> int:
+    """How much of `target` a repeat must cover to count: through the end of its first line
+    with six or more non-blank characters (a lone `}` or `end` is little evidence), at most
+    three lines."""
+    pos = 0
+    for _ in range(3):
+        if pos >= len(target):
+            break
+        nl = target.find("\n", pos)
+        end = len(target) if nl < 0 else nl + 1
+        if _substantial(target[pos:end]):
+            return end
+        pos = end
+    return pos
+
+
+class SuffixGuard:
+    """Streams a completion through, cut where it starts to repeat the text after the cursor
+    (what llama.vim drops on the editor side, done here so every client gets it): the whole
+    suggestion when it begins with the suffix, or from a line that begins the suffix's next
+    non-blank lines. A repeat counts once it covers the suffix through its first substantial
+    line (`done` then: generating more is waste); text that may still turn out to be one is
+    held back, and at the end of the stream a held-back start of the suffix is dropped."""
+
+    def __init__(self, prefix: str, suffix: str):
+        self.text = ""      # everything fed so far
+        self.sent = 0       # how much of it was let through
+        self.cut = None     # where the repeat begins, once found
+        self.targets = []   # (lead, target, needed): lead + text[start:] is compared with target
+        cur_pre = prefix[prefix.rfind("\n") + 1:]
+        # What a generated line is compared with: the lines after the cursor's line, or, when
+        # only blanks precede the cursor, its line as a whole; blank lines before it skipped.
+        below = cur_pre + suffix if not cur_pre.strip() else suffix.partition("\n")[2]
+        while below and not below.split("\n", 1)[0].strip():
+            below = below.split("\n", 1)[1] if "\n" in below else ""
+        self.at_start = []  # checked from the first character only
+        if suffix.strip():
+            self.at_start.append(("", suffix, _must_match(suffix)))
+        if below.strip():
+            if not cur_pre.strip():  # the first line, with the blanks before the cursor
+                self.at_start.append((cur_pre, below, _must_match(below)))
+            self.below = (below, _must_match(below))
+        else:
+            self.below = None
+
+    def _state(self, lead: str, start: int, target: str, need: int) -> str:
+        """'repeat', 'open' (may still become one) or 'no'."""
+        seen = lead + self.text[start:]
+        if len(seen) >= need:
+            return "repeat" if seen[:need] == target[:need] else "no"
+        return "open" if target.startswith(seen) else "no"
+
+    def _scan(self) -> int:
+        """Find a repeat (sets self.cut); return how much of the text is safe to let through."""
+        safe = len(self.text)
+        cands = [(lead, 0, t, need) for lead, t, need in self.at_start]
+        if self.below is not None:
+            starts = [i + 1 for i, c in enumerate(self.text) if c == "\n"]
+            cands += [("", i, self.below[0], self.below[1]) for i in starts]
+        for lead, start, target, need in cands:
+            state = self._state(lead, start, target, need)
+            if state == "repeat":
+                self.cut = len(self.text[:start].rstrip())
+                return self.cut
+            if state == "open":
+                safe = min(safe, start)
+        # a candidate may start after the next line break: hold back trailing blanks
+        if self.below is not None:
+            safe = min(safe, len(self.text[:safe].rstrip()))
+        return safe
+
+    def feed(self, text: str) -> str:
+        if self.cut is not None:
+            return ""
+        self.text += text
+        safe = max(self.sent, self._scan())
+        out, self.sent = self.text[self.sent:safe], safe
+        return out
+
+    @property
+    def done(self) -> bool:
+        return self.cut is not None
+
+    def finish(self) -> str:
+        """The end of the stream: a held-back start of the suffix is dropped, the rest let through."""
+        if self.cut is not None:
+            return ""
+        end = len(self.text)
+        cands = [(lead, 0, t) for lead, t, _ in self.at_start]
+        if self.below is not None:
+            cands += [("", i + 1, self.below[0]) for i, c in enumerate(self.text) if c == "\n"]
+        for lead, start, target in cands:
+            seen = lead + self.text[start:]
+            if start >= self.sent and seen.strip() and target.startswith(seen):
+                end = min(end, len(self.text[:start].rstrip()))
+        end = max(end, self.sent)
+        out, self.sent, self.text = self.text[self.sent:end], end, self.text[:end]
+        return out
 
 
 def tokenize(llm, params: TokenizeParams) -> dict:
