@@ -109,7 +109,7 @@ def test_shell_integration(shell, setup, tmp_path):
         q = "what is my ip?"
         (cwd / "ipa").write_text("")  # `ip?` would match this file if it were globbed
         fish_shown = "ask -- " + q.replace(" ", "\\ ").replace("?", "\\?")  # Enter quotes the question
-        shown = fish_shown if shell == "fish" else f"?? '{q}'"
+        shown = fish_shown if shell == "fish" else f"ask -- '{q}'"
         assert _run(t, f"?? {q}", shown) == _screen_text(_ask(setup, q))
         assert _run(t, "echo ip?") == "ipa"  # and globbing works again afterwards
 

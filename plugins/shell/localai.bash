@@ -1,8 +1,8 @@
 # localai for bash. Load it from ~/.bashrc with:   eval "$(localai init bash)"
 #
 #   ?? what is my ip          ask; the answer streams; the rest of the line is the question, as
-#                             typed: Enter quotes it first (`?? what's in $HOME` is shown and
-#                             kept in history as `?? 'what'\''s in $HOME'`)
+#                             typed: Enter quotes it first (`?? what's in $HOME` runs, and
+#                             stays in history, as `ask -- 'what'\''s in $HOME'`)
 #   ask "question"            the same, and options: ask -n 50 "..."
 #   git diff | ask "write a commit message"      piped text is the question's context
 #   Alt-a                     the command line, read as a description, becomes a suggested
@@ -70,7 +70,7 @@ __localai_ask() {
 # bash parses a line before any function sees it: `?? what's my ip` would wait for the quote
 # to close, `$HOME` would be expanded. So Enter first runs __localai_quote_line (a readline
 # macro: that, then accept-line), which turns a line that starts with `??` into
-# `?? '<the rest of the line, quoted>'`.
+# `ask -- '<the rest of the line, quoted>'`.
 __localai_quote_line() {
     local re='^[[:space:]]*[?][?][[:space:]]+(.*[^[:space:]].*)$' q
     [[ $READLINE_LINE =~ $re ]] || return 0
@@ -80,7 +80,7 @@ __localai_quote_line() {
     else
         \builtin printf -v q '%q' "$q"
     fi
-    READLINE_LINE="?? $q"
+    READLINE_LINE="ask -- $q"
     READLINE_POINT=${#READLINE_LINE}
 }
 

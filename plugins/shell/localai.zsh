@@ -1,8 +1,8 @@
 # localai for zsh. Load it from ~/.zshrc with:   eval "$(localai init zsh)"
 #
 #   ?? what is my ip          ask; the answer streams; the rest of the line is the question, as
-#                             typed: Enter quotes it first (`?? what's in $HOME` is shown and
-#                             kept in history as `?? 'what'\''s in $HOME'`)
+#                             typed: Enter quotes it first (`?? what's in $HOME` runs, and
+#                             stays in history, as `ask -- 'what'\''s in $HOME'`)
 #   ask "question"            the same, and options: ask -n 50 "..."
 #   git diff | ask "write a commit message"      piped text is the question's context
 #   Alt-a                     the command line, read as a description, becomes a suggested
@@ -43,11 +43,11 @@ __localai_ask() {
 
 # zsh parses a line before any function sees it: `?? what's my ip` would wait at `quote>`,
 # `$HOME` would be expanded. So Enter (the accept-line widget) first turns a line that starts
-# with `??` into `?? '<the rest of the line, quoted>'`, then accepts it as before.
+# with `??` into `ask -- '<the rest of the line, quoted>'`, then accepts it as before.
 __localai_accept_line() {
     \builtin emulate -L zsh
     if [[ $BUFFER =~ '^[[:space:]]*[?][?][[:space:]]+(.*[^[:space:]].*)$' ]]; then
-        BUFFER="?? ${(qq)match[1]}"
+        BUFFER="ask -- ${(qq)match[1]}"
         CURSOR=${#BUFFER}
     fi
     \builtin zle __localai_accept_line_orig -- "$@"
