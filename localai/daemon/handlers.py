@@ -7,6 +7,7 @@ same answer for the same request.
 from __future__ import annotations
 
 import inspect
+import re
 from dataclasses import dataclass, field
 
 from ..errors import ContextOverflow
@@ -92,9 +93,11 @@ def prepare(llm, method: str, params, defaults: dict) -> Prepared:
         out = Prepared(ids, kwargs, SuffixGuard(params.prefix, params.suffix), done=done)
     elif isinstance(params, RewriteParams):
         fence = f"```{params.language or ''}"
-        user = f"{params.instruction.strip()}\n\n{fence}\n{params.text}\n```"
+        text = params.text.replace("\r\n", "\n")  # the model writes LF; RewriteFilter puts CRLF back
+        user = f"{params.instruction.strip()}\n\n{fence}\n{text}\n```"
         messages = [{"role": "system", "content": REWRITE_SYSTEM}, {"role": "user", "content": user}]
-        out = Prepared(_chat_ids(llm, messages), sampling_kwargs(params, defaults), FenceStripper())
+        out = Prepared(_chat_ids(llm, messages), sampling_kwargs(params, defaults),
+                       RewriteFilter(params.text, params.instruction))
     else:
         raise TypeError(f"{method} does not generate")
     check_fits(llm, len(out.prompt))
@@ -281,23 +284,60 @@ def tokenize(llm, params: TokenizeParams) -> dict:
     return {"tokens": ids, "n_tokens": len(ids)}
 
 
+# A model's line before the replacement: "Here's the rewritten text:", "Sure! ...", "Revised version:".
+_PREAMBLE = re.compile(
+    r"^\W*(?:sure|certainly|of course|okay|ok|absolutely|great)\b"
+    r"|^\W*here(?:'s|\u2019s| is| are)\b"
+    r"|^\W*(?:the |a |my |your )?(?:rewritten|revised|corrected|improved|updated|edited|fixed|new|final)"
+    r"\b[^\n]{0,60}:\s*$", re.I)
+
+
+# A paragraph after the replacement, in an answer that began with a preamble: "This change ...".
+_POSTAMBLE = re.compile(
+    r"\W*(?:(?:this|these|the|my) (?:change|changes|revision|revisions|rewrite|rewritten|revised|corrected|"
+    r"version|edit|edits|correction|corrections)\b|i(?:'ve| have)? (?:changed|corrected|fixed|rephrased|"
+    r"rewritten|rewrote|revised|made|added|removed|replaced|kept)\b|note\b|explanation\b|in this (?:version|rewrite)\b)",
+    re.I)
+
+
+def _words(text: str) -> str:
+    return " ".join(re.findall(r"\w+", text.lower()))
+
+
 class FenceStripper:
     """Streams a rewrite's text through, keeping only the replacement: drops leading blank
-    lines, an intro line ending in ':' right before a fence, the opening ```lang line, and
-    everything from the next fence line on; trailing blank lines go too. Holds back only what
-    may still turn out to be one of those (the first line, a line that starts like a fence,
-    newlines before it)."""
+    lines, a known preamble line ("Here's the rewritten text:", or the instruction echoed) or
+    an intro line ending in ':' right before a fence, the opening ```lang line, and everything
+    from the next fence line on; trailing blank lines go too. A preamble is not dropped when
+    the original text itself starts like one. Holds back only what may still turn out to be
+    one of those (the first line, a line that starts like a fence, newlines before it)."""
 
-    def __init__(self):
+    def __init__(self, original: str = "", instruction: str = ""):
         self.buf = ""
         self.state = "start"      # start -> [intro] -> body -> done
         self.intro = ""           # (intro) a first line ending in ':'
+        self.known = False        # (intro) ... that is a known preamble: dropped whatever follows
         self.nl = 0               # (body) newlines held back
         self.line_start = True    # (body) the next character begins a line
+        first = next((line for line in original.splitlines() if line.strip()), "")
+        self.original_like = bool(_PREAMBLE.search(first))
+        self.instruction = _words(instruction)
 
     @staticmethod
     def _fence(line: str) -> bool:
         return line.lstrip(" \t").startswith("```")
+
+    def _preamble(self, line: str) -> str | None:
+        """None when `line` is no preamble; else the text after it on the same line ('' if none)."""
+        if self.original_like:
+            return None
+        head, colon, rest = line.partition(":")
+        words = _words(head)
+        if self.instruction and words and (words == self.instruction or colon and words.startswith(self.instruction)):
+            return rest.strip() if colon else ""
+        if colon and rest.strip() and _PREAMBLE.search(head + ":"):  # "Here it is: The quick fox"
+            return rest.strip()
+        return "" if _PREAMBLE.search(line) else None
 
     def feed(self, text: str) -> str:
         self.buf += text
@@ -312,12 +352,20 @@ class FenceStripper:
                     continue
                 if self._fence(line):
                     self.state = "body"  # drop the fence line (and an intro before it)
-                elif self.state == "start" and line.rstrip().endswith(":"):
-                    self.state, self.intro = "intro", line
-                else:
-                    out.append(self.intro + "\n" if self.intro else "")
-                    out.append(line)
-                    self.state, self.nl = "body", 1
+                    continue
+                if self.state == "start":
+                    after = self._preamble(line)
+                    if after == "":
+                        self.state, self.intro, self.known = "intro", line, True
+                        continue
+                    if after is not None:
+                        line = after
+                    elif line.rstrip().endswith(":"):
+                        self.state, self.intro = "intro", line
+                        continue
+                out.append(self.intro + "\n" if self.intro and not self.known else "")
+                out.append(line)
+                self.state, self.nl = "body", 1
                 continue
             if not self.line_start:  # in a line already known to be text
                 nl = self.buf.find("\n")
@@ -336,6 +384,10 @@ class FenceStripper:
                 self.buf, self.nl = self.buf[nl + 1:], self.nl + 1  # a blank line: hold it
             elif nl < 0 and (not line.strip() or "```".startswith(line.lstrip(" \t"))):
                 break  # may still become a fence
+            elif self.known and self.nl >= 2 and _POSTAMBLE.match(line):
+                self.state, self.buf = "done", ""  # a chatty answer's explanation after the text
+            elif self.known and self.nl >= 2 and nl < 0 and len(line) < 40:
+                break  # may still turn out to be one
             else:
                 out.append("\n" * self.nl)
                 self.nl, self.line_start = 0, False
@@ -349,9 +401,41 @@ class FenceStripper:
     def finish(self) -> str:
         rest, self.buf = self.buf, ""
         if self.state == "start":
-            return "" if self._fence(rest) else rest.strip()
+            if self._fence(rest):
+                return ""
+            after = self._preamble(rest)
+            return rest.strip() if after is None else after
         if self.state == "intro":
-            return self.intro + ("" if self._fence(rest) or not rest.strip() else "\n" + rest)
-        if self.state == "done" or not rest.strip() or (self.line_start and self._fence(rest)):
+            if self._fence(rest) or not rest.strip():
+                return "" if self.known else self.intro
+            return (rest if self.known else self.intro + "\n" + rest).strip("\n")
+        if self.state == "done" or not rest.strip() or (self.line_start and self._fence(rest)) or \
+                (self.line_start and self.known and self.nl >= 2 and _POSTAMBLE.match(rest)):
             return ""
         return ("\n" * self.nl if self.line_start else "") + rest
+
+
+class RewriteFilter:
+    """FenceStripper, then the original's line endings: CRLF when the original text uses them,
+    and its trailing line break (the replacement ends with one exactly when the original does)."""
+
+    def __init__(self, original: str, instruction: str = ""):
+        self.fence = FenceStripper(original, instruction)
+        self.eol = "\r\n" if original.count("\r\n") * 2 > original.count("\n") else "\n"
+        self.trailing = original.endswith("\n")
+        self.any = False
+
+    def _out(self, text: str) -> str:
+        self.any = self.any or bool(text)
+        return text.replace("\n", self.eol) if self.eol != "\n" else text
+
+    def feed(self, text: str) -> str:
+        return self._out(self.fence.feed(text))
+
+    @property
+    def done(self) -> bool:
+        return self.fence.done
+
+    def finish(self) -> str:
+        tail = self._out(self.fence.finish().rstrip("\n"))
+        return tail + (self.eol if self.trailing and self.any else "")

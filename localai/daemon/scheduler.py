@@ -202,6 +202,7 @@ class Scheduler:
             self._done(job, chunk.finish_reason, chunk.timings)
         elif job.filter is not None and getattr(job.filter, "done", False):
             job.gen.close()
+            self._emit(job, job.filter.finish(), [])
             self._done(job, "stop", None)
         elif job.params.t_max_predict_ms is not None and \
                 (now - job.first_token) * 1000 >= job.params.t_max_predict_ms:
