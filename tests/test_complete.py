@@ -164,3 +164,32 @@ def test_extra_chunks_are_checked():
         with pytest.raises(protocol.ProtocolError) as e:
             protocol.make_params("complete", {"prefix": "x", "extra": bad})
         assert e.value.code == "invalid_request" and "extra" in e.value.message
+
+
+class FimWithExtra(FimTokenizer):
+    """... whose engine takes the extra chunks (as llama-server: a separator and the file's
+    name before each, all before the FIM prefix)."""
+
+    SEP = 900004
+
+    def fim_prompt(self, prefix, suffix, extra=None):
+        head = []
+        for c in extra or []:
+            head += [self.SEP, *self.tokenize(c.get("filename", "tmp") + "\n" + c["text"], add_bos=False)]
+        return head + super().fim_prompt(prefix, suffix)
+
+
+def test_extra_chunks_reach_the_engine_and_the_oldest_go_first():
+    chunks = [{"filename": f"f{i}.py", "text": "".join(f"x{i}_{j} = {j}\n" for j in range(40))} for i in range(3)]
+    llm = FimWithExtra(4096)
+    p = protocol.make_params("complete", {"prefix": "def f(", "suffix": "):\n", "extra": chunks})
+    ids, done = complete_prompt(llm, p, 128)
+    assert ids == llm.fim_prompt("def f(", "):\n", extra=chunks) and done == {}
+    # a context that holds one chunk in half its room: the two oldest are left out
+    one = len(llm.fim_prompt("", "", extra=chunks[:1]))
+    llm.n_ctx = 2 * one + 2 * 128 + 40
+    ids, done = complete_prompt(llm, p, 128)
+    assert ids == llm.fim_prompt("def f(", "):\n", extra=chunks[2:]) and done == {"dropped_extra": 2}
+    # an engine without `extra` (or a model without FIM tokens) gets none, and no error
+    ids, done = complete_prompt(FimTokenizer(4096), p, 128)
+    assert ids == FimTokenizer(4096).fim_prompt("def f(", "):\n")
