@@ -207,54 +207,47 @@ class SuffixGuard:
         self.text = ""      # everything fed so far
         self.sent = 0       # how much of it was let through
         self.cut = None     # where the repeat begins, once found
-        self.targets = []   # (lead, target, needed): lead + text[start:] is compared with target
         cur_pre = prefix[prefix.rfind("\n") + 1:]
         # What a generated line is compared with: the lines after the cursor's line, or, when
         # only blanks precede the cursor, its line as a whole; blank lines before it skipped.
         below = cur_pre + suffix if not cur_pre.strip() else suffix.partition("\n")[2]
         while below and not below.split("\n", 1)[0].strip():
             below = below.split("\n", 1)[1] if "\n" in below else ""
-        self.at_start = []  # checked from the first character only
+        self.below = (below, _must_match(below)) if below.strip() else None
+        # the candidates that may still be a repeat: (lead, start, target, need), where
+        # lead + text[start:] is compared with target[:need]; ones that departed are gone
+        self.open = []
         if suffix.strip():
-            self.at_start.append(("", suffix, _must_match(suffix)))
-        if below.strip():
-            if not cur_pre.strip():  # the first line, with the blanks before the cursor
-                self.at_start.append((cur_pre, below, _must_match(below)))
-            self.below = (below, _must_match(below))
-        else:
-            self.below = None
+            self.open.append(("", 0, suffix, _must_match(suffix)))
+        if self.below is not None and not cur_pre.strip():  # the first line, with the blanks before it
+            self.open.append((cur_pre, 0, *self.below))
 
-    def _state(self, lead: str, start: int, target: str, need: int) -> str:
-        """'repeat', 'open' (may still become one) or 'no'."""
-        seen = lead + self.text[start:]
-        if len(seen) >= need:
-            return "repeat" if seen[:need] == target[:need] else "no"
-        return "open" if target.startswith(seen) else "no"
-
-    def _scan(self) -> int:
-        """Find a repeat (sets self.cut); return how much of the text is safe to let through."""
-        safe = len(self.text)
-        cands = [(lead, 0, t, need) for lead, t, need in self.at_start]
-        if self.below is not None:
-            starts = [i + 1 for i, c in enumerate(self.text) if c == "\n"]
-            cands += [("", i, self.below[0], self.below[1]) for i in starts]
-        for lead, start, target, need in cands:
-            state = self._state(lead, start, target, need)
-            if state == "repeat":
-                self.cut = len(self.text[:start].rstrip())
-                return self.cut
-            if state == "open":
-                safe = min(safe, start)
-        # a candidate may start after the next line break: hold back trailing blanks
-        if self.below is not None:
-            safe = min(safe, len(self.text[:safe].rstrip()))
-        return safe
+    def _seen(self, lead: str, start: int) -> str:
+        return lead + self.text[start:]
 
     def feed(self, text: str) -> str:
         if self.cut is not None:
             return ""
+        base = len(self.text)
         self.text += text
-        safe = max(self.sent, self._scan())
+        if self.below is not None:  # every new line may start a repeat
+            self.open += [("", base + i + 1, *self.below) for i, c in enumerate(text) if c == "\n"]
+        still = []
+        for lead, start, target, need in self.open:
+            seen = self._seen(lead, start)
+            if len(seen) >= need:
+                if seen[:need] == target[:need]:
+                    self.cut = max(self.sent, len(self.text[:start].rstrip()))
+                    self.open = []
+                    out, self.sent = self.text[self.sent:self.cut], self.cut
+                    return out
+            elif target.startswith(seen):
+                still.append((lead, start, target, need))
+        self.open = still
+        safe = min([start for _, start, _, _ in self.open] + [len(self.text)])
+        if self.below is not None:  # the next line may start one: hold back trailing blanks
+            safe = len(self.text[:safe].rstrip())
+        safe = max(self.sent, safe)
         out, self.sent = self.text[self.sent:safe], safe
         return out
 
@@ -267,15 +260,11 @@ class SuffixGuard:
         if self.cut is not None:
             return ""
         end = len(self.text)
-        cands = [(lead, 0, t) for lead, t, _ in self.at_start]
-        if self.below is not None:
-            cands += [("", i + 1, self.below[0]) for i, c in enumerate(self.text) if c == "\n"]
-        for lead, start, target in cands:
-            seen = lead + self.text[start:]
-            if start >= self.sent and seen.strip() and target.startswith(seen):
+        for lead, start, _, _ in self.open:  # all still starts of their target
+            if self._seen(lead, start).strip():
                 end = min(end, len(self.text[:start].rstrip()))
         end = max(end, self.sent)
-        out, self.sent, self.text = self.text[self.sent:end], end, self.text[:end]
+        out, self.sent, self.text, self.open = self.text[self.sent:end], end, self.text[:end], []
         return out
 
 
