@@ -275,6 +275,8 @@ INSTRUCTION = "fix the spelling"
     ("a\r\nb", "```\nA\nB\n```", "A\r\nB"),
     ("a\nb\n", "A\nB\n\n\n", "A\nB\n"),                                     # one trailing newline, as the original
     ("a\nb", "A\nB\n", "A\nB"),
+    ("grate job", "Great job!", "Great job!"),                              # one line is the answer
+    ("sure thing", "Sure, thing.\nYes.", "Sure, thing.\nYes."),          # the original starts so
 ])
 def test_rewrite_filter(original, answer, want):
     from localai.daemon.handlers import RewriteFilter

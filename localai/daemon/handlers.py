@@ -275,8 +275,8 @@ def tokenize(llm, params: TokenizeParams) -> dict:
 
 # A model's line before the replacement: "Here's the rewritten text:", "Sure! ...", "Revised version:".
 _PREAMBLE = re.compile(
-    r"^\W*(?:sure|certainly|of course|okay|ok|absolutely|great)\b"
-    r"|^\W*here(?:'s|\u2019s| is| are)\b"
+    r"^\W*(?:sure|certainly|of course|okay|absolutely)\s*[!,.:]"
+    r"|^\W*here(?:'s|\u2019s| is| are)\b.*(?:rewrit|revis|correct|improv|updat|edit|fix|version|text|code)"
     r"|^\W*(?:the |a |my |your )?(?:rewritten|revised|corrected|improved|updated|edited|fixed|new|final)"
     r"\b[^\n]{0,60}:\s*$", re.I)
 
@@ -310,6 +310,7 @@ class FenceStripper:
         self.line_start = True    # (body) the next character begins a line
         first = next((line for line in original.splitlines() if line.strip()), "")
         self.original_like = bool(_PREAMBLE.search(first))
+        self.first_word = (_words(first).split() or [""])[0]
         self.instruction = _words(instruction)
 
     @staticmethod
@@ -318,8 +319,8 @@ class FenceStripper:
 
     def _preamble(self, line: str) -> str | None:
         """None when `line` is no preamble; else the text after it on the same line ('' if none)."""
-        if self.original_like:
-            return None
+        if self.original_like or (self.first_word and _words(line).split()[:1] == [self.first_word]):
+            return None  # the original starts so too: a rewrite, not a preamble
         head, colon, rest = line.partition(":")
         words = _words(head)
         if self.instruction and words and (words == self.instruction or colon and words.startswith(self.instruction)):
@@ -393,10 +394,10 @@ class FenceStripper:
             if self._fence(rest):
                 return ""
             after = self._preamble(rest)
-            return rest.strip() if after is None else after
+            return after if after else rest.strip()  # a line alone is the answer
         if self.state == "intro":
-            if self._fence(rest) or not rest.strip():
-                return "" if self.known else self.intro
+            if self._fence(rest) or not rest.strip():  # a preamble alone is the answer, unless it ends in ':'
+                return "" if self.known and self.intro.rstrip().endswith(":") else self.intro
             return (rest if self.known else self.intro + "\n" + rest).strip("\n")
         if self.state == "done" or not rest.strip() or (self.line_start and self._fence(rest)) or \
                 (self.line_start and self.known and self.nl >= 2 and _POSTAMBLE.match(rest)):
