@@ -129,10 +129,22 @@ class ChatParams(Sampling):
 @dataclass(kw_only=True)
 class CompleteParams(Sampling):
     """Fill in the middle: the text between `prefix` and `suffix` (code completion).
-    Uses the model's FIM tokens; without them the model continues `prefix`.
-    Defaults: temperature 0, max_tokens 128. Scheduled ahead of other methods."""
+    Uses the model's FIM tokens; without them the model continues `prefix`. When the prompt
+    and `max_tokens` do not fit the context, the start of `prefix` and the end of `suffix` are
+    left out (in tokens; `done` says how many). The answer never repeats the text that follows
+    the cursor: it ends where it would start to. Defaults: temperature 0, max_tokens 128.
+    Scheduled ahead of other methods."""
     prefix: str = _req("text before the cursor")
     suffix: str = _doc("text after the cursor", "")
+    extra: list[dict] | None = _doc('more context, e.g. other files: [{"filename": "a.py", "text": "..."}, ...], '
+                                    "oldest first (llama-server's `input_extra`); only models with FIM tokens use it")
+
+    def check(self) -> None:
+        super().check()
+        for i, chunk in enumerate(self.extra or []):
+            if not isinstance(chunk.get("text"), str) or not isinstance(chunk.get("filename", ""), str) \
+                    or set(chunk) - {"text", "filename"}:
+                raise ValueError(f'`extra[{i}]` must be {{"filename": string, "text": string}}')
 
 
 @dataclass(kw_only=True)
@@ -307,7 +319,10 @@ class Token:
 @dataclass
 class Done:
     """The request finished. Generating methods fill finish_reason ("stop" | "eos" | "length" |
-    "time" | "cancelled"), text (the whole output), model and timings; others fill result."""
+    "time" | "cancelled"), text (the whole output), model and timings; others fill result.
+    `complete` adds dropped_prefix_tokens, dropped_suffix_tokens (tokens left out at the start
+    of the prefix and the end of the suffix to fit the context) and dropped_extra (extra chunks
+    left out, oldest first) when it left anything out."""
     id: Id
     finish_reason: str | None = None
     text: str | None = None
@@ -316,6 +331,9 @@ class Done:
     # prompt_ms, predicted_ms, load_ms (model load this request waited for), queue_ms, ttft_ms
     timings: dict | None = None
     result: dict | None = None
+    dropped_prefix_tokens: int | None = None
+    dropped_suffix_tokens: int | None = None
+    dropped_extra: int | None = None
     event: str = "done"
 
 

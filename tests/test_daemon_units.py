@@ -251,3 +251,42 @@ def test_time_budget_and_chat_truncation(fake_daemon):
         assert e.value.code == "context_overflow"
         done = c.call("chat", messages=history, max_tokens=20, truncate=True)
         assert done["result"]["dropped"] >= 2 and done["timings"]["prompt_n"] + 20 <= FakeLLM.n_ctx
+
+
+# --- rewrite: preambles, echoes, line endings (issue 11) -------------------------------------------
+
+INSTRUCTION = "fix the spelling"
+
+
+@pytest.mark.parametrize("original, answer, want", [
+    # SmolLM2's own shape (greedy, "fix the spelling" on the text below)
+    ("teh quick brwon fox\n", "Here's a rewritten version of the text with improved spelling:\nThe quick brown fox"
+     "\n\nThis change corrects the spelling of \"quick\"", "The quick brown fox\n"),
+    ("teh fox\n\nteh dog", "Sure:\nThe fox\n\nThe dog\n\nI've fixed two words.", "The fox\n\nThe dog"),
+    ("teh fox\n\nteh dog", "The fox\n\nThis change is small.", "The fox\n\nThis change is small."),  # no preamble
+    ("teh quick brwon fox", "Sure! Here is the corrected text:\n\nThe quick brown fox", "The quick brown fox"),
+    ("teh quick brwon fox", "Here's the rewritten text: The quick brown fox", "The quick brown fox"),
+    ("teh quick brwon fox", "Fix the spelling:\n\nThe quick brown fox", "The quick brown fox"),
+    ("teh quick brwon fox", "Fix the spelling\nThe quick brown fox", "The quick brown fox"),
+    ("teh quick brwon fox", "Revised text:\n```\nThe quick brown fox\n```\nI fixed two words.", "The quick brown fox"),
+    ("teh fox", "Ingredients:\nflour", "Ingredients:\nflour"),               # not a known preamble
+    ("here is teh plan", "Here is the plan", "Here is the plan"),           # the original starts so
+    ("a\r\nb\r\n", "A\nB", "A\r\nB\r\n"),                                   # CRLF stays CRLF
+    ("a\r\nb", "```\nA\nB\n```", "A\r\nB"),
+    ("a\nb\n", "A\nB\n\n\n", "A\nB\n"),                                     # one trailing newline, as the original
+    ("a\nb", "A\nB\n", "A\nB"),
+    ("grate job", "Great job!", "Great job!"),                              # one line is the answer
+    ("sure thing", "Sure, thing.\nYes.", "Sure, thing.\nYes."),          # the original starts so
+])
+def test_rewrite_filter(original, answer, want):
+    from localai.daemon.handlers import RewriteFilter
+
+    for size in (1, 3, 100):
+        f = RewriteFilter(original, INSTRUCTION)
+        out = ""
+        for i in range(0, len(answer), size):
+            out += f.feed(answer[i:i + size])
+            if f.done:
+                break
+        out += f.finish()
+        assert out == want, (size, out)

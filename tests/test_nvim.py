@@ -242,3 +242,85 @@ def test_autostart_and_a_missing_localai(editor, daemon, tmp_path):
                 time.sleep(0.05)
             if os.path.exists(sock):
                 os.kill(pid, signal.SIGTERM)
+
+
+# --- issue 11, faults 5 and 6; issue 12's extra context ---------------------------------------
+
+DATA = os.path.join(os.path.dirname(__file__), "data")
+LOG_DONE = ("(function(id) for _, e in ipairs(require('localai.client').log) do "
+            "if e.id == id then return e end end end)(...)")
+
+
+def _open(nv, name):
+    nv.command(f"edit {os.path.join(DATA, name)}")
+    nv.command("setlocal noswapfile")
+
+
+def _completion_at(nv, line, keys, timeout=300):
+    """Enter insert mode at `line` with `keys` ("A", ...), wait for the automatic request to
+    finish; return its log entry."""
+    nv.input(f"{line}G{keys}")
+    nvs.wait_lua(nv, f"{STATE}.pending", timeout=10, what="the request")
+    id = nv.exec_lua(f"return {STATE}.id")
+    return nvs.wait_lua(nv, LOG_DONE, id, timeout=timeout, what="its done event")
+
+
+def test_a_suggestion_never_repeats_the_code_below(editor, daemon):
+    nv = editor(complete={"max_tokens": 24})
+    _open(nv, "buffer_with_code_below.py")
+    before = nv.current.buffer[:]
+    entry = _completion_at(nv, before.index("def add(a, b):") + 1, "A")
+    assert entry.get("error") is None and entry["finish_reason"] in ("stop", "eos", "length"), entry
+    shown = nvs.ghost_text(nv)
+    assert "return a + b" not in shown
+    nv.input("<Tab>")  # with nothing shown, a plain <Tab>
+    nv.input("<Esc>")
+    after = nv.current.buffer[:]
+    assert [x.strip() for x in after].count("return a + b") == 1, after
+    nv.command("edit!")
+
+
+@pytest.mark.parametrize("generated, prefix, suffix, want", __import__("test_complete").GUARD_CASES)
+def test_the_plugin_trims_a_repeat_as_the_daemon_does(editor, generated, prefix, suffix, want):
+    nv = editor()
+    assert nv.exec_lua("return require('localai.complete').trim_repeat(...)", generated, prefix, suffix) == want
+
+
+def test_long_lines_give_a_suggestion(editor, daemon):
+    nv = editor(complete={"max_tokens": 4})
+    _open(nv, "long_lines.py")
+    entry = _completion_at(nv, 258, "A")  # the line is 4 blanks: the cursor at column 5
+    assert entry.get("error") is None, entry
+    assert nvs.ghost_text(nv).strip(), entry
+    nv.input("<Esc>")
+
+
+def test_the_plugin_sends_chunks_of_other_buffers(editor, daemon, tmp_path):
+    nv = editor(complete={"max_tokens": 2})
+    other = tmp_path / "helpers.py"
+    lines = [f"def helper_{i}(x):\n    return x * {i}\n" for i in range(40)]
+    other.write_text("".join(lines))
+    nv.command(f"edit {other}")
+    nv.input("10Gyj")  # a yank of two lines: too short to be a chunk
+    nv.input("71G4yy")  # four lines: a chunk
+    nv.command("enew")  # leaving helpers.py: the lines around its cursor become a chunk
+    nv.command("setlocal filetype=python")
+    nv.exec_lua("_G.sent = {} local c = require('localai.client') local request = c.request "
+                "c.request = function(method, params, h) table.insert(_G.sent, params) return request(method, params, h) end")
+    nv.current.buffer[:] = ["import os", ""]
+    entry = _completion_at(nv, 2, "A")
+    assert entry.get("error") is None, entry
+    extra = nv.exec_lua("return _G.sent[#_G.sent].extra")
+    whole = other.read_text()
+    assert {c["filename"] for c in extra} == {str(other)}
+    texts = [c["text"] for c in extra]
+    assert all(t.endswith("\n") and t in whole and 3 <= t.count("\n") <= 64 for t in texts), texts
+    assert "".join(lines[35:37]) in texts  # the yank (lines 71-74)
+    assert texts[-1].startswith("def helper_19(x):") and texts[-1].endswith("    return x * 39\n")  # around line 71, left last
+    assert "def helper_4(x):\n    return x * 4\n" not in texts  # the two-line yank
+    nv.input("<Esc>")
+    # at most ring_n_chunks, and none when it is 0
+    nv = editor(complete={"max_tokens": 2, "ring_n_chunks": 0})
+    nv.command(f"edit {other}")
+    nv.command("enew")
+    assert nv.exec_lua("return #require('localai.ring').chunks") == 0

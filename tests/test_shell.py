@@ -108,7 +108,7 @@ def test_shell_integration(shell, setup, tmp_path):
         # `??`: no quotes, a `?` that would glob in bash and zsh; the daemon's own answer
         q = "what is my ip?"
         (cwd / "ipa").write_text("")  # `ip?` would match this file if it were globbed
-        shown = f'ask "{q}"' if shell == "fish" else None  # fish's abbreviation puts the quotes in
+        shown = f"ask -- '{q}'"  # what Enter made of the line: the question quoted
         assert _run(t, f"?? {q}", shown) == _screen_text(_ask(setup, q))
         assert _run(t, "echo ip?") == "ipa"  # and globbing works again afterwards
 
@@ -237,3 +237,47 @@ def test_actions_table_and_the_client_path_imports_no_numpy():
             "print(sorted(m for m in ('numpy', 'localai.engine') if m in sys.modules))")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert r.stdout.strip() == "[]", r.stderr
+
+
+# --- `??` takes the rest of the line as typed (issue 11) ----------------------------------------
+
+TYPED = """what's in $HOME/*.txt; say "hi" & 'bye' (really)?"""
+
+
+@pytest.mark.skipif(not have("tmux", *SHELLS), reason="needs tmux, bash, zsh and fish (apt-get install bash zsh fish tmux)")
+@pytest.mark.parametrize("shell", SHELLS)
+def test_the_question_reaches_the_model_as_typed(shell, setup, tmp_path):
+    """Quotes, `$HOME`, `*`, `;`, `&` and parentheses after `??`: the shell neither expands nor
+    parses them (zsh and bash used to expand `$HOME` and wait at `quote>`; fish's
+    abbreviation lost the double quotes). The `localai` program on PATH records its
+    arguments, then runs: the answer is the daemon's answer to exactly that text."""
+    record = tmp_path / "argv"
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "localai").write_text(f"#!/bin/sh\nprintf '%s\\0' \"$@\" > '{record}'\n"
+                                     f'exec "{sys.executable}" -m localai "$@"\n')
+    (bin_dir / "localai").chmod(0o755)
+    config = tmp_path / "config.toml"
+    config.write_text("[sampling]\ntemperature = 0.0\nmax_tokens = 4\n")
+    t = _start(shell, setup, tmp_path / "home", PATH=f"{bin_dir}{os.pathsep}{setup['env']['PATH']}",
+               LOCALAI_CONFIG=str(config))
+    try:
+        n = t.prompts()
+        t.type(f"?? {TYPED}")
+        t.keys("Enter")
+        t.wait_prompt(n + 1, 90)
+        assert record.read_bytes().split(b"\0")[:-1] == [b"ask", b"--", TYPED.encode()], t.screen()
+        lines = t.lines()
+        start = max(i for i, line in enumerate(lines) if line.startswith(PROMPT) and "really" in line)
+        end = next(i for i in range(start + 1, len(lines)) if lines[i].startswith(PROMPT))
+        shown = "\n".join(line.rstrip() for line in lines[start + 1:end])
+        assert shown == _screen_text(_ask(setup, TYPED, max_tokens=4))
+        # what the line became (and history keeps) runs again the same way
+        record.unlink()
+        t.keys("Up")
+        time.sleep(0.3)
+        t.keys("Enter")
+        t.wait_prompt(n + 2, 90)
+        assert record.read_bytes().split(b"\0")[:-1] == [b"ask", b"--", TYPED.encode()], t.screen()
+    finally:
+        t.close()

@@ -305,10 +305,22 @@ def complete(
               "temperature": temperature, "max_tokens": max_tokens}
     with _client(cfg, no_daemon) as client:
         done = _run(client, "complete", params, None if json_out else sys.stdout)
+    dropped = {k: getattr(done, k) for k in DROPPED if getattr(done, k)}
     if json_out:
-        _emit_result(done, True, False)
-    elif sys.stdout.isatty():
+        print(json.dumps({"text": done.text, "finish_reason": done.finish_reason, "model": done.model,
+                          "timings": done.timings, **dropped}, ensure_ascii=False))
+        return
+    if sys.stdout.isatty():
         print()
+    if dropped:
+        said = ", ".join(f"{n} {DROPPED[k]}" for k, n in dropped.items())
+        print(f"localai: the context is full: left out {said}", file=sys.stderr)
+
+
+# done fields of `complete` -> what they count
+DROPPED = {"dropped_prefix_tokens": "tokens at the start of the prefix",
+           "dropped_suffix_tokens": "tokens at the end of the suffix",
+           "dropped_extra": "extra chunks"}
 
 
 def rewrite(

@@ -108,7 +108,7 @@ class InProcessClient(BaseClient):
             timings["ttft_ms"] = round((first - t0) * 1000, 3)
         model = p.model or self.cfg.model or store.DEFAULT_MODEL
         yield Done(id, finish_reason=reason or "stop", text="".join(text), model=model, timings=timings,
-                   result={"dropped": prep.dropped} if prep.dropped else None)
+                   result={"dropped": prep.dropped} if prep.dropped else None, **prep.done)
 
     def close(self) -> None:
         self._models.clear()

@@ -51,6 +51,7 @@ class Job:
         self.session = None
         self.filter = None
         self.dropped = 0             # chat messages left out to fit the context
+        self.done_fields = {}        # more fields of the done event (handlers.Prepared.done)
         self.text: list = []
         self.n_predicted = 0
         self.load_ms = 0.0
@@ -196,7 +197,7 @@ class Scheduler:
             self._finish(job, Done(job.id, model=job.model.name, result=handlers.tokenize(llm, p)))
             return
         prep = handlers.prepare(llm, job.method, p, self.cfg.sampling)
-        job.filter, job.dropped = prep.filter, prep.dropped
+        job.filter, job.dropped, job.done_fields = prep.filter, prep.dropped, prep.done
         job.session = job.model.cache.acquire(prep.prompt, use_cache=p.cache_prompt)
         job.started = time.monotonic()
         job.gen = llm.stream(prep.prompt, session=job.session, **prep.kwargs)
@@ -221,6 +222,7 @@ class Scheduler:
             self._done(job, chunk.finish_reason, chunk.timings)
         elif job.filter is not None and getattr(job.filter, "done", False):
             job.gen.close()
+            self._emit(job, job.filter.finish(), [])
             self._done(job, "stop", None)
         elif job.params.t_max_predict_ms is not None and \
                 (now - job.first_token) * 1000 >= job.params.t_max_predict_ms:
@@ -254,7 +256,8 @@ class Scheduler:
         self.stats["tokens_cached"] += timings.get("cache_n", 0)
         self._finish(job, Done(job.id, finish_reason=reason, text="".join(job.text),
                                model=job.model.name, timings=timings,
-                               result={"dropped": job.dropped} if job.dropped else None))
+                               result={"dropped": job.dropped} if job.dropped else None,
+                               **job.done_fields))
 
     def _cancel(self, job: Job) -> None:
         self.stats["cancelled"] += 1

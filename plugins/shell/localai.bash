@@ -1,6 +1,8 @@
 # localai for bash. Load it from ~/.bashrc with:   eval "$(localai init bash)"
 #
-#   ?? what is my ip          ask; the answer streams; the words are taken as typed (no globbing)
+#   ?? what is my ip          ask; the answer streams; the rest of the line is the question, as
+#                             typed: Enter quotes it first (`?? what's in $HOME` runs, and
+#                             stays in history, as `ask -- 'what'\''s in $HOME'`)
 #   ask "question"            the same, and options: ask -n 50 "..."
 #   git diff | ask "write a commit message"      piped text is the question's context
 #   Alt-a                     the command line, read as a description, becomes a suggested
@@ -65,6 +67,23 @@ __localai_ask() {
 \builtin alias ask='__localai_noglob; __localai_ask'
 \builtin alias '??'='__localai_noglob; __localai_ask --'
 
+# bash parses a line before any function sees it: `?? what's my ip` would wait for the quote
+# to close, `$HOME` would be expanded. So Enter first runs __localai_quote_line (a readline
+# macro: that, then accept-line), which turns a line that starts with `??` into
+# `ask -- '<the rest of the line, quoted>'`.
+__localai_quote_line() {
+    local re='^[[:space:]]*[?][?][[:space:]]+(.*[^[:space:]].*)$' q
+    [[ $READLINE_LINE =~ $re ]] || return 0
+    q=${BASH_REMATCH[1]}
+    if ((BASH_VERSINFO[0] > 4 || BASH_VERSINFO[1] >= 4)); then
+        q=${q@Q}
+    else
+        \builtin printf -v q '%q' "$q"
+    fi
+    READLINE_LINE="ask -- $q"
+    READLINE_POINT=${#READLINE_LINE}
+}
+
 # --- the key binding: a description becomes a command ------------------------------------
 
 __localai_suggest() {
@@ -87,4 +106,10 @@ __localai_suggest() {
 if [[ $- == *i* ]] && ((BASH_VERSINFO[0] >= 4)); then
     \builtin bind -m emacs -x "\"${LOCALAI_SUGGEST_KEY:-\\ea}\": __localai_suggest"
     \builtin bind -m vi-insert -x "\"${LOCALAI_SUGGEST_KEY:-\\ea}\": __localai_suggest"
+    for __localai_map in emacs vi-insert vi-command; do
+        \builtin bind -m "$__localai_map" -x '"\C-x\C-l\C-q": __localai_quote_line'
+        \builtin bind -m "$__localai_map" '"\C-x\C-l\C-a": accept-line'
+        \builtin bind -m "$__localai_map" '"\C-m": "\C-x\C-l\C-q\C-x\C-l\C-a"'
+    done
+    \builtin unset __localai_map
 fi

@@ -1,8 +1,8 @@
 # localai for fish. Load it from ~/.config/fish/config.fish with:   localai init fish | source
 #
-#   ?? what is my ip          an abbreviation: typing `?? ` gives `ask "|"` with the cursor
-#                             inside the quotes, so the question needs no quoting (fish globs
-#                             `?`, so a function named `??` could not be called unquoted)
+#   ?? what is my ip          ask; the rest of the line is the question, as typed: Enter turns
+#                             the line into `ask -- <the rest, escaped>` (fish globs `?`, so
+#                             no function named `??` could be called unquoted)
 #   ask "question"            ask; the answer streams; options too: ask -n 50 "..."
 #   git diff | ask "write a commit message"      piped text is the question's context
 #   Alt-a                     the command line, read as a description, becomes a suggested
@@ -42,9 +42,16 @@ function ask --wraps 'localai ask' --description 'Ask localai; piped text is the
     __localai_ask $argv
 end
 
-# `--set-cursor` came with fish 3.6; before it `??` expands to a plain `ask`.
-abbr --add --set-cursor -- '??' 'ask "%"' 2>/dev/null
-or abbr --add -- '??' ask
+# Enter: a line that starts with `??` becomes `ask -- <the rest of the line, escaped>`, so
+# quotes, `$VARS`, `*` and `;` in the question reach the model as typed; then it runs.
+function __localai_enter
+    set -l line (commandline | string collect)
+    if string match -qr '^\s*\?\?\s+\S' -- $line
+        set -l question (string replace -r '^\s*\?\?\s+' '' -- $line | string collect)
+        commandline --replace -- "ask -- "(string escape -- $question)
+    end
+    commandline -f execute
+end
 
 # --- the key binding: a description becomes a command ------------------------------------
 
@@ -71,6 +78,9 @@ function __localai_suggest
     end
     commandline -f repaint
 end
+
+bind \r __localai_enter
+bind -M insert \r __localai_enter
 
 if set -q LOCALAI_SUGGEST_KEY
     bind $LOCALAI_SUGGEST_KEY __localai_suggest

@@ -1,6 +1,8 @@
 # localai for zsh. Load it from ~/.zshrc with:   eval "$(localai init zsh)"
 #
-#   ?? what is my ip          ask; the answer streams; the words are taken as typed (noglob)
+#   ?? what is my ip          ask; the answer streams; the rest of the line is the question, as
+#                             typed: Enter quotes it first (`?? what's in $HOME` runs, and
+#                             stays in history, as `ask -- 'what'\''s in $HOME'`)
 #   ask "question"            the same, and options: ask -n 50 "..."
 #   git diff | ask "write a commit message"      piped text is the question's context
 #   Alt-a                     the command line, read as a description, becomes a suggested
@@ -39,6 +41,18 @@ __localai_ask() {
 \builtin alias ask='noglob __localai_ask'
 \builtin alias '??'='noglob __localai_ask --'
 
+# zsh parses a line before any function sees it: `?? what's my ip` would wait at `quote>`,
+# `$HOME` would be expanded. So Enter (the accept-line widget) first turns a line that starts
+# with `??` into `ask -- '<the rest of the line, quoted>'`, then accepts it as before.
+__localai_accept_line() {
+    \builtin emulate -L zsh
+    if [[ $BUFFER =~ '^[[:space:]]*[?][?][[:space:]]+(.*[^[:space:]].*)$' ]]; then
+        BUFFER="ask -- ${(qq)match[1]}"
+        CURSOR=${#BUFFER}
+    fi
+    \builtin zle __localai_accept_line_orig -- "$@"
+}
+
 # --- the key binding: a description becomes a command ------------------------------------
 
 __localai_suggest() {
@@ -63,6 +77,14 @@ __localai_suggest() {
 }
 
 if [[ -o zle ]]; then
+    if [[ ${widgets[accept-line]-} != user:__localai_accept_line ]]; then  # once, if sourced again
+        if [[ ${widgets[accept-line]-} == user:* ]]; then  # another plugin's: keep it in the chain
+            \builtin zle -N __localai_accept_line_orig "${widgets[accept-line]#user:}"
+        else
+            \builtin zle -A .accept-line __localai_accept_line_orig
+        fi
+        \builtin zle -N accept-line __localai_accept_line
+    fi
     \builtin zle -N __localai_suggest
     \builtin bindkey -M emacs "${LOCALAI_SUGGEST_KEY:-^[a}" __localai_suggest
     \builtin bindkey -M viins "${LOCALAI_SUGGEST_KEY:-^[a}" __localai_suggest

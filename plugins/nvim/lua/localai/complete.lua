@@ -4,6 +4,7 @@
 -- flight; typing that does keeps it (and the request streams on).
 local config = require("localai.config")
 local client = require("localai.client")
+local ring = require("localai.ring")
 local util = require("localai.util")
 
 local api = vim.api
@@ -42,16 +43,79 @@ function M.enabled(buf)
   return v ~= false and v ~= nil
 end
 
---- prefix/suffix around (row, col): `prefix_lines` lines before, `suffix_lines` after.
+--- prefix/suffix around (row, col): `prefix_lines` lines before, `suffix_lines` after (the
+--- daemon leaves out their far ends when they do not fit the model's context). Third: the
+--- lines of both.
 function M.context(buf, row, col)
   local cfg = config.options.complete
   local n = api.nvim_buf_line_count(buf)
   local before = api.nvim_buf_get_lines(buf, math.max(0, row - cfg.prefix_lines), row, false)
   local line = api.nvim_buf_get_lines(buf, row, row + 1, false)[1] or ""
   local after = api.nvim_buf_get_lines(buf, row + 1, math.min(n, row + 1 + cfg.suffix_lines), false)
+  local lines = vim.list_extend(vim.list_extend({}, before), { line, unpack(after) })
   before[#before + 1] = line:sub(1, col)
   table.insert(after, 1, line:sub(col + 1))
-  return table.concat(before, "\n"), table.concat(after, "\n")
+  return table.concat(before, "\n"), table.concat(after, "\n"), lines
+end
+
+-- Lines with six or more non-blank characters are evidence of a repeat; `}` or `end` alone
+-- are not, so a repeat must go on to the next line (three at most).
+local function must_match(target)
+  local pos = 0
+  for _ = 1, 3 do
+    if pos >= #target then
+      break
+    end
+    local nl = target:find("\n", pos + 1, true)
+    local stop = nl or #target
+    if #target:sub(pos + 1, stop):gsub("%s", "") >= 6 then
+      return stop
+    end
+    pos = stop
+  end
+  return pos
+end
+
+--- `text` cut where it starts to repeat what follows the cursor, as the daemon cuts it (the
+--- buffer may have changed, or an older daemon answered): the whole of it when it begins with
+--- `suffix`, or from a line that begins the next non-blank lines after the cursor's line.
+--- `prefix` ends with the cursor's line up to the cursor. Trailing blanks before the cut go too.
+function M.trim_repeat(text, prefix, suffix)
+  local cur_pre = prefix:match("[^\n]*$")
+  local blank_pre = not cur_pre:match("%S")
+  local below = blank_pre and (cur_pre .. suffix) or (suffix:match("^[^\n]*\n(.*)$") or "")
+  while below ~= "" and not below:match("^[^\n]*"):match("%S") do
+    below = below:match("^[^\n]*\n(.*)$") or ""
+  end
+  local cands = {} -- {start (0-based), lead, target}
+  if suffix:match("%S") then
+    cands[#cands + 1] = { 0, "", suffix }
+  end
+  if below:match("%S") then
+    if blank_pre then
+      cands[#cands + 1] = { 0, cur_pre, below }
+    end
+    local i = text:find("\n", 1, true)
+    while i do
+      cands[#cands + 1] = { i, "", below }
+      i = text:find("\n", i + 1, true)
+    end
+  end
+  for _, c in ipairs(cands) do
+    local start, lead, target = c[1], c[2], c[3]
+    local seen = lead .. text:sub(start + 1)
+    local need = must_match(target)
+    local rep
+    if #seen >= need then
+      rep = seen:sub(1, need) == target:sub(1, need)
+    else
+      rep = seen:match("%S") ~= nil and target:sub(1, #seen) == seen
+    end
+    if rep then
+      return (text:sub(1, start):gsub("%s+$", ""))
+    end
+  end
+  return text
 end
 
 -- What the user typed since the anchor, or nil when the cursor left the suggestion.
@@ -137,11 +201,12 @@ function M.trigger()
   local buf = api.nvim_get_current_buf()
   local cur = api.nvim_win_get_cursor(0)
   local row, col = cur[1] - 1, cur[2]
-  local prefix, suffix = M.context(buf, row, col)
+  local prefix, suffix, lines = M.context(buf, row, col)
   local cfg = config.options.complete
   local params = {
     prefix = prefix,
     suffix = suffix,
+    extra = ring.extra(lines),
     model = config.options.model,
     max_tokens = cfg.max_tokens,
     temperature = cfg.temperature,
@@ -149,6 +214,9 @@ function M.trigger()
     t_max_predict_ms = cfg.t_max_predict_ms,
   }
   s.buf, s.row, s.col, s.text = buf, row, col, ""
+  if cfg.ring_n_chunks > 0 then
+    ring.add_around_cursor() -- as llama.vim: what was around earlier requests is context later
+  end
   local req
   req = client.request("complete", params, {
     on_token = function(text)
@@ -163,6 +231,9 @@ function M.trigger()
       end
       s.req = nil
       s.text = ev.text or s.text
+      -- never repeat what follows the cursor (the daemon cuts it too; the buffer may differ)
+      local prefix_now, suffix_now = M.context(s.buf, s.row, s.col)
+      s.text = M.trim_repeat(s.text, prefix_now, suffix_now)
       -- "foo)" before an auto-paired ")" would leave "foo))": drop what the line already has
       local after = vim.trim((api.nvim_buf_get_lines(s.buf, s.row, s.row + 1, false)[1] or ""):sub(s.col + 1))
       local text = s.text:gsub("%s+$", "")
@@ -269,6 +340,7 @@ function M.state()
 end
 
 function M.attach()
+  ring.attach()
   local group = api.nvim_create_augroup("localai.complete", { clear = true })
   api.nvim_create_autocmd({ "InsertEnter", "CursorMovedI", "TextChangedI", "TextChangedP" }, {
     group = group,

@@ -46,6 +46,11 @@ M.defaults = {
     stop = { "\n\n" },
     -- Stop generating after this many milliseconds (nil: no time limit).
     t_max_predict_ms = nil,
+    -- Extra context sent with each request, as llama.vim's ring buffer: up to `ring_n_chunks`
+    -- chunks (0: none) of up to `ring_chunk_size` lines from files you yanked from, entered,
+    -- left or wrote lately. Models with FIM tokens read them as other files of the project.
+    ring_n_chunks = 16,
+    ring_chunk_size = 64,
   },
 
   rewrite = {
