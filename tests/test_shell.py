@@ -167,8 +167,8 @@ def test_shell_integration(shell, setup, tmp_path):
         hide = ("set -l p $PATH; set PATH /usr/bin /bin; ask hi; set PATH $p" if shell == "fish"
                 else "p=$PATH; PATH=/usr/bin:/bin; ask hi; PATH=$p")
         out = _run(t, hide)
-        assert out == ("localai: the localai command is not in PATH; install it (pip install localai) "
-                       "or fix PATH"), out
+        assert out == ("localai: the localai command is not in PATH; install it (`pip install .` in a "
+                       "clone of localai) or fix PATH"), out
     finally:
         t.close()
 

@@ -16,7 +16,7 @@
 
 __localai_found() {
     \builtin type -P localai >/dev/null 2>&1 && return 0
-    \builtin printf '%s\n' 'localai: the localai command is not in PATH; install it (pip install localai) or fix PATH' >&2
+    \builtin printf '%s\n' 'localai: the localai command is not in PATH; install it (`pip install .` in a clone of localai) or fix PATH' >&2
     return 127
 }
 

@@ -16,7 +16,7 @@
 
 function __localai_found
     command -q localai; and return 0
-    echo 'localai: the localai command is not in PATH; install it (pip install localai) or fix PATH' >&2
+    echo 'localai: the localai command is not in PATH; install it (`pip install .` in a clone of localai) or fix PATH' >&2
     return 127
 end
 

@@ -16,7 +16,7 @@
 
 __localai_found() {
     \builtin whence -p localai >/dev/null 2>&1 && return 0
-    \builtin print -ru2 -- 'localai: the localai command is not in PATH; install it (pip install localai) or fix PATH'
+    \builtin print -ru2 -- 'localai: the localai command is not in PATH; install it (`pip install .` in a clone of localai) or fix PATH'
     return 127
 }
 
