@@ -94,3 +94,20 @@ def test_undefined_is_still_an_error_elsewhere():
         render(CHAT[1:2], template="{{ nothing.attribute }}", bos_token="", eos_token="")
     assert render(CHAT[1:2], template="{{ 'a' + nothing + 'b' }}{% if nothing is defined %}!{% endif %}",
                   bos_token="", eos_token="") == "ab"
+
+
+def test_hugging_face_conventions():
+    """What the templates above rely on: str methods, namespace, loop controls, tojson,
+    strftime_now, raise_exception, trim/lstrip blocks."""
+    source = (
+        "{% set ns = namespace(n=0, sys='') %}\n"
+        "{% for m in messages %}\n"
+        "  {% if m.role == 'assistant' %}{% set ns.sys = m.content.split(',')[0] %}{% continue %}{% endif %}\n"
+        "  {% if m.content.startswith('Hello') and not m.content.endswith('?') %}"
+        "{{ m.content.upper()|tojson }}{% set ns.n = ns.n + 1 %}{% endif %}\n"
+        "  {% if loop.index > 2 %}{% break %}{% endif %}\n"
+        "{% endfor %}\n"
+        "{{ ns.sys }}|{{ ns.n }}|{{ strftime_now('%Y')|length }}|{{ 'a,b'.split(',')|join('+') }}"
+        "|{{ ' x '.strip() }}|{{ {'k': 'é'}|tojson }}")
+    assert render(CHAT[1:], template=source, bos_token="", eos_token="") == \
+        '"HELLO THERE"Hi|1|4|a+b|x|{"k": "é"}'
