@@ -39,4 +39,5 @@ def llama_cpp_models() -> Path:
     try:
         return llama_cpp_models()
     except FetchError as e:
-        pytest.fail(str(e), pytrace=False)
+        error = str(e)
+    pytest.fail(error, pytrace=False)
