@@ -5,6 +5,10 @@ UTF-8 bytes mapped to GPT-2's printable byte alphabet -> merges applied by rank 
 first, leftmost on ties) -> token ids. A final symbol that is not a token falls back to
 its single bytes looked up as one-byte texts; bytes without a token are dropped, as in
 llama.cpp (SmolLM2 has none for 0x04, 0x06, ...). Words are cached (LRU).
+
+Gemma 4's vocabulary (`tokenizer.ggml.model = "gemma4"`, Gemma4Tokenizer) is the same
+algorithm on SentencePiece-style text: spaces become "▁" first, words stay in raw UTF-8
+(no byte alphabet), only runs of newlines are split off, and the byte fallback is <0xXX>.
 """
 from __future__ import annotations
 

@@ -4,8 +4,9 @@
 Each pre-tokenizer is a list of regexes applied in turn: every regex splits every word the
 previous one left, and the text between matches is kept as words too. llama.cpp runs them
 in one of three ways, and so do we, with its Unicode 15.1 classes (unicode_data.py):
-* the GPT-2 and LLaMA-3 regexes have hand-written splitters in llama.cpp that follow the
-  regex; we run the regex with \\p{L}, \\p{N} and \\s spelled out as those classes;
+* the GPT-2, LLaMA-3, Qwen2 and Qwen3.5 regexes have hand-written splitters in llama.cpp
+  that follow the regex; we run the regex with \\p{L}, \\p{N}, \\p{M} and \\s spelled out as
+  those classes;
 * other regexes that use \\p{..} run in std::regex on a "collapsed" text where every
   non-ASCII code point becomes one byte standing for its class (letter 0xD2, number 0xD1,
   ...; non-ASCII whitespace 0x0B); we collapse the same way and run Python's `re` with
