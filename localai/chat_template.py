@@ -137,6 +137,16 @@ def builtin_template_name(template: str | None, arch: str | None) -> str:
 
 
 # --- Jinja ---------------------------------------------------------------------------------
+#
+# The environment is Hugging Face's (`apply_chat_template`): sandboxed, trim_blocks +
+# lstrip_blocks, the loopcontrols extension, `raise_exception`, `strftime_now`, a `tojson`
+# that keeps non-ASCII, the `{% generation %}` block of assistant-mask templates. Python's
+# str and dict methods (`.startswith`, `.split`, `.items`, ...) and `namespace` are Jinja's
+# own. Where llama.cpp's template engine is more lenient and templates rely on it, we follow
+# llama.cpp: an undefined variable joined to a string counts as "" (a template may use
+# `functions` or `tools` we do not pass), and `datetime` / `date_string` are set, as in
+# common_chat_extra_context. A template that rejects or ignores a system message gets it
+# merged into the next message, as llama.cpp's system_message_not_supported does.
 
 def _raise_exception(message):
     raise InvalidRequest(f"the model's chat template rejected the messages: {message}")
@@ -152,32 +162,104 @@ def _strftime_now(fmt: str) -> str:
     return datetime.now().strftime(fmt)
 
 
-@lru_cache(maxsize=16)
-def _compile(source: str):
+def _extra_context() -> dict:
+    """What llama.cpp gives every template besides the messages (common_chat_extra_context)."""
+    now = datetime.now()
+    return {"datetime": now.strftime("%b %d %Y"), "date_string": now.strftime("%d %b %Y")}
+
+
+@lru_cache(maxsize=1)
+def _environment():
     import jinja2
-    from jinja2.ext import loopcontrols
+    from jinja2 import nodes
+    from jinja2.ext import Extension, loopcontrols
     from jinja2.sandbox import ImmutableSandboxedEnvironment
 
-    env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True, extensions=[loopcontrols])
+    class Undefined(jinja2.Undefined):
+        """Jinja's Undefined, except that `undefined + "text"` is "text" (llama.cpp's engine)."""
+
+        def __add__(self, other):
+            return other if isinstance(other, str) else jinja2.Undefined.__add__(self, other)
+
+        def __radd__(self, other):
+            return other if isinstance(other, str) else jinja2.Undefined.__radd__(self, other)
+
+    class Generation(Extension):
+        """`{% generation %}...{% endgeneration %}` marks the assistant's text for training
+        masks (Hugging Face's AssistantTracker); rendering just writes its body."""
+
+        tags = {"generation"}
+
+        def parse(self, parser):
+            lineno = next(parser.stream).lineno
+            body = parser.parse_statements(("name:endgeneration",), drop_needle=True)
+            return nodes.CallBlock(self.call_method("_body"), [], [], body).set_lineno(lineno)
+
+        @staticmethod
+        def _body(caller):
+            return caller()
+
+    env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True, undefined=Undefined,
+                                        extensions=[loopcontrols, Generation])
     env.filters["tojson"] = _tojson
     env.globals["raise_exception"] = _raise_exception
     env.globals["strftime_now"] = _strftime_now
+    return env
+
+
+@lru_cache(maxsize=16)
+def _compile(source: str):
+    import jinja2
+
     try:
-        return env.from_string(source)
+        return _environment().from_string(source)
     except jinja2.TemplateSyntaxError as e:
         raise InvalidRequest(f"the model's chat template does not parse (line {e.lineno}: {e.message}); "
                              f"pass a built-in template instead: {', '.join(BUILTINS)}") from None
 
 
-def _render_jinja(source: str, messages: list[dict], **variables) -> str:
+def _render_compiled(template, messages: list[dict], variables: dict) -> str:
     import jinja2
 
-    template = _compile(source)
     try:
-        return template.render(messages=messages, **variables)
+        return template.render({**_extra_context(), **variables, "messages": messages})
     except jinja2.TemplateError as e:
         raise InvalidRequest(f"the model's chat template failed to render ({type(e).__name__}: {e}); "
                              f"pass a built-in template instead: {', '.join(BUILTINS)}") from None
+
+
+_SYSTEM_PROBE = "\ue000system probe\ue001"
+
+
+@lru_cache(maxsize=16)
+def _supports_system(source: str) -> bool:
+    """Whether the template writes a system message: rendered with [system, user], it must
+    neither raise nor leave the system text out (llama.cpp's supports_system_role probe)."""
+    probe = [{"role": "system", "content": _SYSTEM_PROBE}, {"role": "user", "content": "Hello"}]
+    try:
+        out = _render_compiled(_compile(source), probe, {"add_generation_prompt": True,
+                                                         "bos_token": "", "eos_token": ""})
+    except InvalidRequest:
+        return False
+    return _SYSTEM_PROBE in out
+
+
+def merge_system(messages: list[dict]) -> list[dict]:
+    """A leading system message joined to the next message's content with a newline (or
+    dropped when it is alone), as llama.cpp's system_message_not_supported."""
+    if not messages or messages[0]["role"] != "system":
+        return messages
+    if len(messages) == 1:
+        return []
+    first = dict(messages[1], content=messages[0]["content"] + "\n" + messages[1]["content"])
+    return [first, *messages[2:]]
+
+
+def _render_jinja(source: str, messages: list[dict], **variables) -> str:
+    template = _compile(source)
+    if messages and messages[0]["role"] == "system" and not _supports_system(source):
+        messages = merge_system(messages)
+    return _render_compiled(template, messages, variables)
 
 
 # --- public API ----------------------------------------------------------------------------

@@ -168,14 +168,20 @@ class LLM:
             text = text[len(bos):]  # the tokenizer adds BOS itself; don't send two
         return text
 
-    def fim_prompt(self, prefix: str, suffix: str) -> list[int] | None:
-        """Fill-in-the-middle prompt (prefix-suffix-middle order), or None without FIM tokens."""
-        fim = self.tokenizer.fim
-        if not all(k in fim for k in ("prefix", "suffix", "middle")):
+    def fim_prompt(self, prefix: str, suffix: str, extra: list[dict] | None = None) -> list[int] | None:
+        """Fill-in-the-middle prompt ids, exactly as llama-server's /infill builds them with its
+        default settings and a context of n_ctx (tokenizer/fim.py): extra chunks
+        [{"filename", "text"}] as <|repo_name|>/<|file_sep|> context, then prefix, suffix,
+        middle. None when the model has no FIM tokens. Raises InvalidRequest for a chunk
+        without text."""
+        from .tokenizer import fim
+
+        if not fim.has_fim(self.tokenizer):
             return None
-        bos = [self.tokenizer.bos_id] if self.tokenizer.add_bos else []
-        return (bos + [fim["prefix"]] + self.tokenize(prefix, add_bos=False)
-                + [fim["suffix"]] + self.tokenize(suffix, add_bos=False) + [fim["middle"]])
+        try:
+            return fim.infill_prompt(self.tokenizer, prefix, suffix, extra, n_ctx=self.n_ctx)
+        except ValueError as e:
+            raise InvalidRequest(f"complete: {e}") from None
 
     # -- forward passes -------------------------------------------------------------
     def new_session(self) -> Session:

@@ -27,3 +27,17 @@ def gemma3_path() -> Path:
     from localai import store
 
     return store.resolve("gemma3-270m")
+
+
+@pytest.fixture(scope="session")
+def llama_cpp_models() -> Path:
+    """llama.cpp's `models/` folder from the llama-cpp-python sdist: ggml-vocab-*.gguf with
+    .inp/.out test cases, and templates/*.jinja (tests/llama_cpp_sdist.py). Fetched once into
+    the test cache; a failed fetch fails the test (never a skip)."""
+    from llama_cpp_sdist import FetchError, llama_cpp_models
+
+    try:
+        return llama_cpp_models()
+    except FetchError as e:
+        error = str(e)
+    pytest.fail(error, pytrace=False)

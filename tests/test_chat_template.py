@@ -168,7 +168,7 @@ def test_jinja_renders_like_hugging_face():
 
 def test_jinja_trim_and_lstrip_blocks():
     template = "{% for m in messages %}\n    {% if m.role == 'user' %}\n[{{ m.content }}]\n    {% endif %}\n{% endfor %}"
-    assert render(CHAT[:4], template=template, bos_token="", eos_token="") == "[Hello]\n[Who are you]\n"
+    assert render(CHAT[1:4], template=template, bos_token="", eos_token="") == "[Hello]\n[Who are you]\n"
 
 
 def test_jinja_tojson_keeps_unicode_and_html():
@@ -181,14 +181,30 @@ def test_jinja_tojson_keeps_unicode_and_html():
 def test_jinja_helpers():
     assert render(CHAT, template="{{ strftime_now('%Y') | length }}", bos_token="", eos_token="") == "4"
     loop = "{% for m in messages %}{% if loop.index > 2 %}{% break %}{% endif %}{{ m.role[0] }}{% endfor %}"
-    assert render(CHAT, template=loop, bos_token="", eos_token="") == "su"
+    assert render(CHAT[1:], template=loop, bos_token="", eos_token="") == "ua"
 
 
 def test_raise_exception_is_invalid_request():
-    with pytest.raises(InvalidRequest, match="System role not supported"):
-        render(CHAT, template=GEMMA_JINJA, bos_token="", eos_token="")
+    alternate = ("{% for m in messages %}{% if (m.role == 'user') != (loop.index0 % 2 == 0) %}"
+                 "{{ raise_exception('Conversation roles must alternate user/assistant') }}{% endif %}"
+                 "{{ m.content }}{% endfor %}")
+    with pytest.raises(InvalidRequest, match="rejected the messages: Conversation roles must alternate"):
+        render([CHAT[1], CHAT[3]], template=alternate, bos_token="", eos_token="")
+    assert render(CHAT[1:3], template=alternate, bos_token="", eos_token="") == "HelloHi there"
+
+
+def test_system_message_merged_where_the_template_refuses_or_drops_it():
+    # llama.cpp's system_message_not_supported: joined to the next message with a newline
+    assert render(CHAT[:2], template=GEMMA_JINJA, bos_token="", eos_token="") \
+        == "<start_of_turn>user\nYou are a helpful assistant\nHello<end_of_turn>\n"
     assert render(CHAT[1:2], template=GEMMA_JINJA, bos_token="", eos_token="") \
         == "<start_of_turn>user\nHello<end_of_turn>\n"
+    users_only = "{% for m in messages %}{% if m.role == 'user' %}[{{ m.content }}]{% endif %}{% endfor %}"
+    assert render(CHAT[:2], template=users_only, bos_token="", eos_token="") \
+        == "[You are a helpful assistant\nHello]"
+    # a template that writes the system message gets it unchanged
+    assert render(CHAT[:2], template=CHATML_JINJA, bos_token="", eos_token="", add_generation_prompt=False) \
+        == EXPECTED["chatml"][:EXPECTED["chatml"].index("<|im_start|>assistant")]
 
 
 @pytest.mark.parametrize("template, words", [

@@ -18,6 +18,7 @@ from ..errors import UnsupportedModel
 # tokenizer.ggml.model -> "module:class"
 TOKENIZERS = {
     "gpt2": "localai.tokenizer.bpe:BPETokenizer",
+    "gemma4": "localai.tokenizer.bpe:Gemma4Tokenizer",
     "llama": "localai.tokenizer.spm:SPMTokenizer",
 }
 

@@ -4,8 +4,9 @@
 Each pre-tokenizer is a list of regexes applied in turn: every regex splits every word the
 previous one left, and the text between matches is kept as words too. llama.cpp runs them
 in one of three ways, and so do we, with its Unicode 15.1 classes (unicode_data.py):
-* the GPT-2 and LLaMA-3 regexes have hand-written splitters in llama.cpp that follow the
-  regex; we run the regex with \\p{L}, \\p{N} and \\s spelled out as those classes;
+* the GPT-2, LLaMA-3, Qwen2 and Qwen3.5 regexes have hand-written splitters in llama.cpp
+  that follow the regex; we run the regex with \\p{L}, \\p{N}, \\p{M} and \\s spelled out as
+  those classes;
 * other regexes that use \\p{..} run in std::regex on a "collapsed" text where every
   non-ASCII code point becomes one byte standing for its class (letter 0xD2, number 0xD1,
   ...; non-ASCII whitespace 0x0B); we collapse the same way and run Python's `re` with
@@ -25,6 +26,11 @@ LLAMA3 = (r"(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])|[^\r\n\p{L
           r"|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+")
 QWEN2 = (r"(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])|[^\r\n\p{L}\p{N}]?\p{L}+"
          r"|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+")
+# Qwen 3.5: marks (\p{M}) join letters
+QWEN35 = (r"(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])|[^\r\n\p{L}\p{N}]?"
+          r"[\p{L}\p{M}]+|\p{N}| ?[^\s\p{L}\p{M}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+")
+# Gemma 4 (SentencePiece-style BPE): only runs of newlines are split off
+NEWLINES = "[^\n]+|[\n]+"
 # a literal class from deepseek's tokenizer.json (cased letters), spelled as code points:
 # several of its characters (U+1F7D, U+1FBE, U+2126, U+212A, ...) change under NFC
 DEEPSEEK_LLM_LETTERS = (
@@ -58,6 +64,8 @@ PRE_REGEXES = {
     "starcoder": [r"\p{N}", GPT2],
     "falcon": [r"[\p{P}\$\+<=>\^~\|`]+", GPT2, "[0-9][0-9][0-9]"],
     "qwen2": [QWEN2],
+    "qwen35": [QWEN35],
+    "gemma4": [NEWLINES],
     "deepseek-llm": ["[\r\n]", "\\s?" + DEEPSEEK_LLM_LETTERS,
                      "\\s?[!-/:-~\uff01-\uff0f\uff1a-\uff5e\u2018-\u201f\u3000-\u3002]+",
                      "\\s+$", CJK_HANGUL, r"\p{N}+"],
@@ -89,8 +97,17 @@ PRE_TYPES = {
     "command-r": ("starcoder", {"clean_spaces": False}),
     "smollm": ("starcoder", {"clean_spaces": False}),
     **{name: ("qwen2", {"clean_spaces": False}) for name in ("qwen2", "deepseek-r1-qwen",
-                                                             "megrez")},
+                                                             "kormo", "f2llmv2")},
+    "megrez": ("qwen2", {}),
     "stablelm2": ("qwen2", {}),
+    "qwen35": ("qwen35", {"clean_spaces": False}),
+    # SentencePiece-style BPE: spaces become "▁" before the merges, words stay raw UTF-8
+    # (no GPT-2 byte alphabet), byte fallback through <0xXX> tokens; BOS always added
+    **{name: ("gemma4", {"escape_whitespaces": True, "byte_encode": False, "force_bos": True,
+                         "newline_words": True})
+       for name in ("gemma4", "granite-embed-multi-311m")},
+    "sarvam-moe": ("gemma4", {"escape_whitespaces": True, "byte_encode": False,
+                              "clean_spaces": False}),
     "poro-chat": ("bloom", {"clean_spaces": False}),
     "bloom": ("bloom", {}),
     "gpt3-finnish": ("bloom", {}),
@@ -102,7 +119,9 @@ def pre_type(name: str | None) -> tuple[list[str], dict]:
     """The regexes and flags for a `tokenizer.ggml.pre` value; unknown -> llama.cpp's default
     (llama.cpp itself refuses unknown names; we tokenize, with degraded quality)."""
     regexes, flags = PRE_TYPES.get(name or "default", PRE_TYPES["default"])
-    return PRE_REGEXES[regexes], {"clean_spaces": True, "ignore_merges": False, **flags}
+    return PRE_REGEXES[regexes], {"clean_spaces": True, "ignore_merges": False,
+                                  "byte_encode": True, "escape_whitespaces": False,
+                                  "force_bos": False, "newline_words": False, **flags}
 
 
 # -- Unicode classes ---------------------------------------------------------------------
@@ -139,10 +158,11 @@ def _exact_regex(expr: str) -> str:
     """A GPT-2/LLaMA-3 style regex with \\p{L}, \\p{N}, \\s, \\S spelled out as llama.cpp's
     classes."""
     ws = _class_body("W")
-    body = {"\\p{L}": _class_body("L"), "\\p{N}": _class_body("N"), "\\s": ws}
+    body = {"\\p{L}": _class_body("L"), "\\p{N}": _class_body("N"), "\\p{M}": _class_body("M"),
+            "\\s": ws}
     out, inside, i = [], False, 0
     while i < len(expr):
-        tok = next((t for t in ("\\p{L}", "\\p{N}", "\\s", "\\S") if expr.startswith(t, i)), None)
+        tok = next((t for t in (*body, "\\S") if expr.startswith(t, i)), None)
         if tok == "\\S":
             assert not inside
             out.append(f"[^{ws}]")
@@ -220,10 +240,15 @@ def _spans(pattern, text: str) -> list[str]:
     return words
 
 
+# regexes llama.cpp runs with hand-written splitters (unicode_regex_split_custom) over the
+# full Unicode classes, which the spelled-out regex reproduces
+_HAND_WRITTEN = (GPT2, LLAMA3, QWEN2, QWEN35)
+
+
 @functools.lru_cache(maxsize=None)
 def _splitter(expr: str):
     """word -> list of words, for one regex."""
-    if expr in (GPT2, LLAMA3):
+    if expr in _HAND_WRITTEN:
         # llama.cpp's hand-written GPT-2 splitter also takes a lone whitespace run
         pattern = re.compile(_exact_regex(expr if expr != GPT2 else expr + r"|\s+"))
         return lambda word: _spans(pattern, word)

@@ -109,6 +109,7 @@ class Vocab:
         self.add_space_prefix = bool(meta("add_space_prefix",
                                           defaults.get("add_space_prefix", False)))
         self.clean_spaces = bool(defaults.get("clean_spaces", False))
+        self.escape_whitespaces = bool(defaults.get("escape_whitespaces", False))
 
         # llama.cpp's fix-ups by token text
         def found(names, slot):
