@@ -6,6 +6,9 @@ gemma) and the real daemon; tests/data/forged_turn.txt is the field case (see RE
 from __future__ import annotations
 
 import functools
+import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -137,3 +140,18 @@ def test_a_final_assistant_message_is_continued(smollm2_path, gemma3_path):
     with pytest.raises(InvalidRequest, match="continue"):
         render_parts(msgs, template="{% for m in messages %}{% if m.role == 'user' %}{{ m.content }}"
                      "{% endif %}{% endfor %}", bos_token="", eos_token="")
+
+
+def test_a_raw_prompt_stays_raw_and_two_bos_are_warned_about(gemma3_path):
+    # `generate --prompt` is raw, as llama.cpp's: control-token text is parsed. Gemma adds BOS
+    # itself, so a prompt that starts with "<bos>" gets two: say so on stderr, as llama.cpp does.
+    def cli(*args):
+        r = subprocess.run([sys.executable, "-m", "localai", *args], capture_output=True, text=True, timeout=300)
+        assert r.returncode == 0, r.stderr
+        return r
+
+    r = cli("generate", "-m", "gemma3-270m", "-p", "<bos><start_of_turn>user\nHi", "-n", "1", "-t", "0", "--json")
+    assert "two BOS" in r.stderr and "Traceback" not in r.stderr
+    r = cli("tokenize", "-m", "gemma3-270m", "--special", "--json", "<start_of_turn>user\nHi")
+    assert json.loads(r.stdout)["tokens"][:2] == [2, 105] and "BOS" not in r.stderr
+    assert "raw" in cli("generate", "--help").stdout.lower()
