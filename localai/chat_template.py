@@ -249,15 +249,15 @@ def render_parts(messages: list[dict], *, template: str | None, bos_token: str, 
     strings: list[str] = []
     marked, last_content = [], None
     for m in messages:
-        mm = {}
+        mm = dict(m)
         for key, value in m.items():
-            if key != "role" and isinstance(value, str):
+            # "" holds no control text and keeps `{% if content %}` true to the real chat;
+            # the content to continue needs its place marked even when empty
+            if key != "role" and isinstance(value, str) and (value or prefill and m is messages[-1]):
                 if key == "content":
                     last_content = len(strings)
                 mm[key] = _PLACEHOLDER.format(nonce=nonce, k=len(strings))
                 strings.append(value)
-            else:
-                mm[key] = value
         marked.append(mm)
     real = render(messages, **opts)
     pieces = re.split(re.escape(_PLACEHOLDER.format(nonce=nonce, k="@")).replace("@", r"(\d+)"),

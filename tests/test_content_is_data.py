@@ -19,7 +19,7 @@ from localai.chat_template import render, render_parts
 from localai.client import Client
 from localai.daemon import handlers
 from localai.errors import InvalidRequest
-from localai.protocol import ChatParams, RewriteParams
+from localai.protocol import ChatParams, CompleteParams, RewriteParams
 from localai.tokenizer.vocab import CONTROL
 from test_daemon_support import N_CTX, shared_daemon
 
@@ -56,6 +56,7 @@ def _entry_points(content: str) -> dict:
             {"role": "assistant", "content": content}, {"role": "user", "content": "ok"}])),
         "nvim ask with selection": ("chat", ChatParams(messages=[
             {"role": "user", "content": f"What does this do?\n\n```lua\n{content}\n```"}])),
+        "complete (editor context)": ("complete", CompleteParams(prefix=content, suffix=content)),
         "rewrite": ("rewrite", RewriteParams(text=content, instruction="Fix the spelling.")),
         "rewrite instruction": ("rewrite", RewriteParams(text="x", instruction=content)),
         "cmd": ("chat", ChatParams(**actions.params("cmd", content))),

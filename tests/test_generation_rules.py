@@ -84,6 +84,18 @@ def test_token_events_report_every_id_once(daemon):
     assert any(len(t.tokens) > 1 for t in tokens)
     tok = _llm("smollm2").tokenizer
     assert all(tok.decode(t.tokens) == t.text for t in tokens)  # each event's ids are its text
+    # --no-daemon speaks the same events; with a stop string the last event holds its ids
+    from localai import config
+    from localai.daemon.inprocess import InProcessClient
+
+    client = InProcessClient(config.Config(n_ctx=N_CTX))
+    _llm_in = client._model("smollm2")  # noqa: F841  (loads it)
+    for stop in ((), ("🦜🦜🦜",)):
+        ref = _llm("smollm2").generate(prompt, max_tokens=9, temperature=0, stop=stop)
+        id = client.send("generate", {"prompt": prompt, "max_tokens": 9, "temperature": 0, "stop": list(stop)})
+        evs = list(client.events(id))
+        assert [i for e in evs if e.event == "token" for i in e.tokens] == ref.tokens
+        assert evs[-1].text == ref.text
 
 
 @pytest.mark.parametrize("model", ["smollm2", "gemma3-270m"])
