@@ -89,8 +89,10 @@ class Session:
         self.saved_logits = {k: v for k, v in self.saved_logits.items() if k <= n}
 
     def _save_logits(self, logits: np.ndarray, prefill: bool) -> np.ndarray:
-        # a copy: a backend may hand out a view of a buffer it reuses
+        # a copy (a backend may hand out a view of a buffer it reuses), read-only: a later
+        # request samples from these same logits, so no sampler may change them in place
         logits = np.array(logits, dtype=np.float32, copy=True)
+        logits.flags.writeable = False
         n = len(self.tokens)
         if prefill:
             self.prefill_end, self.saved_logits = n, {n: logits}
