@@ -293,3 +293,98 @@ def render(messages: list[dict], *, template: str | None, bos_token: str, eos_to
         return _render_jinja(template, messages, add_generation_prompt=add_generation_prompt,
                              bos_token=bos_token, eos_token=eos_token)
     return BUILTINS[builtin_template_name(template, arch)](messages, add_generation_prompt)
+
+
+# --- content apart from markup -------------------------------------------------------------
+
+# Each message's strings are replaced by a placeholder the template cannot know: private-use
+# characters around a random number, which trim, strip, upper and lower all leave alone.
+_PLACEHOLDER = "\ue000{nonce}.{k}\ue001"
+
+
+def render_parts(messages: list[dict], *, template: str | None, bos_token: str, eos_token: str,
+                 add_generation_prompt: bool = True, arch: str | None = None) -> list[tuple[str, bool]]:
+    """Render `messages` as `render` does, as [(text, is_markup)] parts: the template's own
+    text (is_markup True: it may hold control tokens) apart from the messages' strings
+    (False: content, always plain text). The texts join to `render(...)`'s prompt.
+
+    The template is rendered twice, with the real strings and with a placeholder for each;
+    the placeholder render gives the markup, and each placeholder is filled with its string
+    as the template wrote it (as is, or stripped: templates trim content). A template that
+    changes content in another way gets it as is, next to markup taken only from the
+    placeholder render, so content never becomes markup.
+
+    A conversation whose last message is the assistant's is continued ("assistant prefill",
+    as llama.cpp and OpenAI-style APIs do) when `add_generation_prompt`: rendered without a
+    generation prompt and cut right after that message's content, so the template's
+    end-of-turn is not written. Raises `InvalidRequest` as `render` does, and when the
+    template mangles content or does not end with the final assistant message.
+    """
+    import re
+    import secrets
+
+    validate_messages(messages)
+    prefill = add_generation_prompt and messages[-1]["role"] == "assistant"
+    opts = dict(template=template, bos_token=bos_token, eos_token=eos_token,
+                add_generation_prompt=add_generation_prompt and not prefill, arch=arch)
+    nonce = str(secrets.randbelow(10 ** 12))
+    strings: list[str] = []
+    marked, last_content = [], None
+    for m in messages:
+        mm = dict(m)
+        for key, value in m.items():
+            # "" holds no control text and keeps `{% if content %}` true to the real chat;
+            # the content to continue needs its place marked even when empty
+            if key != "role" and isinstance(value, str) and (value or prefill and m is messages[-1]):
+                if key == "content":
+                    last_content = len(strings)
+                mm[key] = _PLACEHOLDER.format(nonce=nonce, k=len(strings))
+                strings.append(value)
+        marked.append(mm)
+    real = render(messages, **opts)
+    pieces = re.split(re.escape(_PLACEHOLDER.format(nonce=nonce, k="@")).replace("@", r"(\d+)"),
+                      render(marked, **opts))
+    markup, slots = pieces[0::2], [int(k) for k in pieces[1::2]]
+    if any("\ue000" in t or "\ue001" in t for t in markup):  # a placeholder cut or changed
+        raise InvalidRequest("the model's chat template changes message content in a way that cannot be "
+                             f"kept apart from its markup; pass a built-in template instead: {', '.join(BUILTINS)}")
+    filled = _align(real, markup, [strings[k] for k in slots]) or [strings[k] for k in slots]
+    parts = [(markup[0], True)]
+    for text, t in zip(filled, markup[1:]):
+        parts += [(text, False), (t, True)]
+    if prefill:
+        if slots[-1:] != [last_content]:
+            raise InvalidRequest("cannot continue the final assistant message: the chat template does not "
+                                 "end with it")
+        parts = parts[:-1]  # the end-of-turn (and whatever else) after the final content
+    return [(t, is_markup) for t, is_markup in parts if t]
+
+
+def _align(real: str, markup: list[str], strings: list[str]) -> list[str] | None:
+    """The strings as the template wrote them into `real` between the `markup` pieces (each
+    as is or stripped on one or both sides), or None when no choice rebuilds `real`.
+    A depth-first search over those choices, without recursion (chats can be long)."""
+    if not real.startswith(markup[0]):
+        return None
+    failed: set = set()
+    frames = [[len(markup[0]), 0, None]]  # per string: [position in real, next choice, chosen]
+    while frames:
+        i = len(frames) - 1
+        pos, j, _ = frames[-1]
+        if i == len(strings):
+            if pos == len(real):
+                return [f[2] for f in frames[:-1]]
+            frames.pop()
+            continue
+        s = strings[i]
+        choices = list(dict.fromkeys((s, s.strip(), s.lstrip(), s.rstrip())))
+        if j >= len(choices) or (i, pos) in failed:
+            failed.add((i, pos))
+            frames.pop()
+            continue
+        frames[-1][1] = j + 1
+        c = choices[j]
+        if real.startswith(c, pos) and real.startswith(markup[i + 1], pos + len(c)):
+            frames[-1][2] = c
+            frames.append([pos + len(c) + len(markup[i + 1]), 0, None])
+    return None

@@ -8,6 +8,7 @@ prompt cache is built on.
 """
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -16,12 +17,14 @@ from typing import Iterator, Sequence
 import numpy as np
 
 from . import _malloc, kernels, store
-from .chat_template import render as render_chat
+from .chat_template import render_parts as render_chat_parts
 from .errors import ContextOverflow, InvalidRequest, UnsupportedModel
 from .gguf_file import GGUFFile
 from .sampling import SamplingParams, make_sampler
 from .stops import StopMatcher
 from .tokenizer import StreamDecoder, from_gguf
+
+log = logging.getLogger("localai")
 
 N_BATCH = 512          # prompt tokens per forward pass during prefill
 DEFAULT_N_CTX = 4096   # capped by the model's training context
@@ -60,15 +63,22 @@ class Completion:
 
 
 class Session:
-    """A KV cache and the token ids it holds (positions 0..len(tokens)-1)."""
+    """A KV cache and the token ids it holds (positions 0..len(tokens)-1), plus the logits
+    of a few positions it evaluated: {n: float32 (n_vocab,) logits of position n-1}, at most
+    the end of the last prefill and the last position. A request whose prompt the session
+    holds whole re-uses those logits instead of evaluating its last token again: a token
+    evaluated alone gives logits ~1e-3 away from the batched prefill's, which can change a
+    greedy answer."""
 
     def __init__(self, model, max_len: int):
         self.cache = model.make_cache(max_len)
         self.tokens: list[int] = []
+        self.saved_logits: dict[int, np.ndarray] = {}
+        self.prefill_end = 0  # len(tokens) after the last prefill
 
     @property
     def nbytes(self) -> int:
-        return sum(c.nbytes for c in self.cache)
+        return sum(c.nbytes for c in self.cache) + sum(a.nbytes for a in self.saved_logits.values())
 
     def keep(self, n: int) -> None:
         """Roll back to the first n cached tokens."""
@@ -76,6 +86,20 @@ class Session:
         del self.tokens[n:]
         for c in self.cache:
             c.trim(n)
+        self.saved_logits = {k: v for k, v in self.saved_logits.items() if k <= n}
+
+    def _save_logits(self, logits: np.ndarray, prefill: bool) -> np.ndarray:
+        # a copy (a backend may hand out a view of a buffer it reuses), read-only: a later
+        # request samples from these same logits, so no sampler may change them in place
+        logits = np.array(logits, dtype=np.float32, copy=True)
+        logits.flags.writeable = False
+        n = len(self.tokens)
+        if prefill:
+            self.prefill_end, self.saved_logits = n, {n: logits}
+        else:
+            self.saved_logits = {k: v for k, v in self.saved_logits.items() if k == self.prefill_end}
+            self.saved_logits[n] = logits
+        return logits
 
     def common_prefix(self, ids: Sequence[int]) -> int:
         n = 0
@@ -148,12 +172,20 @@ class LLM:
 
     # -- text <-> tokens ------------------------------------------------------------
     def tokenize(self, text: str, special: bool = False, add_bos: bool | None = None) -> list[int]:
-        return self.tokenizer.encode(text, add_bos=add_bos, special=special)
+        """Token ids of `text`. special=True parses control-token text (a raw prompt, as
+        llama.cpp's); a result that starts with two BOS is warned about on stderr, as
+        llama.cpp does."""
+        ids = self.tokenizer.encode(text, add_bos=add_bos, special=special)
+        bos = self.tokenizer.bos_id
+        if special and len(ids) > 1 and ids[0] == ids[1] == bos and (add_bos or add_bos is None and self.tokenizer.add_bos):
+            log.warning("localai: warning: the model adds BOS and the prompt also starts with BOS, so it "
+                        "now starts with two BOS tokens: leave the BOS text out of the prompt")
+        return ids
 
     def detokenize(self, ids: Sequence[int], skip_special: bool = False) -> str:
         return self.tokenizer.decode(list(ids), skip_special=skip_special)
 
-    def apply_chat_template(self, messages: list[dict], add_generation_prompt: bool = True) -> str:
+    def _chat_parts(self, messages: list[dict], add_generation_prompt: bool) -> list[tuple[str, bool]]:
         if self.kind == "base":  # its fallback template only makes it loop (see store.model_kind)
             raise UnsupportedModel(
                 f"{self.name} is a base model (no chat template, not instruction-tuned): it continues text "
@@ -162,11 +194,22 @@ class LLM:
         tok = self.tokenizer
         bos = tok.token_bytes(tok.bos_id).decode("utf-8", "replace") if tok.bos_id is not None else ""
         eos = tok.token_bytes(tok.eos_id).decode("utf-8", "replace") if tok.eos_id is not None else ""
-        text = render_chat(messages, template=self.chat_template, bos_token=bos, eos_token=eos,
-                           add_generation_prompt=add_generation_prompt, arch=self.arch)
-        if tok.add_bos and bos and text.startswith(bos):
-            text = text[len(bos):]  # the tokenizer adds BOS itself; don't send two
-        return text
+        parts = render_chat_parts(messages, template=self.chat_template, bos_token=bos, eos_token=eos,
+                                  add_generation_prompt=add_generation_prompt, arch=self.arch)
+        if tok.add_bos and bos and parts and parts[0][1] and parts[0][0].startswith(bos):
+            parts[0] = (parts[0][0][len(bos):], True)  # the tokenizer adds BOS itself; don't send two
+        return parts
+
+    def apply_chat_template(self, messages: list[dict], add_generation_prompt: bool = True) -> str:
+        """The chat's prompt text (for display: `chat_tokens` is what the model is given). A
+        final assistant message is continued; see `chat_template.render_parts`."""
+        return "".join(t for t, _ in self._chat_parts(messages, add_generation_prompt))
+
+    def chat_tokens(self, messages: list[dict], add_generation_prompt: bool = True) -> list[int]:
+        """The chat's prompt ids: the template's markup may hold control tokens, message content
+        never does (text such as "<|im_start|>" in a message stays plain text). A final
+        assistant message is continued (assistant prefill)."""
+        return self.tokenizer.encode_parts(self._chat_parts(messages, add_generation_prompt))
 
     def fim_prompt(self, prefix: str, suffix: str, extra: list[dict] | None = None) -> list[int] | None:
         """Fill-in-the-middle prompt ids, exactly as llama-server's /infill builds them with its
@@ -203,12 +246,13 @@ class LLM:
             batch = list(ids[i:i + N_BATCH])
             logits = self.model(np.asarray(batch), session.cache, last_only=True)
             session.tokens.extend(batch)
-        return logits[-1]
+        return session._save_logits(logits[-1], prefill=True)
 
     def decode_one(self, session: Session, token: int) -> np.ndarray:
+        """Evaluate one token after what the session holds; its logits (n_vocab,)."""
         logits = self.model(np.asarray([token]), session.cache, last_only=True)
         session.tokens.append(token)
-        return logits[-1]
+        return session._save_logits(logits[-1], prefill=False)
 
     def _check_ids(self, ids) -> list[int]:
         ids = [int(i) for i in ids]
@@ -222,7 +266,9 @@ class LLM:
                top_k: int = 40, top_p: float = 0.95, min_p: float = 0.05, repeat_penalty: float = 1.0,
                repeat_last_n: int = 64, seed: int | None = None, stop: Sequence[str] = (),
                session: Session | None = None) -> Iterator[Chunk]:
-        """Generate from a prompt (text, special tokens parsed, or token ids), one token per step."""
+        """Generate from a prompt (raw text: control-token text in it is parsed, as llama.cpp's
+        raw prompts; or token ids), one token per step. Chunks carry every generated id once
+        (the last one may have text "" and the stop string's ids)."""
         params = SamplingParams(temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p,
                                 repeat_penalty=repeat_penalty, repeat_last_n=repeat_last_n, seed=seed)
         return self._stream(prompt, params, int(max_tokens), list(stop or ()), session)
@@ -242,11 +288,17 @@ class LLM:
         session = session or self.new_session()
         timings = Timings()
         t0 = time.perf_counter()
-        # Reuse the cached prefix, but always evaluate at least one token to get logits.
-        keep = min(session.common_prefix(ids), len(ids) - 1)
+        # Reuse the cached prefix. A prompt held whole re-uses the logits saved for its last
+        # position; without them the last token is evaluated again to get logits.
+        keep = session.common_prefix(ids)
         session.keep(keep)
+        if keep == len(ids) and keep in session.saved_logits:
+            logits = session.saved_logits[keep]
+        else:
+            keep = min(keep, len(ids) - 1)
+            session.keep(keep)
+            logits = self.prefill(session, ids[keep:])
         timings.cache_n, timings.prompt_n = keep, len(ids) - keep
-        logits = self.prefill(session, ids[keep:])
         timings.prompt_ms = (time.perf_counter() - t0) * 1e3
 
         decoder, matcher = StreamDecoder(self.tokenizer, render_special=False), StopMatcher(stop)
@@ -264,25 +316,24 @@ class LLM:
             history.append(token)
             timings.predicted_n += 1
             text, stopped = matcher.push(decoder.push(token))
-            if stopped:
-                finish = "stop"
-                break
+            if stopped:  # the text before the stop string is still the answer's
+                timings.predicted_ms = (time.perf_counter() - t1) * 1e3
+                yield Chunk(text, [token], finish_reason="stop", timings=timings)
+                return
             yield Chunk(text, [token])  # text may be "" (held back); one chunk per decode step
             if timings.predicted_n >= max_tokens or len(session.tokens) >= self.n_ctx:
                 break
             logits = self.decode_one(session, token)
         timings.predicted_ms = (time.perf_counter() - t1) * 1e3
-        tail = ""
-        if finish != "stop":
-            tail, stopped = matcher.push(decoder.flush())
-            if stopped:
-                finish = "stop"
-            else:
-                tail += matcher.flush()
+        tail, stopped = matcher.push(decoder.flush())
+        if stopped:
+            finish = "stop"
+        else:
+            tail += matcher.flush()
         yield Chunk(tail, [], finish_reason=finish, timings=timings)
 
     def stream_chat(self, messages: list[dict], **kwargs) -> Iterator[Chunk]:
-        return self.stream(self.apply_chat_template(messages), **kwargs)
+        return self.stream(self.chat_tokens(messages), **kwargs)
 
     def generate(self, prompt: str | Sequence[int], **kwargs) -> Completion:
         return _collect(self.stream(prompt, **kwargs))

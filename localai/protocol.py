@@ -113,7 +113,9 @@ class GenerateParams(Sampling):
 
 @dataclass(kw_only=True)
 class ChatParams(Sampling):
-    """Answer the last message of a conversation, rendered with the model's chat template."""
+    """Answer the last message of a conversation, rendered with the model's chat template
+    (message content is always plain text: only the template writes control tokens). A
+    final assistant message is continued, not closed (assistant prefill)."""
     messages: list[dict] = _req('[{"role": "system"|"user"|"assistant", "content": "..."}, ...]')
     truncate: bool = _doc("drop the oldest non-system messages until prompt + max_tokens fits the context", False)
 
@@ -309,10 +311,13 @@ def encode_request(id: Id, method: str, params: dict | None = None) -> bytes:
 
 @dataclass
 class Token:
-    """A piece of generated text (never half a UTF-8 character)."""
+    """A piece of generated text (never half a UTF-8 character) and `tokens`, the ids
+    generated since the previous token event: every generated id is reported exactly once,
+    ids whose text was held back (part of a character, a possible stop string) with the
+    next text; the last token event may have text "" to report the final ids."""
     id: Id
     text: str
-    tokens: list = field(default_factory=list)  # the token ids behind `text`
+    tokens: list = field(default_factory=list)  # the token ids generated since the last event
     event: str = "token"
 
 

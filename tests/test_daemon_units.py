@@ -60,6 +60,9 @@ class FakeLLM:
     def apply_chat_template(self, messages):
         return "".join(f"<{m['role']}>{m['content']}\n" for m in messages) + "<assistant>"
 
+    def chat_tokens(self, messages):
+        return self.tokenize(self.apply_chat_template(messages))
+
     def fim_prompt(self, prefix, suffix):
         return None
 

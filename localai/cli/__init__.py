@@ -56,6 +56,9 @@ def _fast_path(argv: list[str]) -> bool:
 
 def main() -> None:
     try:
+        from . import user_input
+
+        user_input.setup()  # arguments and stdin decode invalid UTF-8 the same way
         if not _fast_path(sys.argv[1:]):
             get_app()()
     except LocalAIError as exc:

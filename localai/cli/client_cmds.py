@@ -18,6 +18,7 @@ from .. import config as _config
 from .. import protocol
 from ..client import Client, DaemonError, NotRunning
 from ..errors import LocalAIError
+from . import user_input
 
 NO_DAEMON = typer.Option(False, "--no-daemon", help="Run the engine in this process instead of the daemon.")
 MODEL = typer.Option(None, "--model", "-m", help="Catalog name or path to a .gguf (default: config, else smollm2).")
@@ -102,10 +103,7 @@ def _emit_result(done, json_out: bool, streamed: bool, out=sys.stdout) -> None:
     out.flush()
 
 
-def _read_stdin() -> str:
-    if sys.stdin is None or sys.stdin.isatty():
-        return ""
-    return sys.stdin.read()
+_read_stdin = user_input.read_stdin  # every command decodes user bytes the same way
 
 
 # --- ask -----------------------------------------------------------------------------------------
@@ -286,8 +284,7 @@ def complete(
     """Fill in the middle: print the text that belongs between the prefix and the suffix."""
     cfg = _config.load()
     if file is not None:
-        with open(file, encoding="utf-8") as f:
-            content = f.read()
+        content = user_input.read_file(file)
         lines = content.splitlines(keepends=True)
         if line is None:
             cut = len(content)
@@ -336,8 +333,7 @@ def rewrite(
     """Rewrite text from stdin as instructed; prints only the replacement text."""
     cfg = _config.load()
     if file is not None:
-        with open(file, encoding="utf-8") as f:
-            text = f.read()
+        text = user_input.read_file(file)
     else:
         text = _read_stdin()
     if not text.strip():

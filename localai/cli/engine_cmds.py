@@ -9,7 +9,9 @@ import typer
 
 
 def generate(
-    prompt: str = typer.Option(..., "--prompt", "-p", help="Prompt text (special tokens parsed)."),
+    prompt: str = typer.Option(..., "--prompt", "-p", help="Raw prompt text, as llama.cpp's: control-token "
+                               "text in it (<|im_start|>, <end_of_turn>, ...) becomes control tokens, and no "
+                               "chat template is applied. Never pass untrusted text here; `ask` keeps it plain."),
     model: str = typer.Option("smollm2", "--model", "-m", help="Catalog name or path to a .gguf file."),
     max_tokens: int = typer.Option(128, "--max-tokens", "-n"),
     temperature: float = typer.Option(0.8, "--temperature", "-t"),
@@ -23,7 +25,9 @@ def generate(
     backend: str = typer.Option("auto", "--backend"),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object: text, tokens, finish_reason, timings."),
 ):
-    """Raw text completion, in-process (for scripting)."""
+    """Raw text completion, in-process (for scripting). The prompt is raw: control-token text
+    in it is parsed (as llama.cpp does); the model's BOS is added, with a warning on stderr
+    when the prompt starts with BOS too."""
     import localai
 
     llm = localai.load(model, backend=backend, n_ctx=n_ctx)

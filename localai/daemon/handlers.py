@@ -52,7 +52,7 @@ def check_fits(llm, n_prompt: int) -> None:
 
 
 def _chat_ids(llm, messages: list) -> list:
-    return llm.tokenize(llm.apply_chat_template(messages), special=True)
+    return llm.chat_tokens(messages)  # content stays plain text: only the template's markup is parsed
 
 
 def _truncate(llm, messages: list, room: int) -> tuple[list, list, int]:

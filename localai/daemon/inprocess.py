@@ -71,7 +71,7 @@ class InProcessClient(BaseClient):
         prep = handlers.prepare(llm, method, p, self.cfg.sampling)
         session = cache.acquire(prep.prompt, use_cache=p.cache_prompt)
         gen = llm.stream(prep.prompt, session=session, **prep.kwargs)
-        text, n, first, reason, timings = [], 0, None, None, None
+        text, n, first, reason, timings, held = [], 0, None, None, None, []
         try:
             for chunk in gen:
                 first = first or time.monotonic()
@@ -79,10 +79,12 @@ class InProcessClient(BaseClient):
                 piece = prep.filter.feed(chunk.text) if prep.filter else chunk.text
                 if chunk.finish_reason and prep.filter:
                     piece += prep.filter.finish()
+                held += chunk.tokens  # ids of held-back text ride with the next text
                 if piece:
                     text.append(piece)
-                    if p.stream:
-                        yield Token(id, piece, list(chunk.tokens))
+                if p.stream and (piece or (chunk.finish_reason and held)):
+                    yield Token(id, piece, held)
+                    held = []
                 if chunk.finish_reason:
                     reason, timings = chunk.finish_reason, chunk.timings.as_dict()
                     break
@@ -96,8 +98,8 @@ class InProcessClient(BaseClient):
                     tail = prep.filter.finish() if prep.filter else ""
                     if tail:
                         text.append(tail)
-                        if p.stream:
-                            yield Token(id, tail, [])
+                    if p.stream and (tail or held):
+                        yield Token(id, tail, held)
                     break
         finally:
             gen.close()

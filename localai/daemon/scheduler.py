@@ -53,6 +53,7 @@ class Job:
         self.dropped = 0             # chat messages left out to fit the context
         self.done_fields = {}        # more fields of the done event (handlers.Prepared.done)
         self.text: list = []
+        self.held_ids: list = []     # generated ids not yet sent in a token event
         self.n_predicted = 0
         self.load_ms = 0.0
         self.started = self.first_token = None
@@ -217,7 +218,7 @@ class Scheduler:
         text = job.filter.feed(chunk.text) if job.filter else chunk.text
         if chunk.finish_reason and job.filter:
             text += job.filter.finish()
-        self._emit(job, text, chunk.tokens)
+        self._emit(job, text, chunk.tokens, last=bool(chunk.finish_reason))
         if chunk.finish_reason:
             self._done(job, chunk.finish_reason, chunk.timings)
         elif job.filter is not None and getattr(job.filter, "done", False):
@@ -229,11 +230,15 @@ class Scheduler:
             job.gen.close()
             self._done(job, "time", None)
 
-    def _emit(self, job: Job, text: str, tokens: list) -> None:
+    def _emit(self, job: Job, text: str, tokens: list, last: bool = False) -> None:
+        # ids whose text was held back (half a character, a possible stop string) ride with
+        # the next text; the last event may have text "" to report every id exactly once
+        job.held_ids += tokens
         if text:
             job.text.append(text)
-            if job.params.stream:
-                job.conn.send(Token(job.id, text, list(tokens)))
+        if job.params.stream and (text or (last and job.held_ids)):
+            job.conn.send(Token(job.id, text, job.held_ids))
+            job.held_ids = []
 
     def _timings(self, job: Job, t) -> dict:
         now = time.monotonic()
@@ -249,8 +254,8 @@ class Scheduler:
         return d
 
     def _done(self, job: Job, reason: str, t) -> None:
-        if job.filter and reason in ("time", "cancelled"):
-            self._emit(job, job.filter.finish(), [])
+        tail = job.filter.finish() if job.filter and reason in ("time", "cancelled") else ""
+        self._emit(job, tail, [], last=True)
         timings = self._timings(job, t)
         self.stats["tokens_evaluated"] += timings.get("prompt_n", 0)
         self.stats["tokens_cached"] += timings.get("cache_n", 0)

@@ -87,6 +87,26 @@ class Tokenizer:
         add_bos_token / add_eos_token (add_eos only when add_bos is also None), i.e. both
         None = llama.cpp's add_special=true. `special`: parse control-token text such as
         "<|im_start|>" into its id (user-defined tokens are always matched)."""
+        return self._encode_fragments(self.vocab.partition(text, special), add_bos, add_eos)
+
+    def encode_parts(self, parts, *, add_bos: bool | None = None, add_eos: bool | None = None) -> list[int]:
+        """Token ids of the text `"".join(t for t, _ in parts)` where control-token text
+        becomes a control token only inside parts marked `special` (the markup a chat
+        template writes); the other parts (message content) stay plain text, as with
+        `encode(special=False)`. parts: [(text, special: bool)]. Text on both sides of a
+        part boundary is tokenized as one piece, so content free of control-token text
+        gives exactly `encode(whole_text, special=True)`. add_bos/add_eos as in `encode`."""
+        frags: list = []
+        for text, special in parts:
+            for f in self.vocab.partition(text, True, user_defined=False) if special else [text]:
+                if isinstance(f, str) and frags and isinstance(frags[-1], str):
+                    frags[-1] += f
+                else:
+                    frags.append(f)
+        frags = [g for f in frags for g in ([f] if isinstance(f, int) else self.vocab.partition(f, False))]
+        return self._encode_fragments(frags, add_bos, add_eos)
+
+    def _encode_fragments(self, frags: list, add_bos: bool | None, add_eos: bool | None) -> list[int]:
         if add_eos is None:
             add_eos = self.vocab.add_eos if add_bos is None else False
         if add_bos is None:
@@ -95,7 +115,7 @@ class Tokenizer:
         if add_bos and self.bos_id is not None:
             out.append(self.bos_id)
         prev_special = True                    # SPM adds its space prefix after a special token
-        for frag in self.vocab.partition(text, special):
+        for frag in frags:
             if isinstance(frag, int):
                 out.append(frag)
                 prev_special = True

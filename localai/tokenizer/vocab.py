@@ -178,18 +178,19 @@ class Vocab:
 
     # -- special-token partition ---------------------------------------------------------
 
-    def partition(self, text: str, parse_special: bool) -> list:
+    def partition(self, text: str, parse_special: bool, user_defined: bool = True) -> list:
         """Split `text` on special-token text, as llama.cpp's tokenizer_st_partition: each
         special token in turn (longest first) splits every remaining text fragment at all its
         occurrences. Control/unknown tokens count only with `parse_special`; user-defined
-        tokens always. Returns str fragments and int token ids, in order."""
+        tokens unless `user_defined` is False. Returns str fragments and int token ids, in
+        order."""
         if not text:
             return []
         frags: list = [text]
         if not self._special_first.intersection(text):
             return frags
-        for tok_text, tid, user_defined in self._specials:
-            if not (parse_special or user_defined) or tok_text not in text:
+        for tok_text, tid, is_user_defined in self._specials:
+            if not (user_defined if is_user_defined else parse_special) or tok_text not in text:
                 continue
             out = []
             for f in frags:
