@@ -56,12 +56,21 @@ class BaseClient:
         self.close()
 
 
+CONNECT_TIMEOUT = 5.0   # s: a daemon that accepts but never answers is not left hanging on
+CHECK_AFTER = 10.0      # s of silence before the client asks the daemon (`status`) if it still works
+
+
 class Client(BaseClient):
+    """`timeout`: the most seconds to wait for any event (None = as long as the daemon is
+    alive: after CHECK_AFTER s of silence the client asks for `status` on a second connection
+    and gives up with `not_answering` when that gets no answer or the scheduler has died)."""
+
     def __init__(self, path: str | None = None, *, autostart: bool = True, start_args: tuple = (),
                  timeout: float | None = None):
         self.path = path or protocol.socket_path()
+        self.timeout = timeout
         self.sock = self._connect(autostart, start_args)
-        self.sock.settimeout(timeout)
+        self.sock.settimeout(min(timeout, CHECK_AFTER) if timeout is not None else CHECK_AFTER)
         self._buf = b""
         self._queues: dict = {}  # id -> deque of events not yet read
         self._ids = itertools.count(1)
@@ -87,6 +96,7 @@ class Client(BaseClient):
 
     def _try_connect(self) -> socket.socket:
         s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        s.settimeout(CONNECT_TIMEOUT)
         try:
             s.connect(self.path)
         except PermissionError:
@@ -105,8 +115,17 @@ class Client(BaseClient):
         if id is None:
             id = next(self._ids)
         self._queues[id] = deque()
-        self.sock.sendall(protocol.encode_request(id, method, params))
+        self._sendall(protocol.encode_request(id, method, params))
         return id
+
+    def _sendall(self, data: bytes) -> None:
+        try:
+            self.sock.sendall(data)
+        except socket.timeout:
+            raise self._not_answering("took no request for") from None
+        except OSError as exc:
+            raise DaemonError("disconnected", f"the localai daemon closed the connection ({self.path}: "
+                              f"{exc.strerror or exc}); its log is {protocol.sidecar(self.path, '.log')}") from None
 
     def events(self, id):
         """The events of request `id` up to and including its `done`; an `error` raises DaemonError."""
@@ -125,10 +144,57 @@ class Client(BaseClient):
 
     def cancel(self, id) -> None:
         """Ask the daemon to stop request `id`; its events end with done/cancelled."""
-        self.sock.sendall(protocol.encode_request(f"cancel-{id}", "cancel", {"target": id}))
+        self._sendall(protocol.encode_request(f"cancel-{id}", "cancel", {"target": id}))
+
+    def _not_answering(self, what: str, waited: float | None = None, why: str = "") -> DaemonError:
+        waited = waited if waited is not None else CONNECT_TIMEOUT
+        return DaemonError("not_answering", f"the localai daemon on {self.path} stopped answering ({what} "
+                           f"{waited:.1f} s{why}); "
+                           f"`localai stop` (or kill pid {pid_of(self.path) or '?'}) and try again; "
+                           f"its log is {protocol.sidecar(self.path, '.log')}")
+
+    def _health(self) -> str | None:
+        """None when the daemon answers `status` with a live scheduler, else why not."""
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        s.settimeout(CONNECT_TIMEOUT)
+        try:
+            s.connect(self.path)
+            s.sendall(protocol.encode_request("health", "status"))
+            buf = b""
+            while not buf.endswith(b"\n"):
+                chunk = s.recv(1 << 16)
+                if not chunk:
+                    return "closed the connection"
+                buf += chunk
+            ev = protocol.decode_event(buf.split(b"\n")[0])
+            if isinstance(ev, Done) and ev.result and ev.result.get("scheduler_alive") is False:
+                return "has a dead scheduler"
+            return None
+        except (OSError, ValueError, KeyError, TypeError):
+            return "does not answer `status`"
+        finally:
+            s.close()
+
+    def _recv(self) -> bytes:
+        import time
+
+        start = time.monotonic()
+        while True:
+            try:
+                return self.sock.recv(1 << 16)
+            except socket.timeout:
+                waited = time.monotonic() - start
+                if self.timeout is not None and waited >= self.timeout:
+                    raise self._not_answering("sent nothing for", waited) from None
+                why = self._health()
+                if why is not None:
+                    raise self._not_answering("sent nothing for", waited, f" and {why}") from None
+            except OSError as exc:
+                raise DaemonError("disconnected", f"the localai daemon closed the connection ({self.path}: "
+                                  f"{exc.strerror or exc}); its log is {protocol.sidecar(self.path, '.log')}") from None
 
     def _read(self) -> None:
-        data = self.sock.recv(1 << 16)
+        data = self._recv()
         if not data:
             raise DaemonError("disconnected", f"the localai daemon closed the connection ({self.path}); "
                               f"its log is {protocol.sidecar(self.path, '.log')}")

@@ -67,6 +67,13 @@ def _rss_bytes() -> int:
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
+def _open_fds() -> int | None:
+    try:
+        return len(os.listdir("/proc/self/fd"))
+    except OSError:
+        return None
+
+
 class Scheduler:
     def __init__(self, cfg, loader=None, resolve=None, max_models: int = 2):
         self.cfg = cfg
@@ -79,6 +86,7 @@ class Scheduler:
         self.models: dict = {}  # path -> Loaded
         self.steps = 0
         self.stopping = False
+        self.step_started: float | None = None  # monotonic time the running step began
         self.started = time.time()
         self.stats = {"requests_served": 0, "tokens_generated": 0, "tokens_evaluated": 0,
                       "tokens_cached": 0, "loads": 0, "unloads": 0, "cancelled": 0, "errors": 0}
@@ -121,7 +129,10 @@ class Scheduler:
                 "model": models[0]["name"] if models else None, "models": models,
                 "default_model": self.cfg.model or store.DEFAULT_MODEL, "backend": self.cfg.backend,
                 "keep_alive_s": self.cfg.keep_alive, "rss_bytes": _rss_bytes(),
-                "active": len(self.active), "queued": len(self.pending), **self.stats}
+                "active": len(self.active), "queued": len(self.pending),
+                "scheduler_alive": self.thread.is_alive(),
+                "step_s": round(now - self.step_started, 1) if self.step_started else 0.0,
+                "threads": threading.active_count(), "fds": _open_fds(), **self.stats}
 
     # --- the scheduler thread ----------------------------------------------------------------
 
@@ -142,12 +153,33 @@ class Scheduler:
             job = min(self.active, key=lambda j: (j.priority, j.last_step))
             self.steps += 1
             job.last_step = self.steps
+            self.step_started = time.monotonic()
             self._step(job)
-            self._expire()
+            self.step_started = None
+            try:
+                self._expire()
+            except Exception:
+                log.exception("unloading an idle model failed")
         for job in self.active + self.pending:
             self._fail(job, "shutting_down", "the daemon is stopping")
 
     def _step(self, job: Job) -> None:
+        """Run one step of `job`; whatever goes wrong ends this job alone, with an `error`."""
+        try:
+            self._try_step(job)
+        except BaseException as exc:  # even the error path failed: drop the job, keep serving
+            if not isinstance(exc, Exception):
+                raise
+            log.exception("request %r (%s) could not be ended cleanly", job.id, job.method)
+            for jobs in (self.active, self.pending):
+                if job in jobs:
+                    jobs.remove(job)
+            try:
+                job.conn.send(Error(job.id, "internal", f"internal error in {job.method}"))
+            finally:
+                job.conn.job_done(job)
+
+    def _try_step(self, job: Job) -> None:
         try:
             if job.cancelled or job.conn.dead:
                 self._cancel(job)
@@ -256,15 +288,17 @@ class Scheduler:
             self.active.remove(job)
         elif job in self.pending:
             self.pending.remove(job)
-        if job.model is not None:
-            if job.session is not None:
-                job.model.cache.release(job.session, keep=keep_session)
-            job.model.jobs -= 1
-            job.model.last_used = time.monotonic()
-            job.session = job.gen = None
-        self.stats["requests_served"] += 1
-        job.conn.send(event)
-        job.conn.job_done(job)
+        try:
+            if job.model is not None:
+                job.model.jobs -= 1
+                job.model.last_used = time.monotonic()
+                if job.session is not None:
+                    job.model.cache.release(job.session, keep=keep_session)
+        finally:
+            job.model = job.session = job.gen = None
+            self.stats["requests_served"] += 1
+            job.conn.send(event)
+            job.conn.job_done(job)
 
     # --- model lifetime ------------------------------------------------------------------------
 

@@ -106,6 +106,34 @@ class Listener:
         os.close(self.lock_fd)
 
 
+def _encode(event) -> bytes:
+    """An event as one line of UTF-8. Text with lone surrogates (a client may send "\\ud800"
+    in an id or a key) goes out \\u-escaped, as JSON allows; anything else that cannot be
+    encoded becomes an `internal` error for the same request."""
+    try:
+        return protocol.encode_event(event)
+    except UnicodeEncodeError:
+        pass
+    except Exception:
+        log.exception("cannot encode an event")
+    from dataclasses import asdict
+    import json
+
+    try:
+        d = {k: v for k, v in asdict(event).items() if v is not None or k == "id"}
+        return (json.dumps(d) + "\n").encode("ascii")
+    except Exception:
+        log.exception("cannot encode an event")
+    rid = getattr(event, "id", None)
+    if not isinstance(rid, (int, str)) or isinstance(rid, bool):
+        rid = None
+    try:
+        return (json.dumps({"id": rid, "code": "internal", "event": "error",
+                            "message": "internal error: the answer could not be encoded"}) + "\n").encode("ascii")
+    except Exception:
+        return b'{"id": null, "code": "internal", "event": "error", "message": "internal error"}\n'
+
+
 def _read_pid(path: str) -> int | None:
     try:
         with open(protocol.sidecar(path, ".pid")) as f:
@@ -140,8 +168,10 @@ class Connection:
         self.writer.start()
 
     def send(self, event) -> None:
+        """Queue an event for the writer; never raises (an event that cannot be encoded is
+        replaced by an `internal` error for the same request)."""
         if not self.dead:
-            self.out.put(protocol.encode_event(event))
+            self.out.put(_encode(event))
 
     def job_done(self, job: Job) -> None:
         with self.lock:
@@ -179,6 +209,14 @@ class Connection:
         self.server.conns.discard(self)
 
     def _read_loop(self) -> None:
+        try:
+            self._read_lines()
+        except Exception:  # a bug; the connection still ends cleanly (no leaked thread or fd)
+            log.exception("connection reader failed")
+            self._lost()
+        self._end_of_input()
+
+    def _read_lines(self) -> None:
         f = self.sock.makefile("rb", buffering=1 << 16)
         try:
             while not self.dead:
@@ -192,9 +230,13 @@ class Connection:
                         line = f.readline(1 << 16)
                     continue
                 if line.strip():
-                    self._handle(line)
+                    self._handle_safely(line)
         except OSError:
             pass
+        finally:
+            f.close()
+
+    def _end_of_input(self) -> None:
         # EOF: a peer that hung up (POLLHUP) cancels its work; one that only shut down its
         # writing side (`nc -N`) still gets its answers.
         try:
@@ -211,12 +253,26 @@ class Connection:
         if last:
             self.out.put(None)
 
+    def _handle_safely(self, line: bytes) -> None:
+        """One line, whatever it holds, ends in events for it; the reader carries on."""
+        try:
+            self._handle(line)
+        except Exception as exc:  # a bug: answer, log, keep reading
+            log.exception("a request line could not be handled")
+            self.server.scheduler.count("errors")
+            self.send(Error(None, "internal", f"internal error while reading a request: "
+                            f"{type(exc).__name__}"))
+
     def _handle(self, line: bytes) -> None:
         try:
             req = protocol.parse_request(line)
         except ProtocolError as exc:
             self.server.scheduler.count("errors")
             self.send(Error(exc.id, exc.code, exc.message))
+            return
+        except RecursionError:  # json's C decoder gives up on ~1,000 nested arrays/objects
+            self.server.scheduler.count("errors")
+            self.send(Error(None, "invalid_json", "not valid JSON: nested too deeply"))
             return
         if METHODS[req.method].kind != "daemon":  # needs a model: the scheduler runs it
             job = Job(self, req)
