@@ -12,6 +12,7 @@ Imports nothing heavy (no numpy, no engine), so shell and editor commands start 
 from __future__ import annotations
 
 import itertools
+import os
 import socket
 from collections import deque
 
@@ -30,6 +31,32 @@ class DaemonError(LocalAIError):
 
 class NotRunning(LocalAIError):
     code = "daemon_not_running"
+
+
+class NotOurDaemon(LocalAIError):
+    code = "permission_denied"
+
+
+def check_peer(sock: socket.socket, path: str) -> None:
+    """Refuse a socket served by another user, before a byte is sent: the peer's uid
+    (SO_PEERCRED; getpeereid on the BSDs and macOS) must be ours."""
+    uid = _peer_uid(sock)
+    if uid is not None and uid != os.getuid():
+        raise NotOurDaemon(f"{path} is served by uid {uid}, not by you (uid {os.getuid()}): refusing to "
+                           f"talk to it (another user may be impersonating the localai daemon); set "
+                           f"XDG_RUNTIME_DIR or LOCALAI_SOCKET to a directory of your own")
+
+
+def _peer_uid(sock: socket.socket) -> int | None:
+    import struct
+
+    if hasattr(socket, "SO_PEERCRED"):  # Linux: struct ucred {pid, uid, gid}
+        creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+        return struct.unpack("3i", creds)[1]
+    if hasattr(socket, "LOCAL_PEERCRED"):  # macOS/BSD: struct xucred {u_int version; uid_t uid; ...}
+        creds = sock.getsockopt(0, socket.LOCAL_PEERCRED, 76)
+        return struct.unpack_from("2I", creds)[1]
+    return None
 
 
 class BaseClient:
@@ -106,6 +133,11 @@ class Client(BaseClient):
         except OSError:
             s.close()
             raise
+        try:
+            check_peer(s, self.path)
+        except BaseException:
+            s.close()
+            raise
         return s
 
     # --- requests ----------------------------------------------------------------------------------
@@ -159,6 +191,7 @@ class Client(BaseClient):
         s.settimeout(CONNECT_TIMEOUT)
         try:
             s.connect(self.path)
+            check_peer(s, self.path)
             s.sendall(protocol.encode_request("health", "status"))
             buf = b""
             while not buf.endswith(b"\n"):
@@ -170,7 +203,7 @@ class Client(BaseClient):
             if isinstance(ev, Done) and ev.result and ev.result.get("scheduler_alive") is False:
                 return "has a dead scheduler"
             return None
-        except (OSError, ValueError, KeyError, TypeError):
+        except (OSError, ValueError, KeyError, TypeError, LocalAIError):
             return "does not answer `status`"
         finally:
             s.close()

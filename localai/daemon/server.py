@@ -22,6 +22,7 @@ import threading
 from .. import protocol
 from ..errors import LocalAIError
 from ..protocol import METHODS, Done, Error, ProtocolError
+from . import open_private, private_dir
 from .scheduler import Job, Scheduler
 
 log = logging.getLogger("localai.daemon")
@@ -36,17 +37,6 @@ class SocketError(LocalAIError):
 
 
 # --- the socket and its directory -------------------------------------------------------------
-
-def _private_dir(path: str) -> None:
-    """Create the socket's directory 0700; refuse one that another user owns."""
-    os.makedirs(path, mode=0o700, exist_ok=True)
-    st = os.stat(path)
-    if st.st_uid != os.getuid():
-        raise SocketError(f"{path} belongs to uid {st.st_uid}, not to you: set LOCALAI_SOCKET "
-                          f"or XDG_RUNTIME_DIR to a directory of your own")
-    if st.st_mode & 0o077:
-        os.chmod(path, 0o700)
-
 
 def _answers(path: str) -> bool:
     s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -65,8 +55,8 @@ class Listener:
 
     def __init__(self, path: str):
         self.path = path
-        _private_dir(os.path.dirname(os.path.abspath(path)))
-        self.lock_fd = os.open(protocol.sidecar(path, ".lock"), os.O_RDWR | os.O_CREAT, 0o600)
+        private_dir(os.path.dirname(os.path.abspath(path)))
+        self.lock_fd = open_private(protocol.sidecar(path, ".lock"), os.O_RDWR | os.O_CREAT)
         try:
             fcntl.flock(self.lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
@@ -88,7 +78,12 @@ class Listener:
         os.chmod(path, 0o600)
         self.ino = os.stat(path).st_ino
         self.sock.listen(64)
-        with open(protocol.sidecar(path, ".pid"), "w") as f:
+        pid_path = protocol.sidecar(path, ".pid")
+        try:
+            os.unlink(pid_path)  # a stale one (we hold the lock); O_EXCL creates ours afresh
+        except FileNotFoundError:
+            pass
+        with os.fdopen(open_private(pid_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL), "w") as f:
             f.write(f"{os.getpid()}\n")
 
     def close(self) -> None:
