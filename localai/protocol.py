@@ -63,6 +63,7 @@ ERROR_CODES = {
     "bad_model_file": "the model file is truncated or corrupt",
     "unsupported_model": "the model's architecture, quant type or tokenizer is not supported",
     "out_of_memory": "the daemon ran out of memory for this request; it keeps serving",
+    "model_changed": "the model file was changed on disk while the request used it; send it again",
     "permission_denied": "the connecting process belongs to another user",
     "shutting_down": "the daemon is stopping; the request was not finished",
     "internal": "a bug in the daemon; the message says where, the log has the traceback",

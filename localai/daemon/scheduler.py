@@ -9,6 +9,7 @@ one per path, and unload after `keep_alive` seconds without a request.
 """
 from __future__ import annotations
 
+import fcntl
 import gc
 import logging
 import os
@@ -35,6 +36,72 @@ class Loaded:
     load_ms: float
     last_used: float = field(default_factory=time.monotonic)
     jobs: int = 0  # running requests
+    ident: tuple | None = None  # (st_dev, st_ino, st_size, st_mtime_ns) of the file when loaded
+    lease: int | None = None    # fd holding a read lease on the file (Linux), see FileWatch
+
+
+def _ident(path: str) -> tuple | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+
+
+class FileWatch:
+    """Keeps a loaded model file from being changed under its memory map.
+
+    Weights are read through a shared mapping, so a file overwritten in place (`cp` over it,
+    `truncate`) would change under the kernels and, once shorter, kill the daemon with SIGBUS
+    (Python cannot catch it, and a MAP_PRIVATE copy-on-write map does not help with
+    truncation). A Linux read lease (fcntl F_SETLEASE) makes the kernel hold any writer's
+    open() (up to /proc/sys/fs/lease-break-time, 45 s) and tell us first (SIGIO): the
+    scheduler then ends the requests on that model with an error, drops the model and
+    releases the lease, and only then does the writer go on; the next request loads the new
+    file (validated like any other). Without leases (macOS, a file of another user, another
+    process writing it already) the file's identity is compared before every step, which
+    leaves a window of one step. A file replaced by rename (what `localai pull` does) or
+    deleted is no hazard: the old mapping stays valid; requests that start after it load the
+    new file.
+    """
+
+    enabled = False  # set by the daemon once it handles SIGIO (default action: terminate)
+
+    @staticmethod
+    def take(path: str) -> int | None:
+        if not FileWatch.enabled or not hasattr(fcntl, "F_SETLEASE"):
+            return None
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        except OSError:
+            return None
+        try:
+            fcntl.fcntl(fd, fcntl.F_SETLEASE, fcntl.F_RDLCK)
+            return fd
+        except OSError:
+            os.close(fd)
+            return None
+
+    @staticmethod
+    def broken(m: "Loaded") -> bool:
+        """True when the file was (or is about to be) changed in place."""
+        if m.lease is not None:
+            try:
+                if fcntl.fcntl(m.lease, fcntl.F_GETLEASE) != fcntl.F_RDLCK:
+                    return True  # a writer is waiting on our lease
+            except OSError:
+                return True
+        now = _ident(m.path)
+        return now is not None and m.ident is not None and now[:2] == m.ident[:2] and now != m.ident
+
+    @staticmethod
+    def release(m: "Loaded") -> None:
+        if m.lease is not None:
+            try:
+                os.close(m.lease)  # drops the lease: the writer goes on
+            except OSError:
+                pass
+            m.lease = None
 
 
 class Job:
@@ -163,8 +230,23 @@ class Scheduler:
         for job in self.active + self.pending:
             self._fail(job, "shutting_down", "the daemon is stopping")
 
+    def _check_files(self) -> None:
+        """End the requests on a model whose file is being changed in place, and drop it."""
+        for m in list(self.models.values()):
+            if FileWatch.broken(m):
+                for job in [j for j in self.active + self.pending if j.model is m]:
+                    self._fail(job, "model_changed", f"the model file {m.path} was changed on disk while "
+                               f"this request used it; the request was stopped: send it again")
+                self._unload(m, "because its file changed on disk")
+
     def _step(self, job: Job) -> None:
         """Run one step of `job`; whatever goes wrong ends this job alone, with an `error`."""
+        try:
+            self._check_files()
+        except Exception:
+            log.exception("checking the model files failed")
+        if job not in self.active:
+            return  # ended by the check
         try:
             self._try_step(job)
         except BaseException as exc:  # even the error path failed: drop the job, keep serving
@@ -306,7 +388,11 @@ class Scheduler:
         name = name or self.cfg.model or store.DEFAULT_MODEL
         path = self.resolve(name)
         m = self.models.get(path)
+        if m is not None and not m.jobs and _ident(path) not in (None, m.ident):
+            self._unload(m, "to load the new file at its path")  # replaced (renamed over): reload
+            m = None
         if m is None:
+            ident = _ident(path)
             t0 = time.monotonic()
             load = self.loader
             if load is None:
@@ -314,7 +400,7 @@ class Scheduler:
             llm = load(path, backend=self.cfg.backend, n_ctx=self.cfg.n_ctx)
             job.load_ms = (time.monotonic() - t0) * 1000
             m = Loaded(name, path, llm, PromptCache(llm, self.cfg.cache_sessions, self.cfg.cache_bytes),
-                       job.load_ms)
+                       job.load_ms, ident=ident, lease=FileWatch.take(path))
             self.stats["loads"] += 1
             log.info("loaded %s (%s) in %.0f ms", name, path, job.load_ms)
             self.models[path] = m
@@ -329,6 +415,7 @@ class Scheduler:
         m.cache.idle.clear()
         m.llm = None
         gc.collect()
+        FileWatch.release(m)  # after the map is dropped
         self.stats["unloads"] += 1
         log.info("unloaded %s %s", m.name, why)
 
@@ -340,6 +427,7 @@ class Scheduler:
         return max(0.0, min(idle) + ka - time.monotonic()) + 0.01
 
     def _expire(self) -> None:
+        self._check_files()
         ka = self.cfg.keep_alive
         if ka < 0:
             return

@@ -23,7 +23,7 @@ from .. import protocol
 from ..errors import LocalAIError
 from ..protocol import METHODS, Done, Error, ProtocolError
 from . import open_private, private_dir
-from .scheduler import Job, Scheduler
+from .scheduler import FileWatch, Job, Scheduler
 
 log = logging.getLogger("localai.daemon")
 
@@ -363,6 +363,9 @@ class Server:
     def install_signal_handlers(self) -> None:
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             signal.signal(sig, lambda *_: self.shutdown())
+        if hasattr(signal, "SIGIO"):  # a model file's lease is being broken: see FileWatch
+            signal.signal(signal.SIGIO, lambda *_: self.scheduler.wake())
+            FileWatch.enabled = True
 
     # --- methods answered without the scheduler -----------------------------------------------
 

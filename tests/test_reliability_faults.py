@@ -1,0 +1,158 @@
+"""Faults (issue 19, item 4), on a real daemon: kill -9 mid-stream, a model file overwritten
+in place, truncated, replaced by rename or deleted while it streams, interrupted and
+concurrent pulls, and a broken config file."""
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+
+from localai.client import Client, DaemonError
+from test_reliability import start_daemon
+from tiny import write_tiny
+
+
+def slow_tiny(path, seed=0):
+    """A tiny model big enough that a long answer takes seconds (numpy kernels)."""
+    return str(write_tiny(path, n_layers=4, d_model=256, n_heads=4, n_kv_heads=2, d_ff=512, n_ctx=2048, seed=seed))
+
+
+LONG = {"prompt": "the cat", "max_tokens": 1500, "temperature": 0, "cache_prompt": False}
+SHORT = {"prompt": "the cat", "max_tokens": 6, "temperature": 0, "cache_prompt": False}
+
+
+@pytest.fixture
+def daemon(tmp_path):
+    model = slow_tiny(tmp_path / "model.gguf")
+    d = start_daemon(str(tmp_path), model)
+    os.makedirs(os.path.join(str(tmp_path), "config", "localai"), exist_ok=True)
+    d["other"] = slow_tiny(tmp_path / "other.gguf", seed=1)  # another model of the same size
+    d["backup"] = str(tmp_path / "backup.gguf")
+    shutil.copyfile(model, d["backup"])
+    yield d
+    if d["proc"].poll() is None:
+        d["proc"].terminate()
+        d["proc"].wait(10)
+
+
+def answer(d, model=None, **kw) -> dict:
+    with Client(d["path"], autostart=False, timeout=60) as c:
+        return c.call("generate", **{**SHORT, **kw}, **({"model": model} if model else {}))
+
+
+def stream_until(d, action, after_tokens=5) -> tuple[list, object]:
+    """Stream LONG; after a few tokens run `action()`; returns (events, the exception or None)."""
+    events, exc = [], None
+    with Client(d["path"], autostart=False, timeout=60) as c:
+        try:
+            for ev in c.request("generate", **LONG):
+                events.append(ev)
+                if len(events) == after_tokens:
+                    action()
+        except DaemonError as e:
+            exc = e
+    return events, exc
+
+
+def test_overwritten_in_place_mid_stream_ends_that_request_and_serves_the_new_file(daemon):
+    d = daemon
+    want_new = answer(d, model=d["other"])["text"]   # the same daemon's answer from the other file
+    took = []
+
+    def overwrite():
+        def cp():
+            t0 = time.monotonic()
+            subprocess.run(["cp", d["other"], d["model"]], check=True, timeout=60)
+            took.append(time.monotonic() - t0)
+        threading.Thread(target=cp).start()
+
+    events, exc = stream_until(d, overwrite)
+    assert isinstance(exc, DaemonError) and exc.code == "model_changed", (exc, len(events))
+    assert d["proc"].poll() is None, "the daemon died"
+    time.sleep(0.2)
+    assert took and took[0] < 5, took  # the writer waited only until the daemon let go
+    assert answer(d)["text"] == want_new
+
+
+def test_truncated_in_place_mid_stream_then_restored(daemon):
+    d = daemon
+    want = answer(d)["text"]
+    events, exc = stream_until(d, lambda: os.truncate(d["model"], 4096))
+    assert isinstance(exc, DaemonError) and exc.code == "model_changed"
+    assert d["proc"].poll() is None
+    with pytest.raises(DaemonError) as bad:
+        answer(d)
+    assert bad.value.code == "bad_model_file" and "truncated" in bad.value.message
+    shutil.copyfile(d["backup"], d["model"])
+    assert answer(d)["text"] == want
+
+
+def test_replaced_by_rename_or_deleted_mid_stream_keeps_streaming(daemon):
+    d = daemon
+    want_old, want_new = answer(d)["text"], answer(d, model=d["other"])["text"]
+    tmp = d["model"] + ".new"
+
+    def replace():
+        shutil.copyfile(d["other"], tmp)
+        os.replace(tmp, d["model"])  # what `localai pull` does
+
+    events, exc = stream_until(d, replace)
+    assert exc is None and events[-1].finish_reason in ("length", "eos")
+    assert events[-1].text.startswith(want_old)
+    assert answer(d)["text"] == want_new  # the next request loads the new file
+    events, exc = stream_until(d, lambda: os.unlink(d["model"]))
+    assert exc is None and events[-1].finish_reason in ("length", "eos")
+    with pytest.raises(DaemonError) as gone:
+        answer(d)
+    assert gone.value.code == "model_not_found"
+    assert d["proc"].poll() is None
+
+
+def test_kill_9_mid_stream_every_client_hears_within_a_second_and_the_next_starts_afresh(daemon):
+    d = daemon
+    want = answer(d)["text"]
+    ready, errors = threading.Barrier(4), []
+
+    def client():
+        with Client(d["path"], autostart=False, timeout=60) as c:
+            it = c.request("generate", **LONG)
+            next(it)
+            ready.wait()
+            try:
+                for _ in it:
+                    pass
+                errors.append(("no error", None))
+            except DaemonError as e:
+                errors.append((e, time.monotonic()))
+
+    threads = [threading.Thread(target=client) for _ in range(3)]
+    for t in threads:
+        t.start()
+    ready.wait()
+    t_kill = time.monotonic()
+    os.kill(d["proc"].pid, signal.SIGKILL)
+    for t in threads:
+        t.join(10)
+    d["proc"].wait()
+    assert len(errors) == 3
+    for e, t in errors:
+        assert isinstance(e, DaemonError) and e.code == "disconnected" and "\n" not in e.message, e
+        assert t - t_kill < 1.0, t - t_kill
+    # the next command: a stale socket, pid and lock are left; a fresh daemon starts and works
+    with open(os.path.join(d["root"], "config", "localai", "config.toml"), "w") as f:
+        f.write(f'model = "{d["model"]}"\n')
+    r = subprocess.run([sys.executable, "-m", "localai", "ask", "-n", "4", "-t", "0", "the cat"], env=d["env"],
+                       capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)
+    assert r.returncode == 0 and r.stdout.strip(), r.stderr
+    with Client(d["path"], autostart=False, timeout=60) as c:
+        assert c.call("generate", **SHORT)["text"] == want
+        pid = c.call("status")["pid"]
+    assert pid != d["proc"].pid
+    os.kill(pid, signal.SIGTERM)
