@@ -274,3 +274,29 @@ def test_two_pulls_of_one_model_download_it_once(registry):
     assert sum("fetching fake" in e for e in errs) == 1, errs
     assert sum("fetched by another pull meanwhile" in e for e in errs) == 1, errs
     assert leftovers(registry) == (["fake.gguf"], [])
+
+
+# --- a broken config file: one line naming the file and the key ------------------------------------
+
+BAD_CONFIGS = [
+    ('model = "smollm2"\nn_ctx = \n', "not valid TOML", "`n_ctx =`"),
+    ('modle = "smollm2"\n', "unknown key `modle`", "did you mean `model`?"),
+    ('[sampling]\ntemprature = 0.5\n', "unknown key `sampling.temprature`", "did you mean `temperature`?"),
+    ('sampling = 3\n', "`sampling` must be a table", ""),
+    ('n_ctx = "big"\n', "`n_ctx` must be int", ""),
+    ('n_ctx = 0\n', "`n_ctx` must be between", ""),
+    ('model = "\xff"\n', "not UTF-8", ""),
+]
+
+
+@pytest.mark.parametrize("text,what,hint", BAD_CONFIGS, ids=[b[1] for b in BAD_CONFIGS])
+@pytest.mark.parametrize("cmd", [["ask", "-n", "2", "hi"], ["serve", "--background"]])
+def test_a_broken_config_file_is_one_line_naming_the_file_and_the_key(tmp_path, text, what, hint, cmd):
+    conf = tmp_path / "config.toml"
+    conf.write_bytes(text.encode("latin-1"))
+    env = dict(os.environ, LOCALAI_CONFIG=str(conf), LOCALAI_SOCKET=str(tmp_path / "run" / "s.sock"))
+    r = subprocess.run([sys.executable, "-m", "localai", *cmd], env=env, capture_output=True, text=True,
+                       timeout=120, stdin=subprocess.DEVNULL)
+    err = r.stderr.strip()
+    assert r.returncode != 0 and len(err.splitlines()) == 1 and "Traceback" not in err, err
+    assert str(conf) in err and what in err and hint in err, err

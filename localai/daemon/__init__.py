@@ -123,8 +123,12 @@ def start_background(path: str | None = None, args: tuple = (), timeout: float =
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
+            tail = _log_tail(log_path)
+            last = tail.splitlines()[-1] if tail else ""
+            if last.startswith("localai: "):  # the daemon's own one-line error (a bad config file, ...)
+                raise DaemonStartError(f"the localai daemon did not start: {last.removeprefix('localai: ')}")
             raise DaemonStartError(f"the localai daemon did not start (exit {proc.returncode}); "
-                                   f"{log_path} says:\n{_log_tail(log_path)}")
+                                   f"{log_path} says:\n{tail}")
         try:
             with open(pid_path) as f:
                 ours = f.read().strip() == str(proc.pid)  # not some other daemon's socket
