@@ -20,7 +20,7 @@ override it.
 
     [prompt_cache]             # the daemon's pool of KV caches of recent prompts
     sessions = 8
-    max_mb = 1024
+    max_mb = 1024              # default: one full context or twice the model, at most 1/4 of free memory
 
 Imports nothing heavy (tomllib is in the standard library).
 """
@@ -52,7 +52,7 @@ class Config:
     system: str | None = None
     sampling: dict = field(default_factory=dict)
     cache_sessions: int = 8
-    cache_bytes: int = 1024 << 20
+    cache_bytes: int | None = None  # None: sized to the model and the machine (daemon.admission)
     path: str | None = None  # the file it came from, if any
 
 

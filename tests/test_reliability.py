@@ -30,7 +30,7 @@ GOOD = {"prompt": "the cat", "max_tokens": 4, "temperature": 0, "cache_prompt": 
 
 # --- a real daemon on the tiny model ------------------------------------------------------------
 
-def start_daemon(root: str, model: str, extra_env: dict | None = None) -> dict:
+def start_daemon(root: str, model: str, extra_env: dict | None = None, args: tuple = ()) -> dict:
     path = os.path.join(root, "run", "localai.sock")
     conf = os.path.join(root, "config")
     os.makedirs(conf, exist_ok=True)
@@ -39,9 +39,9 @@ def start_daemon(root: str, model: str, extra_env: dict | None = None) -> dict:
     env.pop("LOCALAI_CONFIG", None)
     log = open(os.path.join(root, "daemon.log"), "ab")
     proc = subprocess.Popen([sys.executable, "-m", "localai.daemon", "--socket", path, "--model", model,
-                             "--keep-alive", "-1"], env=env, stdout=log, stderr=log)
+                             "--keep-alive", "-1", *args], env=env, stdout=log, stderr=log)
     deadline = time.monotonic() + 60
-    while not os.path.exists(path):
+    while not (os.path.exists(path) and os.path.exists(os.path.join(root, "run", "localai.pid"))):
         assert proc.poll() is None and time.monotonic() < deadline, open(os.path.join(root, "daemon.log")).read()
         time.sleep(0.05)
     return {"path": path, "proc": proc, "env": env, "root": root, "model": model}
@@ -326,3 +326,33 @@ def test_after_the_fuzz_the_daemon_is_whole(tiny_daemon):
     assert s["scheduler_alive"] and s["active"] == 0 and s["queued"] == 0
     assert s["threads"] < 20, s["threads"]
     print(f"protocol fuzz: {TRIED['protocol_inputs']} inputs, {TRIED['lines']} lines")
+
+
+# --- memory admission -------------------------------------------------------------------------------
+
+def test_an_n_ctx_too_large_for_memory_is_an_error_naming_the_figures(tmp_path):
+    model = str(write_tiny(tmp_path / "tiny.gguf", n_ctx=256))
+    d = start_daemon(str(tmp_path), model)
+    d["proc"].terminate()
+    d["proc"].wait(10)
+    d = start_daemon(str(tmp_path), model, args=("--n-ctx", "100000000"))
+    try:
+        with Client(d["path"], autostart=False, timeout=60) as c:
+            with pytest.raises(DaemonError) as exc:
+                c.call("generate", **GOOD)
+            assert c.call("status")["scheduler_alive"]
+        msg = exc.value.message
+        assert exc.value.code == "out_of_memory" and "n_ctx 100,000,000 needs" in msg and "available" in msg, msg
+        assert "bytes per token" in msg and "use a smaller n_ctx" in msg
+        log = open(os.path.join(str(tmp_path), "daemon.log")).read()
+        assert "beyond tiny.gguf's trained context of 256 tokens" in log
+    finally:
+        d["proc"].terminate()
+        d["proc"].wait(10)
+
+
+def test_the_prompt_cache_budget_is_sized_to_the_model(tiny_daemon):
+    (m,) = status(tiny_daemon["path"])["models"]
+    size = os.path.getsize(tiny_daemon["model"])
+    per_token = 2 * 2 * (16 + 16) * 4  # layers x kv heads x (k + v head dims) x float32
+    assert m["prompt_cache"]["max_bytes"] == max(per_token * 256, 2 * size)

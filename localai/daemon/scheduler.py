@@ -22,6 +22,7 @@ from .. import store
 from ..errors import LocalAIError
 from ..protocol import METHODS, Done, Error, Request, Token, TokenizeParams
 from . import handlers
+from .admission import Admission, InsufficientMemory, admit
 from .prompt_cache import PromptCache
 
 log = logging.getLogger("localai.daemon")
@@ -397,9 +398,19 @@ class Scheduler:
             load = self.loader
             if load is None:
                 from .. import load
-            llm = load(path, backend=self.cfg.backend, n_ctx=self.cfg.n_ctx)
+            while True:
+                try:  # a test's loader (no model file) is not admitted
+                    adm = admit(path, self.cfg.n_ctx, self.cfg.cache_bytes) if self.loader is None else \
+                        Admission(self.cfg.n_ctx, self.cfg.cache_bytes or 1 << 30, 0, None)
+                    break
+                except InsufficientMemory:
+                    idle = sorted((x for x in self.models.values() if not x.jobs), key=lambda x: x.last_used)
+                    if not idle:
+                        raise
+                    self._unload(idle[0], "to make room")  # least recently used first
+            llm = load(path, backend=self.cfg.backend, n_ctx=adm.n_ctx)
             job.load_ms = (time.monotonic() - t0) * 1000
-            m = Loaded(name, path, llm, PromptCache(llm, self.cfg.cache_sessions, self.cfg.cache_bytes),
+            m = Loaded(name, path, llm, PromptCache(llm, self.cfg.cache_sessions, adm.cache_bytes),
                        job.load_ms, ident=ident, lease=FileWatch.take(path))
             self.stats["loads"] += 1
             log.info("loaded %s (%s) in %.0f ms", name, path, job.load_ms)
