@@ -5,7 +5,7 @@ random bit flips, of the tiny llama and gemma3 models and of the real SmolLM2 (a
 load and generate, or be refused with ModelFileError/UnsupportedModel. Never a crash, a hang,
 another traceback or a multi-GB allocation.
 
-    python benchmarks/fuzz_gguf.py [--flips 200] [--real] [--gemma]
+    python benchmarks/fuzz_gguf.py [--flips 200] [--real] [--gemma] [--no-tiny]
 """
 from __future__ import annotations
 
@@ -26,11 +26,12 @@ def main() -> int:
     ap.add_argument("--flips", type=int, default=200, help="random bit flips per file")
     ap.add_argument("--real", action="store_true", help="also SmolLM2 (from the store)")
     ap.add_argument("--gemma", action="store_true", help="also Gemma 3 270M (from the store)")
+    ap.add_argument("--no-tiny", action="store_true", help="only the real models")
     a = ap.parse_args()
     total, bad = {}, []
     with tempfile.TemporaryDirectory(prefix="localai-gguf-fuzz-") as tmp:
         files = [(str(write_tiny(os.path.join(tmp, f"tiny-{arch}.gguf"), arch, n_ctx=64)), arch)
-                 for arch in ("llama", "gemma3")]
+                 for arch in ("llama", "gemma3") if not a.no_tiny]
         from localai import store
 
         if a.real:
