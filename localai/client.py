@@ -12,6 +12,7 @@ Imports nothing heavy (no numpy, no engine), so shell and editor commands start 
 from __future__ import annotations
 
 import itertools
+import os
 import socket
 import sys
 from collections import deque
@@ -31,6 +32,32 @@ class DaemonError(LocalAIError):
 
 class NotRunning(LocalAIError):
     code = "daemon_not_running"
+
+
+class NotOurDaemon(LocalAIError):
+    code = "permission_denied"
+
+
+def check_peer(sock: socket.socket, path: str) -> None:
+    """Refuse a socket served by another user, before a byte is sent: the peer's uid
+    (SO_PEERCRED; getpeereid on the BSDs and macOS) must be ours."""
+    uid = _peer_uid(sock)
+    if uid is not None and uid != os.getuid():
+        raise NotOurDaemon(f"{path} is served by uid {uid}, not by you (uid {os.getuid()}): refusing to "
+                           f"talk to it (another user may be impersonating the localai daemon); set "
+                           f"XDG_RUNTIME_DIR or LOCALAI_SOCKET to a directory of your own")
+
+
+def _peer_uid(sock: socket.socket) -> int | None:
+    import struct
+
+    if hasattr(socket, "SO_PEERCRED"):  # Linux: struct ucred {pid, uid, gid}
+        creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+        return struct.unpack("3i", creds)[1]
+    if hasattr(socket, "LOCAL_PEERCRED"):  # macOS/BSD: struct xucred {u_int version; uid_t uid; ...}
+        creds = sock.getsockopt(0, socket.LOCAL_PEERCRED, 76)
+        return struct.unpack_from("2I", creds)[1]
+    return None
 
 
 class BaseClient:
@@ -57,12 +84,21 @@ class BaseClient:
         self.close()
 
 
+CONNECT_TIMEOUT = 5.0   # s: a daemon that accepts but never answers is not left hanging on
+CHECK_AFTER = 10.0      # s of silence before the client asks the daemon (`status`) if it still works
+
+
 class Client(BaseClient):
+    """`timeout`: the most seconds to wait for any event (None = as long as the daemon is
+    alive: after CHECK_AFTER s of silence the client asks for `status` on a second connection
+    and gives up with `not_answering` when that gets no answer or the scheduler has died)."""
+
     def __init__(self, path: str | None = None, *, autostart: bool = True, start_args: tuple = (),
                  timeout: float | None = None):
         self.path = path or protocol.socket_path()
+        self.timeout = timeout
         self.sock = self._connect(autostart, start_args)
-        self.sock.settimeout(timeout)
+        self.sock.settimeout(min(timeout, CHECK_AFTER) if timeout is not None else CHECK_AFTER)
         self._buf = b""
         self._queues: dict = {}  # id -> deque of events not yet read
         self._ids = itertools.count(1)
@@ -88,6 +124,7 @@ class Client(BaseClient):
 
     def _try_connect(self) -> socket.socket:
         s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        s.settimeout(CONNECT_TIMEOUT)
         try:
             s.connect(self.path)
         except PermissionError:
@@ -95,6 +132,11 @@ class Client(BaseClient):
             raise LocalAIError(f"permission denied on {self.path}: that daemon belongs to another "
                                f"user; set LOCALAI_SOCKET or XDG_RUNTIME_DIR to a directory of your own") from None
         except OSError:
+            s.close()
+            raise
+        try:
+            check_peer(s, self.path)
+        except BaseException:
             s.close()
             raise
         return s
@@ -106,8 +148,17 @@ class Client(BaseClient):
         if id is None:
             id = next(self._ids)
         self._queues[id] = deque()
-        self.sock.sendall(protocol.encode_request(id, method, params))
+        self._sendall(protocol.encode_request(id, method, params))
         return id
+
+    def _sendall(self, data: bytes) -> None:
+        try:
+            self.sock.sendall(data)
+        except socket.timeout:
+            raise self._not_answering("took no request for") from None
+        except OSError as exc:
+            raise DaemonError("disconnected", f"the localai daemon closed the connection ({self.path}: "
+                              f"{exc.strerror or exc}); its log is {protocol.sidecar(self.path, '.log')}") from None
 
     def events(self, id):
         """The events of request `id` up to and including its `done`; an `error` raises DaemonError,
@@ -134,10 +185,58 @@ class Client(BaseClient):
 
     def cancel(self, id) -> None:
         """Ask the daemon to stop request `id`; its events end with done/cancelled."""
-        self.sock.sendall(protocol.encode_request(f"cancel-{id}", "cancel", {"target": id}))
+        self._sendall(protocol.encode_request(f"cancel-{id}", "cancel", {"target": id}))
+
+    def _not_answering(self, what: str, waited: float | None = None, why: str = "") -> DaemonError:
+        waited = waited if waited is not None else CONNECT_TIMEOUT
+        return DaemonError("not_answering", f"the localai daemon on {self.path} stopped answering ({what} "
+                           f"{waited:.1f} s{why}); "
+                           f"`localai stop` (or kill pid {pid_of(self.path) or '?'}) and try again; "
+                           f"its log is {protocol.sidecar(self.path, '.log')}")
+
+    def _health(self) -> str | None:
+        """None when the daemon answers `status` with a live scheduler, else why not."""
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        s.settimeout(CONNECT_TIMEOUT)
+        try:
+            s.connect(self.path)
+            check_peer(s, self.path)
+            s.sendall(protocol.encode_request("health", "status"))
+            buf = b""
+            while not buf.endswith(b"\n"):
+                chunk = s.recv(1 << 16)
+                if not chunk:
+                    return "closed the connection"
+                buf += chunk
+            ev = protocol.decode_event(buf.split(b"\n")[0])
+            if isinstance(ev, Done) and ev.result and ev.result.get("scheduler_alive") is False:
+                return "has a dead scheduler"
+            return None
+        except (OSError, ValueError, KeyError, TypeError, LocalAIError):
+            return "does not answer `status`"
+        finally:
+            s.close()
+
+    def _recv(self) -> bytes:
+        import time
+
+        start = time.monotonic()
+        while True:
+            try:
+                return self.sock.recv(1 << 16)
+            except socket.timeout:
+                waited = time.monotonic() - start
+                if self.timeout is not None and waited >= self.timeout:
+                    raise self._not_answering("sent nothing for", waited) from None
+                why = self._health()
+                if why is not None:
+                    raise self._not_answering("sent nothing for", waited, f" and {why}") from None
+            except OSError as exc:
+                raise DaemonError("disconnected", f"the localai daemon closed the connection ({self.path}: "
+                                  f"{exc.strerror or exc}); its log is {protocol.sidecar(self.path, '.log')}") from None
 
     def _read(self) -> None:
-        data = self.sock.recv(1 << 16)
+        data = self._recv()
         if not data:
             raise DaemonError("disconnected", f"the localai daemon closed the connection ({self.path}); "
                               f"its log is {protocol.sidecar(self.path, '.log')}")

@@ -20,7 +20,7 @@ override it.
 
     [prompt_cache]             # the daemon's pool of KV caches of recent prompts
     sessions = 8
-    max_mb = 1024
+    max_mb = 1024              # default: one full context or twice the model, at most 1/4 of free memory
 
 Imports nothing heavy (tomllib is in the standard library).
 """
@@ -52,7 +52,7 @@ class Config:
     system: str | None = None
     sampling: dict = field(default_factory=dict)
     cache_sessions: int = 8
-    cache_bytes: int = 1024 << 20
+    cache_bytes: int | None = None  # None: sized to the model and the machine (daemon.admission)
     path: str | None = None  # the file it came from, if any
 
 
@@ -91,6 +91,29 @@ def _expect(path: str, key: str, value, tp):
     return value
 
 
+MAX_N_CTX = 1 << 20
+
+
+def _did_you_mean(key: str, known) -> str:
+    import difflib
+
+    close = difflib.get_close_matches(key, list(known), n=1)
+    return f" (did you mean `{close[0]}`?)" if close else ""
+
+
+def _line_of(path: str, exc) -> str:
+    """`: <the offending line>` for a TOML error, so the message names the key."""
+    import re
+
+    m = re.search(r"at line (\d+)", str(exc))
+    try:
+        with open(path, encoding="utf-8", errors="replace") as f:
+            line = f.read().splitlines()[int(m.group(1)) - 1].strip()
+        return f": `{line[:80]}`" if line else ""
+    except (OSError, IndexError, AttributeError):
+        return ""
+
+
 def load(path: str | None = None) -> Config:
     """Read the config file; a missing file gives the defaults, a bad one a ConfigError."""
     path = path or config_path()
@@ -100,14 +123,20 @@ def load(path: str | None = None) -> Config:
             data = tomllib.load(f)
     except FileNotFoundError:
         return cfg
-    except (OSError, tomllib.TOMLDecodeError) as exc:
-        raise ConfigError(f"cannot read config file {path}: {exc}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}{_line_of(path, exc)}") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {exc.start}); save it as UTF-8") from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc.strerror or exc}") from None
     cfg.path = path
     known = {"model": str, "backend": str, "n_ctx": int, "keep_alive": None, "system": str,
              "sampling": dict, "prompt_cache": dict}
     for key, value in data.items():
         if key not in known:
-            raise ConfigError(f"{path}: unknown key `{key}` (known: {', '.join(known)})")
+            raise ConfigError(f"{path}: unknown key `{key}`{_did_you_mean(key, known)} (known: {', '.join(known)})")
+        if known[key] is dict and not isinstance(value, dict):
+            raise ConfigError(f"{path}: `{key}` must be a table (`[{key}]` followed by its keys), not {value!r}")
         if key == "keep_alive":
             try:
                 cfg.keep_alive = parse_duration(value)
@@ -116,7 +145,8 @@ def load(path: str | None = None) -> Config:
         elif key == "sampling":
             for k, v in value.items():
                 if k not in SAMPLING_KEYS:
-                    raise ConfigError(f"{path}: unknown key `sampling.{k}` (known: {', '.join(SAMPLING_KEYS)})")
+                    raise ConfigError(f"{path}: unknown key `sampling.{k}`{_did_you_mean(k, SAMPLING_KEYS)} "
+                                      f"(known: {', '.join(SAMPLING_KEYS)})")
                 cfg.sampling[k] = _expect(path, f"sampling.{k}", v, SAMPLING_KEYS[k])
         elif key == "prompt_cache":
             for k, v in value.items():
@@ -125,9 +155,12 @@ def load(path: str | None = None) -> Config:
                 elif k == "max_mb":
                     cfg.cache_bytes = int(_expect(path, "prompt_cache.max_mb", v, float) * (1 << 20))
                 else:
-                    raise ConfigError(f"{path}: unknown key `prompt_cache.{k}` (known: sessions, max_mb)")
+                    raise ConfigError(f"{path}: unknown key `prompt_cache.{k}`"
+                                      f"{_did_you_mean(k, ('sessions', 'max_mb'))} (known: sessions, max_mb)")
         else:
             setattr(cfg, key, _expect(path, key, value, known[key]))
+    if cfg.n_ctx is not None and not 1 <= cfg.n_ctx <= MAX_N_CTX:
+        raise ConfigError(f"{path}: `n_ctx` must be between 1 and {MAX_N_CTX}, not {cfg.n_ctx}")
     if cfg.backend not in ("auto", "numpy", "mlx"):
         raise ConfigError(f"{path}: `backend` must be auto, numpy or mlx, not {cfg.backend!r}")
     return cfg

@@ -54,13 +54,30 @@ class TensorInfo:
             return f"type{self.ggml_type}"
 
 
+MAX_ARRAY_DEPTH = 2          # an array of arrays of scalars at most (no model file needs more)
+MAX_DIMS = 4                 # GGML_MAX_DIMS
+MAX_ALIGNMENT = 1 << 16
+# the fewest bytes one item of a value type takes in the file (strings: the u64 length)
+_MIN_SIZE = {**{t: struct.calcsize(f) for t, (f, _) in _SCALARS.items()}, _STRING: 8, _ARRAY: 12}
+
+
 class _Cursor:
+    """Reads the header from the map; every length and count is checked against the bytes
+    left in the file before anything is allocated for it."""
+
     def __init__(self, buf, path: str):
         self.buf, self.pos, self.path = buf, 0, path
 
+    def corrupt(self, what: str) -> ModelFileError:
+        return ModelFileError(f"{self.path}: corrupt GGUF header at byte {self.pos:,}: {what}; "
+                              "download the model again")
+
+    def left(self) -> int:
+        return len(self.buf) - self.pos
+
     def take(self, n: int) -> int:
         start = self.pos
-        if start + n > len(self.buf):
+        if n < 0 or start + n > len(self.buf):
             raise ModelFileError(
                 f"{self.path}: the model file is truncated in its header (needed byte {start + n:,}, "
                 f"file has {len(self.buf):,}); download it again"
@@ -72,31 +89,34 @@ class _Cursor:
         size = struct.calcsize(fmt)
         return struct.unpack_from(fmt, self.buf, self.take(size))[0]
 
-    def string(self) -> str:
+    def string(self, what: str = "string") -> str:
         n = self.scalar("<Q")
-        if n > len(self.buf):
-            raise ModelFileError(f"{self.path}: corrupt GGUF header (string of {n:,} bytes)")
+        if n > self.left():
+            raise self.corrupt(f"a {what} of {n:,} bytes, but only {self.left():,} bytes are left")
         start = self.take(n)
         return bytes(self.buf[start:start + n]).decode("utf-8", errors="surrogateescape")
 
-    def value(self, vtype: int):
+    def value(self, vtype: int, depth: int = 0):
         if vtype in _SCALARS:
             return self.scalar(_SCALARS[vtype][0])
         if vtype == _STRING:
             return self.string()
         if vtype == _ARRAY:
+            if depth >= MAX_ARRAY_DEPTH:
+                raise self.corrupt(f"arrays nested deeper than {MAX_ARRAY_DEPTH}")
             etype, count = self.scalar("<I"), self.scalar("<Q")
-            if count > len(self.buf):
-                raise ModelFileError(f"{self.path}: corrupt GGUF header (array of {count:,} items)")
+            if etype not in _MIN_SIZE:
+                raise self.corrupt(f"unknown array item type {etype}")
+            if count * _MIN_SIZE[etype] > self.left():
+                raise self.corrupt(f"an array of {count:,} items, but only {self.left():,} bytes are left")
             if etype in _SCALARS:
                 dtype = np.dtype(_SCALARS[etype][1]).newbyteorder("<")
                 start = self.take(count * dtype.itemsize)
                 return np.frombuffer(self.buf, dtype=dtype, count=count, offset=start).copy()
             if etype == _STRING:
                 return [self.string() for _ in range(count)]
-            if etype == _ARRAY:
-                return [self.value(_ARRAY) for _ in range(count)]
-        raise ModelFileError(f"{self.path}: corrupt GGUF header (unknown value type {vtype})")
+            return [self.value(_ARRAY, depth + 1) for _ in range(count)]
+        raise self.corrupt(f"unknown value type {vtype}")
 
 
 class GGUFFile:
@@ -123,29 +143,39 @@ class GGUFFile:
         if self.version not in (2, 3):
             raise ModelFileError(f"{self.path}: GGUF version {self.version} is not supported (2 and 3 are)")
         n_tensors, n_kv = cur.scalar("<Q"), cur.scalar("<Q")
-        if n_tensors > 1_000_000 or n_kv > 1_000_000:
-            raise ModelFileError(f"{self.path}: corrupt GGUF header ({n_tensors} tensors, {n_kv} keys)")
+        # a key takes >= 8 + 4 + 1 bytes, a tensor info >= 8 + 4 + 8 + 4 + 8
+        if n_kv * 13 > cur.left() or n_tensors * 32 > cur.left():
+            raise cur.corrupt(f"{n_tensors:,} tensors and {n_kv:,} keys cannot fit in {size:,} bytes")
 
         self.metadata: dict = {}
         for _ in range(n_kv):
-            key = cur.string()
+            key = cur.string("key")
+            if key in self.metadata:
+                raise cur.corrupt(f"key {key!r} appears twice")
             self.metadata[key] = cur.value(cur.scalar("<I"))
 
         infos = []
         for _ in range(n_tensors):
-            name = cur.string()
+            name = cur.string("tensor name")
             n_dims = cur.scalar("<I")
-            if n_dims > 4:
-                raise ModelFileError(f"{self.path}: corrupt tensor info for {name!r} ({n_dims} dims)")
+            if not 1 <= n_dims <= MAX_DIMS:
+                raise cur.corrupt(f"tensor {name!r} has {n_dims} dimensions (1 to {MAX_DIMS} are possible)")
             ne = [cur.scalar("<Q") for _ in range(n_dims)]
             infos.append((name, ne, cur.scalar("<I"), cur.scalar("<Q")))
 
-        align = int(self.metadata.get("general.alignment", DEFAULT_ALIGNMENT))
+        align = self.metadata.get("general.alignment", DEFAULT_ALIGNMENT)
+        if not isinstance(align, int) or isinstance(align, bool) or not 1 <= align <= MAX_ALIGNMENT \
+                or align & (align - 1):
+            raise ModelFileError(f"{self.path}: general.alignment is {align!r}: it must be a power of two "
+                                 f"up to {MAX_ALIGNMENT}; the file is corrupt")
         data_start = (cur.pos + align - 1) // align * align
         self.data_offset = data_start
 
         self.tensors: dict[str, TensorInfo] = {}
+        spans = []
         for name, ne, gtype, rel in infos:
+            if name in self.tensors:
+                raise ModelFileError(f"{self.path}: tensor {name!r} appears twice; the file is corrupt")
             try:
                 qtype = GGMLQuantizationType(gtype)
                 block, type_size = GGML_QUANT_SIZES[qtype]
@@ -154,12 +184,19 @@ class GGUFFile:
                     f"{self.path}: tensor {name!r} has ggml type {gtype}, which this version of localai "
                     "cannot read; re-quantize the model to a common type (Q4_K_M, Q4_0, Q8_0)"
                 ) from None
-            cols = ne[0] if ne else 1
-            rows = int(np.prod(ne[1:])) if len(ne) > 1 else 1
-            if cols % block:
-                raise ModelFileError(f"{self.path}: tensor {name!r} row of {cols} is not a multiple of {block}")
+            bad = self._check_shape(name, ne, block, type_size, size)
+            if bad:
+                raise ModelFileError(f"{self.path}: tensor {name!r} has shape {ne} ({qtype.name}): {bad}; "
+                                     "the file is corrupt")
+            cols = ne[0]
+            rows = 1
+            for n in ne[1:]:
+                rows *= n
             row_bytes = cols // block * type_size
             nbytes = rows * row_bytes
+            if rel % align:
+                raise ModelFileError(f"{self.path}: tensor {name!r} starts at data offset {rel:,}, which is "
+                                     f"not a multiple of the alignment {align}; the file is corrupt")
             start = data_start + rel
             if start + nbytes > size:
                 raise ModelFileError(
@@ -167,6 +204,11 @@ class GGUFFile:
                     f"{start + nbytes:,} but the file ends at {size:,}; download it again "
                     "(`localai pull <name>`)"
                 )
+            itemsize = {GGMLQuantizationType.F32: 4, GGMLQuantizationType.F16: 2}.get(qtype, 1)
+            if start % itemsize:
+                raise ModelFileError(f"{self.path}: {qtype.name} tensor {name!r} starts at byte {start:,}, "
+                                     f"not a multiple of {itemsize}; the file is corrupt")
+            spans.append((start, start + nbytes, name))
             raw = np.frombuffer(self._mmap, dtype=np.uint8, count=nbytes, offset=start)
             if qtype == GGMLQuantizationType.F32:
                 view = raw.view(np.float32)
@@ -179,7 +221,27 @@ class GGUFFile:
                 view = view.reshape(shape) if len(ne) > 1 else view
             else:
                 view = view.reshape(rows, row_bytes)
+            view.flags.writeable = False
             self.tensors[name] = TensorInfo(name, gtype, shape, start, nbytes, view)
+        spans.sort()
+        for (s0, e0, a), (s1, e1, b) in zip(spans, spans[1:]):
+            if s1 < e0:
+                raise ModelFileError(f"{self.path}: tensors {a!r} (bytes {s0:,}-{e0:,}) and {b!r} (bytes "
+                                     f"{s1:,}-{e1:,}) overlap; the file is corrupt")
+
+    @staticmethod
+    def _check_shape(name: str, ne: list, block: int, type_size: int, size: int) -> str | None:
+        """Why a tensor's dimensions cannot be right, or None."""
+        if any(n < 1 for n in ne):
+            return "a dimension of 0"
+        if ne[0] % block:
+            return f"its rows of {ne[0]} are not a multiple of the block size {block}"
+        n = 1
+        for d in ne:
+            n *= d
+            if n > size * 64:  # more elements than even 1-bit weights in this file could hold
+                return f"more elements than a {size:,}-byte file can hold"
+        return None
 
     # -- metadata helpers -------------------------------------------------------------
     @property
@@ -192,6 +254,19 @@ class GGUFFile:
     def arch_get(self, key: str, default=None):
         """`{architecture}.{key}`, e.g. arch_get("block_count")."""
         return self.metadata.get(f"{self.architecture}.{key}", default)
+
+    def arch_int(self, key: str, default=None, lo: int = 1, hi: int = 1 << 20) -> int:
+        """`{architecture}.{key}` as an int in [lo, hi] (default when absent and not None);
+        ModelFileError naming the key and the value otherwise."""
+        full = f"{self.architecture}.{key}"
+        v = self.metadata.get(full, default)
+        if v is None:
+            raise ModelFileError(f"{self.path}: required metadata key {full!r} is missing")
+        if isinstance(v, (bool, float, str, list, np.ndarray)) or not isinstance(v, (int, np.integer)) \
+                or not lo <= int(v) <= hi:
+            raise ModelFileError(f"{self.path}: {full} is {v!r}, not an integer in [{lo}, {hi}]; "
+                                 "the file is corrupt")
+        return int(v)
 
     def require(self, key: str):
         if key not in self.metadata:

@@ -20,6 +20,8 @@ from typing import Any, Union, get_args, get_origin
 
 PROTOCOL_VERSION = 1
 MAX_LINE_BYTES = 4 * 1024 * 1024  # a request line longer than this gets `line_too_long`
+MAX_INT = 2**31 - 1  # largest max_tokens, top_k, repeat_last_n, t_max_predict_ms
+MAX_SEED = 2**63
 
 Id = Union[int, str, None]
 
@@ -61,6 +63,7 @@ ERROR_CODES = {
     "bad_model_file": "the model file is truncated or corrupt",
     "unsupported_model": "the model's architecture, quant type or tokenizer is not supported",
     "out_of_memory": "the daemon ran out of memory for this request; it keeps serving",
+    "model_changed": "the model file was changed on disk while the request used it; send it again",
     "permission_denied": "the connecting process belongs to another user",
     "shutting_down": "the daemon is stopping; the request was not finished",
     "broken_install": "the daemon cannot import its own code (a shadowing file in its directory, a broken install); it has stopped",
@@ -99,10 +102,16 @@ class Sampling:
     def check(self) -> None:
         for name in ("max_tokens", "top_k", "repeat_last_n", "t_max_predict_ms"):
             v = getattr(self, name)
-            if v is not None and v < 0:
-                raise ValueError(f"`{name}` must be >= 0, not {v}")
-        if self.temperature is not None and self.temperature < 0:
-            raise ValueError(f"`temperature` must be >= 0, not {self.temperature}")
+            if v is not None and not 0 <= v <= MAX_INT:
+                raise ValueError(f"`{name}` must be between 0 and {MAX_INT}, not {v}")
+        if self.seed is not None and not -MAX_SEED <= self.seed < MAX_SEED:
+            raise ValueError(f"`seed` must fit in 64 bits, not {self.seed}")
+        for name in ("temperature", "top_p", "min_p", "repeat_penalty"):
+            v = getattr(self, name)
+            if v is not None and not 0 <= v <= 1e6:  # also refuses NaN
+                raise ValueError(f"`{name}` must be between 0 and 1e6, not {v}")
+        if self.stop is not None and (len(self.stop) > 64 or any(len(x) > 4096 for x in self.stop)):
+            raise ValueError("`stop` takes at most 64 strings of at most 4096 characters")
 
 
 @dataclass(kw_only=True)

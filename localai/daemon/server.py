@@ -22,7 +22,8 @@ import threading
 from .. import protocol
 from ..errors import LocalAIError
 from ..protocol import METHODS, Done, Error, ProtocolError
-from .scheduler import Job, Scheduler
+from . import open_private, private_dir
+from .scheduler import FileWatch, Job, Scheduler
 
 log = logging.getLogger("localai.daemon")
 
@@ -36,17 +37,6 @@ class SocketError(LocalAIError):
 
 
 # --- the socket and its directory -------------------------------------------------------------
-
-def _private_dir(path: str) -> None:
-    """Create the socket's directory 0700; refuse one that another user owns."""
-    os.makedirs(path, mode=0o700, exist_ok=True)
-    st = os.stat(path)
-    if st.st_uid != os.getuid():
-        raise SocketError(f"{path} belongs to uid {st.st_uid}, not to you: set LOCALAI_SOCKET "
-                          f"or XDG_RUNTIME_DIR to a directory of your own")
-    if st.st_mode & 0o077:
-        os.chmod(path, 0o700)
-
 
 def _answers(path: str) -> bool:
     s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -65,8 +55,8 @@ class Listener:
 
     def __init__(self, path: str):
         self.path = path
-        _private_dir(os.path.dirname(os.path.abspath(path)))
-        self.lock_fd = os.open(protocol.sidecar(path, ".lock"), os.O_RDWR | os.O_CREAT, 0o600)
+        private_dir(os.path.dirname(os.path.abspath(path)))
+        self.lock_fd = open_private(protocol.sidecar(path, ".lock"), os.O_RDWR | os.O_CREAT)
         try:
             fcntl.flock(self.lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
@@ -88,7 +78,12 @@ class Listener:
         os.chmod(path, 0o600)
         self.ino = os.stat(path).st_ino
         self.sock.listen(64)
-        with open(protocol.sidecar(path, ".pid"), "w") as f:
+        pid_path = protocol.sidecar(path, ".pid")
+        try:
+            os.unlink(pid_path)  # a stale one (we hold the lock); O_EXCL creates ours afresh
+        except FileNotFoundError:
+            pass
+        with os.fdopen(open_private(pid_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL), "w") as f:
             f.write(f"{os.getpid()}\n")
 
     def close(self) -> None:
@@ -104,6 +99,34 @@ class Listener:
             except OSError:
                 pass
         os.close(self.lock_fd)
+
+
+def _encode(event) -> bytes:
+    """An event as one line of UTF-8. Text with lone surrogates (a client may send "\\ud800"
+    in an id or a key) goes out \\u-escaped, as JSON allows; anything else that cannot be
+    encoded becomes an `internal` error for the same request."""
+    try:
+        return protocol.encode_event(event)
+    except UnicodeEncodeError:
+        pass
+    except Exception:
+        log.exception("cannot encode an event")
+    from dataclasses import asdict
+    import json
+
+    try:
+        d = {k: v for k, v in asdict(event).items() if v is not None or k == "id"}
+        return (json.dumps(d) + "\n").encode("ascii")
+    except Exception:
+        log.exception("cannot encode an event")
+    rid = getattr(event, "id", None)
+    if not isinstance(rid, (int, str)) or isinstance(rid, bool):
+        rid = None
+    try:
+        return (json.dumps({"id": rid, "code": "internal", "event": "error",
+                            "message": "internal error: the answer could not be encoded"}) + "\n").encode("ascii")
+    except Exception:
+        return b'{"id": null, "code": "internal", "event": "error", "message": "internal error"}\n'
 
 
 def _read_pid(path: str) -> int | None:
@@ -140,8 +163,10 @@ class Connection:
         self.writer.start()
 
     def send(self, event) -> None:
+        """Queue an event for the writer; never raises (an event that cannot be encoded is
+        replaced by an `internal` error for the same request)."""
         if not self.dead:
-            self.out.put(protocol.encode_event(event))
+            self.out.put(_encode(event))
 
     def job_done(self, job: Job) -> None:
         with self.lock:
@@ -179,6 +204,14 @@ class Connection:
         self.server.conns.discard(self)
 
     def _read_loop(self) -> None:
+        try:
+            self._read_lines()
+        except Exception:  # a bug; the connection still ends cleanly (no leaked thread or fd)
+            log.exception("connection reader failed")
+            self._lost()
+        self._end_of_input()
+
+    def _read_lines(self) -> None:
         f = self.sock.makefile("rb", buffering=1 << 16)
         try:
             while not self.dead:
@@ -192,9 +225,13 @@ class Connection:
                         line = f.readline(1 << 16)
                     continue
                 if line.strip():
-                    self._handle(line)
+                    self._handle_safely(line)
         except OSError:
             pass
+        finally:
+            f.close()
+
+    def _end_of_input(self) -> None:
         # EOF: a peer that hung up (POLLHUP) cancels its work; one that only shut down its
         # writing side (`nc -N`) still gets its answers.
         try:
@@ -211,12 +248,26 @@ class Connection:
         if last:
             self.out.put(None)
 
+    def _handle_safely(self, line: bytes) -> None:
+        """One line, whatever it holds, ends in events for it; the reader carries on."""
+        try:
+            self._handle(line)
+        except Exception as exc:  # a bug: answer, log, keep reading
+            log.exception("a request line could not be handled")
+            self.server.scheduler.count("errors")
+            self.send(Error(None, "internal", f"internal error while reading a request: "
+                            f"{type(exc).__name__}"))
+
     def _handle(self, line: bytes) -> None:
         try:
             req = protocol.parse_request(line)
         except ProtocolError as exc:
             self.server.scheduler.count("errors")
             self.send(Error(exc.id, exc.code, exc.message))
+            return
+        except RecursionError:  # json's C decoder gives up on ~1,000 nested arrays/objects
+            self.server.scheduler.count("errors")
+            self.send(Error(None, "invalid_json", "not valid JSON: nested too deeply"))
             return
         if METHODS[req.method].kind != "daemon":  # needs a model: the scheduler runs it
             job = Job(self, req)
@@ -313,6 +364,9 @@ class Server:
     def install_signal_handlers(self) -> None:
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             signal.signal(sig, lambda *_: self.shutdown())
+        if hasattr(signal, "SIGIO"):  # a model file's lease is being broken: see FileWatch
+            signal.signal(signal.SIGIO, lambda *_: self.scheduler.wake())
+            FileWatch.enabled = True
 
     # --- methods answered without the scheduler -----------------------------------------------
 

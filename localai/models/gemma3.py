@@ -16,7 +16,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import matrix, vector
+from ..errors import ModelFileError
+from . import check_hparams, check_shapes, matrix, vector
 from .cache import make_cache
 from .layers import Rope, attention, glu, rms_norm
 
@@ -42,22 +43,48 @@ class ModelArgs:
     @classmethod
     def from_gguf(cls, g) -> "ModelArgs":
         a = g.arch_get
-        d, H = int(g.require("gemma3.embedding_length")), int(a("attention.head_count"))
+        d, H = g.arch_int("embedding_length"), g.arch_int("attention.head_count", lo=1, hi=4096)
         factor = float(a("rope.scaling.factor", 1.0) or 1.0)
-        return cls(
-            n_layers=int(g.require("gemma3.block_count")),
+        if "token_embd.weight" not in g.tensors:
+            raise ModelFileError(f"{g.path}: tensor 'token_embd.weight' is missing")
+        args = cls(
+            n_layers=g.arch_int("block_count", lo=1, hi=4096),
             d_model=d,
             n_heads=H,
-            n_kv_heads=int(a("attention.head_count_kv", H)),
-            head_dim=int(a("attention.key_length", d // H)),
-            d_ff=int(a("feed_forward_length")),
+            n_kv_heads=g.arch_int("attention.head_count_kv", H, lo=1, hi=4096),
+            head_dim=g.arch_int("attention.key_length", d // H if d >= H else 1),
+            d_ff=g.arch_int("feed_forward_length"),
             n_vocab=g.tensors["token_embd.weight"].shape[0],
             rms_eps=float(a("attention.layer_norm_rms_epsilon", 1e-6)),
             rope_base=float(a("rope.freq_base", 1e6)),
             rope_scale=1.0 / factor if a("rope.scaling.type", "linear") == "linear" else 1.0,
-            window=int(a("attention.sliding_window", 512)),
-            n_ctx_train=int(a("context_length", 32768)),
+            window=g.arch_int("attention.sliding_window", 512, hi=1 << 24),
+            n_ctx_train=g.arch_int("context_length", 32768, hi=1 << 24),
         )
+        args.check(g)
+        return args
+
+    def check(self, g) -> None:
+        """Hyperparameters against each other and against the tensors' shapes."""
+        D, H, Hkv, hd, F, V = self.d_model, self.n_heads, self.n_kv_heads, self.head_dim, self.d_ff, self.n_vocab
+        check_hparams(g, [
+            (H % Hkv == 0, "attention.head_count_kv", f"is {Hkv}, which does not divide head_count {H}"),
+            (hd % 2 == 0, "attention.key_length", f"is {hd}: RoPE needs an even head size"),
+            (g.arch_get("attention.value_length", hd) == hd, "attention.value_length",
+             f"is {g.arch_get('attention.value_length')}, not the key length {hd}"),
+            (f"blk.{self.n_layers - 1}.attn_q.weight" in g.tensors and f"blk.{self.n_layers}.attn_q.weight"
+             not in g.tensors, "block_count", f"is {self.n_layers}, not the number of blocks in the file"),
+        ])
+        shapes = {"token_embd.weight": (V, D), "output_norm.weight": (D,)}
+        for i in range(self.n_layers):
+            p = f"blk.{i}."
+            shapes.update({p + "attn_norm.weight": (D,), p + "ffn_norm.weight": (D,),
+                           p + "post_attention_norm.weight": (D,), p + "post_ffw_norm.weight": (D,),
+                           p + "attn_q_norm.weight": (hd,), p + "attn_k_norm.weight": (hd,),
+                           p + "attn_q.weight": (H * hd, D), p + "attn_k.weight": (Hkv * hd, D),
+                           p + "attn_v.weight": (Hkv * hd, D), p + "attn_output.weight": (D, H * hd),
+                           p + "ffn_gate.weight": (F, D), p + "ffn_up.weight": (F, D), p + "ffn_down.weight": (D, F)})
+        check_shapes(g, shapes)
 
 
 class Block:
