@@ -185,12 +185,17 @@ class LLM:
     def detokenize(self, ids: Sequence[int], skip_special: bool = False) -> str:
         return self.tokenizer.decode(list(ids), skip_special=skip_special)
 
-    def _chat_parts(self, messages: list[dict], add_generation_prompt: bool) -> list[tuple[str, bool]]:
-        if self.kind == "base":  # its fallback template only makes it loop (see store.model_kind)
+    def check_can_chat(self) -> None:
+        """Raise UnsupportedModel for a base model: chat-style requests refuse it in one line
+        (its fallback template only makes it loop; see store.model_kind). Rendering a template
+        (`apply_chat_template`, `chat_tokens`) is not refused: it is how a prompt is inspected."""
+        if self.kind == "base":
             raise UnsupportedModel(
                 f"{self.name} is a base model (no chat template, not instruction-tuned): it continues text "
                 f"but cannot chat or follow instructions; use an instruct model (--model smollm2), or give it "
                 f"text to continue (`localai generate --model {self.name} --prompt ...`, `localai complete`)")
+
+    def _chat_parts(self, messages: list[dict], add_generation_prompt: bool) -> list[tuple[str, bool]]:
         tok = self.tokenizer
         bos = tok.token_bytes(tok.bos_id).decode("utf-8", "replace") if tok.bos_id is not None else ""
         eos = tok.token_bytes(tok.eos_id).decode("utf-8", "replace") if tok.eos_id is not None else ""
@@ -333,6 +338,7 @@ class LLM:
         yield Chunk(tail, [], finish_reason=finish, timings=timings)
 
     def stream_chat(self, messages: list[dict], **kwargs) -> Iterator[Chunk]:
+        self.check_can_chat()
         return self.stream(self.chat_tokens(messages), **kwargs)
 
     def generate(self, prompt: str | Sequence[int], **kwargs) -> Completion:

@@ -63,6 +63,9 @@ class FakeLLM:
     def chat_tokens(self, messages):
         return self.tokenize(self.apply_chat_template(messages))
 
+    def check_can_chat(self):
+        pass
+
     def fim_prompt(self, prefix, suffix):
         return None
 

@@ -52,6 +52,7 @@ def check_fits(llm, n_prompt: int) -> None:
 
 
 def _chat_ids(llm, messages: list) -> list:
+    llm.check_can_chat()
     return llm.chat_tokens(messages)  # content stays plain text: only the template's markup is parsed
 
 
