@@ -1,60 +1,50 @@
-"""Architectures, one file each, named after GGUF `general.architecture`.
+"""Architectures, one file each, named after GGUF `general.architecture`, each written once
+over the backend operations of `localai.ops` and run by every backend.
 
-The registry is a table of import paths; each module defines `Model(gguf_file)` with
-`model(tokens, cache) -> logits` and `model.make_cache(max_len)`.
+The registry is one table of import paths. An architecture module defines
+`Model(g, ops)`: `model(tokens, cache, last_only) -> logits` (float32 numpy) and
+`model.make_cache(max_len)`, `model.args` (`n_vocab`, `n_ctx_train`, ...). A backend
+(this package for numpy, `localai.mlx` for MLX) binds its ops with `model_class(arch)`.
 """
 from __future__ import annotations
 
+import functools
 import importlib
 
-import numpy as np
-
-from ..errors import ModelFileError, UnsupportedModel
+from ..errors import UnsupportedModel
 
 ARCHITECTURES = {
     "llama": "localai.models.llama",
     "mistral": "localai.models.llama",
+    "granite": "localai.models.granite",
+    "smollm3": "localai.models.smollm3",
+    "qwen2": "localai.models.qwen2",
+    "qwen3": "localai.models.qwen3",
+    "qwen3moe": "localai.models.qwen3moe",
+    "phi3": "localai.models.phi3",
+    "gemma2": "localai.models.gemma2",
     "gemma3": "localai.models.gemma3",
+    "olmo2": "localai.models.olmo2",
+    "starcoder2": "localai.models.starcoder2",
 }
 
 
-def model_class(arch: str, table: dict = ARCHITECTURES):
-    """The `Model` class for `arch` from a registry table (this backend's by default)."""
+def architecture(arch: str):
+    """The module that defines `arch`."""
     try:
-        return importlib.import_module(table[arch]).Model
+        path = ARCHITECTURES[arch]
     except KeyError:
         raise UnsupportedModel(
-            f"architecture {arch!r} is not supported (supported: {', '.join(sorted(table))})"
+            f"architecture {arch!r} is not supported (supported: {', '.join(sorted(ARCHITECTURES))})"
         ) from None
+    return importlib.import_module(path)
 
 
-def matrix(g, name: str):
-    """A 2-D weight as a `QMatrix` over the memory map (stays quantized)."""
-    from ..kernels import QMatrix
-
-    t = _tensor(g, name)
-    if len(t.shape) != 2:
-        raise ModelFileError(f"{g.path}: tensor {name!r} should be 2-D, has shape {t.shape}")
-    return QMatrix(t.data, t.ggml_type, t.shape)
+def bind(arch: str, ops_module: str):
+    """`Model` of `arch` bound to a backend's ops module: a callable g -> model."""
+    return functools.partial(architecture(arch).Model, ops=importlib.import_module(ops_module))
 
 
-def vector(g, name: str) -> np.ndarray:
-    """A 1-D float weight (norms); F32 is a zero-copy view."""
-    t = _tensor(g, name)
-    from ..kernels import dequantize
-
-    if t.data.dtype in (np.float32, np.float16):
-        return t.data.reshape(-1).astype(np.float32, copy=False)
-    return dequantize(t.data.reshape(1, -1), t.ggml_type, int(np.prod(t.shape))).reshape(-1)
-
-
-def has(g, name: str) -> bool:
-    return name in g.tensors
-
-
-def _tensor(g, name: str):
-    try:
-        return g.tensors[name]
-    except KeyError:
-        raise ModelFileError(f"{g.path}: tensor {name!r} is missing; the file is not a complete "
-                             f"{g.architecture} model") from None
+def model_class(arch: str):
+    """The numpy backend's `Model` for `arch` (a callable taking a GGUFFile)."""
+    return bind(arch, "localai.ops.numpy")
