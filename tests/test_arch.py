@@ -12,8 +12,8 @@ allow (its own batch and token-by-token runs differ by up to 0.31 on these files
 
 Mixture of experts: where a layer's router has its k-th and (k+1)-th expert within
 ROUTER_TIE in probability, that noise can pick another expert and move the logits by
-several units (llama.cpp against itself: 3.6 on qwen3moe.q4_k_m). Such positions are excused
-and listed in docs/architectures.md; every other position of the MoE files is checked.
+several units (llama.cpp against itself: 3.6 on qwen3moe.q4_k_m). A miss at such a position is
+excused (and printed; listed in docs/architectures.md); a miss anywhere else fails.
 """
 from __future__ import annotations
 
@@ -43,16 +43,17 @@ def _logprobs(row: np.ndarray, ids) -> np.ndarray:
     return row[ids].astype(np.float64) - (m + np.log(np.exp(row.astype(np.float64) - m).sum()))
 
 
-def _check(row: np.ndarray, ref: dict, where, excused: bool = False) -> float:
-    """One logits row against llama.cpp's top-20; returns the largest log-prob difference."""
+def _check(row: np.ndarray, ref: dict, where, excusable: bool = False) -> tuple[float, bool]:
+    """One logits row against llama.cpp's top-20 -> (largest log-prob difference, excused).
+    A miss is excused only at a router near-tie (`excusable`); anywhere else it fails."""
     top_ids, top = ref["top_ids"], np.asarray(ref["top_logits"])
     d = float(np.abs(_logprobs(row, top_ids) - (top - ref["logsumexp"])).max())
-    if excused:
-        return 0.0
-    if top[0] - top[1] >= MARGIN:
-        assert int(row.argmax()) == top_ids[0], (where, "argmax", int(row.argmax()), top_ids[0], top[:2].tolist())
+    argmax_ok = top[0] - top[1] < MARGIN or int(row.argmax()) == top_ids[0]
+    if excusable and not (argmax_ok and d <= LOGPROB_TOL):
+        return d, True
+    assert argmax_ok, (where, "argmax", int(row.argmax()), top_ids[0], top[:2].tolist())
     assert d <= LOGPROB_TOL, (where, "top-20 log-prob differs by", d)
-    return d
+    return d, False
 
 
 def router_ties(path: Path, ids: list[int]) -> np.ndarray:
@@ -105,20 +106,25 @@ def test_prompt_logits_match_llama_cpp(case):
         assert ours.shape == (len(item["prompt_ids"]), llm.n_vocab) and ours.dtype == np.float32
         for p in item["positions"]:
             tie = bool(ties and ties[item["id"]][p["pos"]])
-            excused += [(item["id"], p["pos"])] if tie else []
-            worst = max(worst, _check(ours[p["pos"]], p, (name, item["id"], p["pos"]), tie))
-    print(f"\n{name} {llm.backend}: prompt top-20 log-prob |diff| max {worst:.3f}; router near-ties {excused}")
+            d, excuse = _check(ours[p["pos"]], p, (name, item["id"], p["pos"]), tie)
+            excused += [(item["id"], p["pos"], round(d, 2))] if excuse else []
+            worst = worst if excuse else max(worst, d)
+    print(f"\n{name} {llm.backend}: prompt top-20 log-prob |diff| max {worst:.3f}; "
+          f"excused at router near-ties: {excused}")
 
 
 def test_greedy_through_kv_cache_matches_llama_cpp(case):
     """Prefill, then llama.cpp's greedy tokens one at a time (teacher-forced) through the cache."""
     name, llm, ref, ties = case
-    worst = 0.0
+    worst, excused = 0.0, []
     for item in ref["items"]:
         prompt, gen = item["prompt_ids"], item["greedy"]["generated_ids"]
         s = llm.new_session()
         rows = [llm.prefill(s, prompt)] + [llm.decode_one(s, t) for t in gen[:-1]]
         for k, (row, step) in enumerate(zip(rows, item["greedy"]["steps"])):
             tie = bool(ties and ties[item["id"]][len(prompt) - 1 + k])
-            worst = max(worst, _check(row, step, (name, item["id"], "greedy", k), tie))
-    print(f"\n{name} {llm.backend}: greedy top-20 log-prob |diff| max {worst:.3f}")
+            d, excuse = _check(row, step, (name, item["id"], "greedy", k), tie)
+            excused += [(item["id"], "step", k, round(d, 2))] if excuse else []
+            worst = worst if excuse else max(worst, d)
+    print(f"\n{name} {llm.backend}: greedy top-20 log-prob |diff| max {worst:.3f}; "
+          f"excused at router near-ties: {excused}")

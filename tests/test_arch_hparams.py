@@ -79,3 +79,15 @@ def test_gemma3_honours_sliding_window_pattern():
     a = with_key(ids, with_key.make_cache(64))
     b = without(ids, without.make_cache(64))
     assert np.abs(a - b).max() > 1.0
+
+
+def test_mistral_runs_as_llama():
+    """A file that says `mistral` (keys `mistral.*`) is llama's graph: the same logits."""
+    g = GGUFFile(DATA / "llama_gqa.q4_k_m.gguf")
+    llama = model_class("llama")(g)
+    g.metadata = {("mistral." + k[len("llama."):] if k.startswith("llama.") else k): v
+                  for k, v in g.metadata.items()}
+    g.metadata["general.architecture"] = "mistral"
+    mistral = model_class(g.architecture)(g)
+    ids = np.arange(3, 40)
+    np.testing.assert_array_equal(mistral(ids, mistral.make_cache(64)), llama(ids, llama.make_cache(64)))
