@@ -7,13 +7,9 @@ those layers; llama.cpp hard-codes the step (n_no_rope_layer_step = 4).
 from __future__ import annotations
 
 from .hparams import HParams
-from .llama import Block as LlamaBlock
+from .llama import Block   # llama's layer; its `rope` is the identity on the no-RoPE layers
 
 NO_ROPE_STEP = 4
-
-
-class Block(LlamaBlock):
-    """llama.py's block; `rope` is the identity on the no-RoPE layers."""
 
 
 def _no_rope(x, offset):
