@@ -319,7 +319,7 @@ def test_bounds_debug_mode_checks_every_kernel_call_and_changes_nothing(tmp_path
         outs[mode] = r.stdout.split(" ", 1)
     assert outs["0"][0] == "QMatrix" and outs["1"][0] == "CheckedMatrix" and outs["0"][1] == outs["1"][1]
     from localai.gguf_file import GGUFFile
-    from localai.models import CheckedMatrix, matrix
+    from localai.ops.numpy import CheckedMatrix, matrix
 
     m = CheckedMatrix(matrix(GGUFFile(src), "token_embd.weight"), "token_embd.weight")
     with pytest.raises(AssertionError, match="outside"):

@@ -1,4 +1,5 @@
-"""The MLX backend: the same architectures and GGUF files as `localai.models`, run by MLX.
+"""The MLX backend: the architectures of `localai.models`, run over MLX's operations
+(`localai.ops.mlx`).
 
 Weights stay quantized: every GGUF quant type maps exactly onto MLX's affine group
 quantization (quant.py) and runs through `mx.quantized_matmul`; norms, RoPE and attention are
@@ -10,19 +11,11 @@ run here without failing on the import.
 """
 from __future__ import annotations
 
-from ..errors import ModelFileError
-
-ARCHITECTURES = {
-    "llama": "localai.mlx.llama",
-    "mistral": "localai.mlx.llama",
-    "gemma3": "localai.mlx.gemma3",
-}
-
 
 def model_class(arch: str):
-    from ..models import model_class as lookup
+    from ..models import bind
 
-    return lookup(arch, ARCHITECTURES)
+    return bind(arch, "localai.ops.mlx")
 
 
 def problem(metal: bool = False) -> str | None:
@@ -36,26 +29,3 @@ def problem(metal: bool = False) -> str | None:
     if metal and not mx.metal.is_available():
         return "Metal is not available"
     return None
-
-
-def matrix(g, name: str):
-    """A 2-D weight, still quantized, as MLX affine codes (`quant.QMatrix`)."""
-    from .quant import from_gguf
-
-    t = _tensor(g, name)
-    if len(t.shape) != 2:
-        raise ModelFileError(f"{g.path}: tensor {name!r} should be 2-D, has shape {t.shape}")
-    return from_gguf(t.data, t.ggml_type, t.shape)
-
-
-def vector(g, name: str):
-    """A 1-D float weight (norms) as a float32 MLX array."""
-    import mlx.core as mx
-
-    from ..models import vector as np_vector
-
-    _tensor(g, name)
-    return mx.array(np_vector(g, name))
-
-
-from ..models import _tensor, has  # noqa: E402,F401  (the numpy backend's lookups; `has` is re-exported)

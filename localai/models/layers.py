@@ -1,4 +1,5 @@
-"""Plain numpy building blocks shared by the architecture files: norms, RoPE, attention.
+"""Plain numpy building blocks of the numpy backend's operations (localai/ops/numpy.py):
+norms, RoPE, attention.
 
 Arrays are float32. Shapes: L new positions, T cached positions (T >= L), H query heads,
 Hkv key/value heads, hd head dim.

@@ -1,0 +1,60 @@
+"""Qwen2 / Qwen2.5 / Qwen2.5-Coder: `general.architecture == "qwen2"`.
+
+llama.cpp: src/models/qwen2.cpp. llama.py's decoder with three differences: biases on the
+Q, K and V projections, RoPE on halves (NEOX), and the RMSNorm epsilon from the file.
+The output is `output.weight`, else the tied `token_embd`.
+"""
+from __future__ import annotations
+
+import math
+
+from .hparams import HParams
+
+
+class Block:
+    def __init__(self, ops, g, i: int, args: HParams, rope):
+        p = f"blk.{i}."
+        self.ops, self.args, self.rope = ops, args, rope
+        self.scale = 1.0 / math.sqrt(args.head_dim)
+        self.attn_norm, self.ffn_norm = ops.vector(g, p + "attn_norm.weight"), ops.vector(g, p + "ffn_norm.weight")
+        self.wq, self.wk, self.wv = (ops.matrix(g, p + n) for n in ("attn_q.weight", "attn_k.weight", "attn_v.weight"))
+        self.bq, self.bk, self.bv = (ops.vector(g, p + n) for n in ("attn_q.bias", "attn_k.bias", "attn_v.bias"))
+        self.wo = ops.matrix(g, p + "attn_output.weight")
+        self.w_gate, self.w_up = ops.matrix(g, p + "ffn_gate.weight"), ops.matrix(g, p + "ffn_up.weight")
+        self.w_down = ops.matrix(g, p + "ffn_down.weight")
+
+    def __call__(self, x, cache):
+        ops, a = self.ops, self.args
+        L = x.shape[0]                                    # x: (L, D)
+        h = ops.rms_norm(x, self.attn_norm, a.norm_eps)
+        q = ops.linear(h, self.wq, self.bq).reshape(L, a.n_heads, a.head_dim)
+        k = ops.linear(h, self.wk, self.bk).reshape(L, a.n_kv_heads, a.head_dim)
+        v = ops.linear(h, self.wv, self.bv).reshape(L, a.n_kv_heads, a.head_dim)
+        q, k = self.rope(q, cache.offset), self.rope(k, cache.offset)
+        x = x + ops.linear(ops.attention(q, k, v, cache, self.scale), self.wo)
+        h = ops.rms_norm(x, self.ffn_norm, a.norm_eps)
+        return x + ops.linear(ops.glu(ops.linear(h, self.w_gate), ops.linear(h, self.w_up), "silu"), self.w_down)
+
+
+class Model:
+    def __init__(self, g, ops):
+        self.ops, self.args = ops, (args := HParams.read(g))
+        rope = ops.rope(args.rope_dims, args.rope_base, True, args.rope_scale)
+        self.tok_embd = ops.matrix(g, "token_embd.weight")
+        self.layers = [Block(ops, g, i, args, rope) for i in range(args.n_layers)]
+        self.norm = ops.vector(g, "output_norm.weight")
+        self.output = ops.matrix(g, "output.weight") if ops.has(g, "output.weight") else self.tok_embd
+
+    def make_cache(self, max_len: int):
+        a = self.args
+        return self.ops.make_cache(a.n_layers, a.n_kv_heads, a.head_dim, max_len)
+
+    def __call__(self, tokens, cache, last_only: bool = False):
+        """tokens: (L,) ids at positions cache.offset.. -> logits (L, n_vocab), or (1, n_vocab)."""
+        ops = self.ops
+        x = ops.embed(self.tok_embd, tokens)              # (L, D)
+        for layer, c in zip(self.layers, cache):
+            x = layer(x, c)
+        if last_only:
+            x = x[-1:]
+        return ops.result(ops.linear(ops.rms_norm(x, self.norm, self.args.norm_eps), self.output), cache)

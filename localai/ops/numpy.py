@@ -1,0 +1,211 @@
+"""The numpy backend's operations (see localai/ops/__init__.py for the list and shapes).
+
+Matmuls run on the quantized bytes of the memory map (`kernels.QMatrix`); norms, RoPE, the
+gated activations and attention call the kernels in `localai.models.layers` / `kernels/`
+(numba where it loads, numpy twins otherwise). Arrays are float32.
+"""
+from __future__ import annotations
+
+import math
+import os
+
+import numpy as np
+
+from .. import kernels
+from ..errors import ModelFileError
+from ..models import layers
+from ..models.cache import make_cache  # noqa: F401  (an op: make_cache(n_layers, n_kv_heads, head_dim, max_len))
+
+NAME = "numpy"
+F32 = np.float32
+
+
+# -- weights ------------------------------------------------------------------------------
+
+def tensor(g, name: str):
+    try:
+        return g.tensors[name]
+    except KeyError:
+        raise ModelFileError(f"{g.path}: tensor {name!r} is missing; the file is not a complete "
+                             f"{g.architecture} model") from None
+
+
+def has(g, name: str) -> bool:
+    return name in g.tensors
+
+
+def matrix(g, name: str) -> kernels.QMatrix:
+    """A 2-D weight (M, K) as a `QMatrix` over the memory map (stays quantized).
+    LOCALAI_CHECK_BOUNDS=1 wraps it in a `CheckedMatrix` (a debug mode)."""
+    t = tensor(g, name)
+    if len(t.shape) != 2:
+        raise ModelFileError(f"{g.path}: tensor {name!r} should be 2-D, has shape {t.shape}")
+    _check_data(g, t)
+    m = kernels.QMatrix(t.data, t.ggml_type, t.shape)
+    return CheckedMatrix(m, name) if os.environ.get("LOCALAI_CHECK_BOUNDS") == "1" else m
+
+
+def _check_data(g, t) -> None:
+    """The bounds a kernel trusts: the view holds exactly rows x bytes-per-row of this type
+    (the loader checked the file; this holds the models to it)."""
+    from gguf import GGML_QUANT_SIZES, GGMLQuantizationType
+
+    block, type_size = GGML_QUANT_SIZES[GGMLQuantizationType(t.ggml_type)]
+    rows = 1
+    for n in t.shape[:-1]:
+        rows *= int(n)
+    cols = int(t.shape[-1])
+    if cols % block or t.data.nbytes != rows * (cols // block) * type_size:
+        raise ModelFileError(f"{g.path}: tensor {t.name!r} holds {t.data.nbytes} bytes, not what a "
+                             f"{t.type_name} tensor of shape {t.shape} needs; the file is corrupt")
+
+
+class CheckedMatrix:
+    """LOCALAI_CHECK_BOUNDS=1 (a debug mode): a QMatrix whose every call checks what the kernel
+    is handed and what it returns: x (N, K) finite float32, ids in [0, M), out (N, M) finite."""
+
+    def __init__(self, m, name: str):
+        self.m, self.name, self.shape = m, name, m.shape
+
+    def __getattr__(self, attr):
+        return getattr(self.m, attr)
+
+    def _fail(self, what: str):
+        raise AssertionError(f"LOCALAI_CHECK_BOUNDS: {self.name} {self.shape}: {what}")
+
+    def matmul(self, x: np.ndarray) -> np.ndarray:
+        M, K = self.shape
+        if x.shape[-1] != K or x.ndim not in (1, 2):
+            self._fail(f"x has shape {x.shape}, expected (N, {K})")
+        if not np.isfinite(x).all():
+            self._fail("x is not finite")
+        out = self.m.matmul(x)
+        if out.shape != x.shape[:-1] + (M,) or not np.isfinite(out).all():
+            self._fail(f"out has shape {out.shape} or is not finite")
+        return out
+
+    def rows(self, ids) -> np.ndarray:
+        ids = np.asarray(ids).reshape(-1)
+        if ids.size and (ids.min() < 0 or ids.max() >= self.shape[0]):
+            self._fail(f"row ids {ids.min()}..{ids.max()} outside [0, {self.shape[0]})")
+        out = self.m.rows(ids)
+        if out.shape != (ids.size, self.shape[1]):
+            self._fail(f"rows gave shape {out.shape}")
+        return out
+
+
+def vector(g, name: str) -> np.ndarray:
+    """A 1-D float weight (norms, biases) as float32; F32 is a zero-copy view."""
+    t = tensor(g, name)
+    if t.data.dtype in (np.float32, np.float16):
+        return t.data.reshape(-1).astype(F32, copy=False)
+    return kernels.dequantize(t.data.reshape(1, -1), t.ggml_type, int(np.prod(t.shape))).reshape(-1)
+
+
+def experts(g, name: str) -> list[kernels.QMatrix]:
+    """A 3-D expert weight, GGUF ne = [K, M, n_expert] -> one `QMatrix` (M, K) per expert."""
+    t = tensor(g, name)
+    if len(t.shape) != 3:
+        raise ModelFileError(f"{g.path}: tensor {name!r} should be 3-D, has shape {t.shape}")
+    _check_data(g, t)
+    E, M, K = t.shape
+    data = t.data.reshape(E, M, -1)   # (E, M, row_bytes) or (E, M, K) floats
+    return [kernels.QMatrix(data[e], t.ggml_type, (M, K)) for e in range(E)]
+
+
+# -- compute ------------------------------------------------------------------------------
+
+def embed(W: kernels.QMatrix, tokens) -> np.ndarray:
+    return W.rows(np.asarray(tokens))                 # (L, D)
+
+
+def linear(x: np.ndarray, W: kernels.QMatrix, b: np.ndarray | None = None) -> np.ndarray:
+    y = W.matmul(x)                                   # (L, M)
+    if b is not None:
+        y += b
+    return y
+
+
+rms_norm = layers.rms_norm
+
+
+def layer_norm(x: np.ndarray, w: np.ndarray, b: np.ndarray | None, eps: float) -> np.ndarray:
+    x = x - x.mean(axis=-1, keepdims=True)
+    y = x * (1.0 / np.sqrt(np.mean(np.square(x), axis=-1, keepdims=True) + F32(eps)))
+    y *= w
+    if b is not None:
+        y += b
+    return y
+
+
+def rope(dims: int, base: float, neox: bool, scale: float = 1.0, freq_factors=None) -> layers.Rope:
+    return layers.Rope(dims, base, "neox" if neox else "norm", scale,
+                       None if freq_factors is None else np.asarray(freq_factors))
+
+
+def attention(q: np.ndarray, k: np.ndarray, v: np.ndarray, cache, scale: float,
+              window: int | None = None, softcap: float | None = None) -> np.ndarray:
+    offset = cache.offset
+    keys, values = cache.update_and_fetch(k.transpose(1, 0, 2), v.transpose(1, 0, 2))   # (Hkv, T, hd)
+    if softcap:
+        return _softcapped_attention(q.transpose(1, 0, 2), keys, values, offset, scale, window, softcap)
+    return layers.attention(q.transpose(1, 0, 2), keys, values, offset, scale, window)
+
+
+def _softcapped_attention(q, k, v, offset: int, scale: float, window: int | None, cap: float) -> np.ndarray:
+    """Gemma 2's attention: scores cap * tanh(scale q.k / cap), then the causal softmax.
+    q (H, L, hd), k, v (Hkv, T, hd) -> (L, H * hd). Plain numpy (no fused kernel has the cap)."""
+    H, L, hd = q.shape
+    Hkv, T, _ = k.shape
+    G = H // Hkv
+    s = q.reshape(Hkv, G * L, hd) @ k.transpose(0, 2, 1)          # (Hkv, G*L, T): row r is query r % L
+    s = np.tanh(s * F32(scale / cap)) * F32(cap)
+    kernels.causal_softmax(s.reshape(Hkv * G * L, T), L, offset, 1.0, window)   # s is a fresh array
+    return (s @ v).reshape(H, L, hd).transpose(1, 0, 2).reshape(L, H * hd)
+
+
+def glu(gate: np.ndarray, up: np.ndarray, act: str) -> np.ndarray:
+    return layers.glu(np.ascontiguousarray(gate), np.ascontiguousarray(up), act)
+
+
+def activation(x: np.ndarray, act: str) -> np.ndarray:
+    return ACTIVATIONS[act](x)
+
+
+def _gelu_tanh(x):
+    return (0.5 * x * (1.0 + np.tanh(F32(math.sqrt(2.0 / math.pi)) * (x + F32(0.044715) * x * x * x)))).astype(F32)
+
+
+def _silu(x):
+    return (x / (1.0 + np.exp(-x))).astype(F32)
+
+
+ACTIVATIONS = {"gelu_tanh": _gelu_tanh, "silu": _silu}
+
+
+def softcap(x: np.ndarray, cap: float) -> np.ndarray:
+    return np.tanh(x * F32(1.0 / cap)) * F32(cap)
+
+
+def moe(x: np.ndarray, router: kernels.QMatrix, gate: list, up: list, down: list, k: int,
+        act: str = "silu") -> np.ndarray:
+    """x (L, D): each position goes to the k experts of highest softmax(router x), weighted by
+    those probabilities renormalised to sum 1 (llama.cpp's build_moe_ffn, softmax gating, norm_w)."""
+    L, D = x.shape
+    z = router.matmul(x)                                          # (L, E)
+    p = np.exp(z - z.max(axis=-1, keepdims=True))
+    p /= p.sum(axis=-1, keepdims=True)
+    top = np.argsort(-p, axis=-1, kind="stable")[:, :k]           # (L, k)
+    w = np.take_along_axis(p, top, axis=-1)
+    w /= w.sum(axis=-1, keepdims=True)
+    out = np.zeros((L, D), F32)
+    for e in np.unique(top):
+        rows, slot = np.nonzero(top == e)
+        h = np.ascontiguousarray(x[rows])
+        y = down[e].matmul(layers.glu(gate[e].matmul(h), up[e].matmul(h), act))
+        out[rows] += y * w[rows, slot][:, None]
+    return out
+
+
+def result(logits: np.ndarray, cache) -> np.ndarray:
+    return logits
