@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Optional
+from typing import List, Optional
 
 import typer
 
@@ -48,4 +48,30 @@ def perplexity(
         print(format_kld(res.kld))
 
 
-COMMANDS = {"perplexity": perplexity}
+
+
+
+def quantize(
+    src: Path = typer.Argument(..., help="Input GGUF (F32, F16, BF16; quantized only with --allow-requantize)."),
+    dst: Path = typer.Argument(..., help="Output GGUF."),
+    type_name: str = typer.Option(..., "--type", "-t", help="Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, F16, BF16, F32."),
+    pure: bool = typer.Option(False, "--pure", help="Every quantizable tensor gets --type (no per-tensor mix)."),
+    leave_output_tensor: bool = typer.Option(False, "--leave-output-tensor", help="Keep output.weight as it is."),
+    tensor_type: List[str] = typer.Option([], "--tensor-type", help="NAME=TYPE: tensors whose name matches NAME (regex) get TYPE."),
+    allow_requantize: bool = typer.Option(False, "--allow-requantize", help="Accept quantized input (quality suffers)."),
+    threads: int = typer.Option(2, "--threads", help="Tensors quantized at the same time."),
+):
+    """Quantize a GGUF model (llama-quantize's tensor choices; Q4_0..Q8_0 bit-exact with gguf-py)."""
+    from ..quantize import quantize_file
+
+    def progress(i, n, name, typ):
+        sys.stderr.write(f"\r[{i:4d}/{n}] {name:<40.40} -> {typ:<5}")
+        sys.stderr.flush()
+
+    res = quantize_file(src, dst, type_name, pure=pure, leave_output=leave_output_tensor, tensor_types=tensor_type,
+                        allow_requantize=allow_requantize, threads=threads, progress=progress)
+    sys.stderr.write("\n")
+    types = ", ".join(f"{k}: {v}" for k, v in sorted(res["types"].items()))
+    print(f"{dst}: {res['out_bytes'] / 2**20:.1f} MiB (from {res['in_bytes'] / 2**20:.1f} MiB) in "
+          f"{res['seconds']:.1f} s; tensors {types}")
+COMMANDS = {"perplexity": perplexity, "quantize": quantize}
