@@ -71,3 +71,23 @@ def test_close_to_llama_cpp(model, request):
     for ours, theirs in zip(res.chunk_ppl, ref["chunk_ppl"][:4]):
         assert abs(ours / theirs - 1) < 0.03
     assert abs(res.ppl / ref["chunk_ppl"][3] - 1) < 0.01
+
+
+def test_kl_divergence_on_tiny_models(tmp_path):
+    from gguf import GGMLQuantizationType as Q
+
+    from localai.quantize import quantize_file
+    from tiny import write_tiny
+
+    src = write_tiny(tmp_path / "f32.gguf", qtype=Q.F32)
+    quantize_file(src, tmp_path / "q4.gguf", "Q4_0", pure=True)
+    f, q = localai.load(str(src), n_ctx=64), localai.load(str(tmp_path / "q4.gguf"), n_ctx=64)
+    text = TEXT[:600]
+    same = perplexity(f, text, 32, base=f)
+    assert same.kld["kld_mean"] == pytest.approx(0, abs=1e-12) and same.kld["same_top"] == 1.0
+    assert same.kld["ppl_q"] == pytest.approx(same.ppl, rel=1e-9) == same.kld["ppl_base"]
+    res = perplexity(q, text, 32, base=f)
+    k = res.kld
+    assert k["count"] == res.n_scored and k["ppl_base"] == pytest.approx(same.ppl, rel=1e-9)
+    assert 0 < k["kld_mean"] < 1 and k["kld_max"] >= k["kld_p99"] >= k["kld_median"] >= 0
+    assert 0 < k["same_top"] < 1.0 and abs(k["dp_mean"]) < k["dp_rms"] <= k["dp_max"] - k["dp_min"]
