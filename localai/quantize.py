@@ -11,8 +11,8 @@ built on them (Q4_K_M, Q4_K_S, Q5_K_M). llama-quantize stores the output tensor 
 token embedding) of a Q4_0..Q5_1 file as Q6_K; lacking Q6_K we store it as Q8_0 — use `--pure`
 to give every tensor the one type.
 
-The input is read through the memory map one tensor at a time (`GGUFFile`), so peak memory is
-about one tensor in float32 plus the output being written; metadata (tokenizer, chat template,
+The input is read through the memory map one tensor at a time (`GGUFFile`) and each result is
+written as soon as it is made, so peak memory is a few tensors in float32; metadata (tokenizer, chat template,
 rope settings) is copied field by field with gguf-py's `GGUFReader`/`GGUFWriter`, and
 `general.file_type` is set to the new type.
 """
@@ -143,6 +143,7 @@ def quantize_file(src: str | Path, dst: str | Path, type_name: str, *, pure: boo
     input without `allow_requantize`, `dst` equal to `src`.
     """
     from gguf import GGUFReader, GGUFWriter
+    from gguf.quants import quant_shape_to_byte_shape
 
     from .gguf_file import GGUFFile
 
@@ -184,27 +185,33 @@ def quantize_file(src: str | Path, dst: str | Path, type_name: str, *, pure: boo
         return name, quantize_tensor(to_float32(t), new), T[new]
 
     names = list(g.tensors)
-    results = {}
-    done = 0
-    # numpy releases the GIL in its array loops, so threads over tensors overlap
-    with ThreadPoolExecutor(max_workers=max(1, threads)) as ex:
-        for name, data, typ in ex.map(convert, names):
-            results[name] = (data, typ)
-            done += 1
-            if progress:
-                progress(done, len(names), name, typ.name)
     counts: dict[str, int] = {}
-    for name in names:
-        data, typ = results[name]
+    for name in names:  # tensor infos first: sizes follow from the planned types
         t = g.tensors[name]
+        new = plan[name] if plan[name] not in (None, t.type_name) else None
+        if new is None:
+            data = np.asarray(t.data)
+            shape, dtype, nbytes, typ = data.shape, data.dtype, data.nbytes, T(t.ggml_type)
+        else:
+            typ = T[new]
+            if typ in (T.F32, T.F16):
+                shape, dtype = t.shape, np.dtype(np.float32 if typ == T.F32 else np.float16)
+                nbytes = int(np.prod(shape)) * dtype.itemsize
+            else:
+                shape, dtype = quant_shape_to_byte_shape(t.shape, typ), np.dtype(np.uint8)
+                nbytes = int(np.prod(shape))
         counts[typ.name] = counts.get(typ.name, 0) + 1
-        writer.add_tensor_info(name, data.shape, data.dtype, data.nbytes,
-                               raw_dtype=None if typ in (T.F32, T.F16) else typ)
+        writer.add_tensor_info(name, shape, dtype, nbytes, raw_dtype=None if typ in (T.F32, T.F16) else typ)
     writer.write_header_to_file()
     writer.write_kv_data_to_file()
     writer.write_ti_data_to_file()
-    for name in names:
-        writer.write_tensor_data(results.pop(name)[0])
+    # numpy releases the GIL in its array loops, so threads over tensors overlap; results are
+    # written in file order as they come, so only a few converted tensors are held at once
+    with ThreadPoolExecutor(max_workers=max(1, threads)) as ex:
+        for done, (name, data, typ) in enumerate(ex.map(convert, names), 1):
+            writer.write_tensor_data(data)
+            if progress:
+                progress(done, len(names), name, typ.name)
     writer.close()
     return {"n_tensors": len(names), "n_quantized": sum(1 for n in names if plan[n] is not None),
             "types": counts, "in_bytes": src.stat().st_size, "out_bytes": dst.stat().st_size,
