@@ -173,7 +173,13 @@ def quantize_file(src: str | Path, dst: str | Path, type_name: str, *, pure: boo
         plan[name] = choose_type(name, len(t.shape), t.shape[-1], default, pure=pure, leave_output=leave_output,
                                  overrides=overrides, has_output=has_output)
 
+    if not dst.parent.is_dir():
+        raise InvalidRequest(f"cannot write {dst}: the folder {dst.parent} does not exist")
     reader = GGUFReader(src)
+    try:
+        open(dst, "wb").close()
+    except OSError as exc:
+        raise InvalidRequest(f"cannot write {dst}: {exc.strerror}") from None
     writer = GGUFWriter(dst, g.architecture)
     _copy_metadata(reader, writer, ftype)
 

@@ -86,3 +86,9 @@ def test_refusals(tmp_path):
         quantize_file(src, tmp_path / "o.gguf", "Q3_X")
     res = quantize_file(src, tmp_path / "o.gguf", "Q4_0", allow_requantize=True, pure=True)
     assert res["types"]["Q4_0"] == 15
+
+
+def test_unwritable_output_is_one_line(tmp_path):
+    src = write_tiny(tmp_path / "f32.gguf", qtype=Q.F32)
+    with pytest.raises(InvalidRequest, match="does not exist"):
+        quantize_file(src, tmp_path / "missing" / "o.gguf", "Q8_0")
