@@ -94,6 +94,10 @@ class Sampling:
     stream: bool = _doc("send `token` events; false: only `done` with the whole text", True)
     cache_prompt: bool = _doc("reuse the longest cached prefix of this prompt", True)
     t_max_predict_ms: int | None = _doc("stop generating after this many ms (finish_reason `time`)")
+    schema: dict | bool | None = _doc("constrain the output to this JSON schema (true: any JSON object)")
+    grammar: str | None = _doc("constrain the output to this GBNF (or Lark) grammar")
+    logprobs: int | None = _doc("add to each `token` event the token's log-probability and the k "
+                                "likeliest alternatives (0..20) under the distribution before sampling")
 
     def check(self) -> None:
         for name in ("max_tokens", "top_k", "repeat_last_n", "t_max_predict_ms"):
@@ -102,6 +106,12 @@ class Sampling:
                 raise ValueError(f"`{name}` must be >= 0, not {v}")
         if self.temperature is not None and self.temperature < 0:
             raise ValueError(f"`temperature` must be >= 0, not {self.temperature}")
+        if self.logprobs is not None and not 0 <= self.logprobs <= 20:
+            raise ValueError(f"`logprobs` must be in 0..20, not {self.logprobs}")
+        if self.schema is not None and self.grammar is not None:
+            raise ValueError("give `schema` or `grammar`, not both")
+        if self.schema is False:
+            raise ValueError("`schema` must be a JSON schema object or true")
 
 
 @dataclass(kw_only=True)
@@ -132,6 +142,14 @@ class CompleteParams(Sampling):
     Defaults: temperature 0, max_tokens 128. Scheduled ahead of other methods."""
     prefix: str = _req("text before the cursor")
     suffix: str = _doc("text after the cursor", "")
+    extra: list[dict] | None = _doc('more context before the FIM prefix, as llama-server\'s `input_extra`: '
+                                    '[{"filename": "...", "text": "..."}, ...]')
+
+    def check(self) -> None:
+        super().check()
+        for i, c in enumerate(self.extra or ()):
+            if not isinstance(c.get("text"), str) or not isinstance(c.get("filename", ""), str):
+                raise ValueError(f"`extra[{i}]` needs a string `text` (and an optional string `filename`)")
 
 
 @dataclass(kw_only=True)
@@ -300,6 +318,7 @@ class Token:
     id: Id
     text: str
     tokens: list = field(default_factory=list)  # the token ids behind `text`
+    logprobs: list | None = None  # with `logprobs`: per token {id, token, bytes, logprob, top_logprobs}
     event: str = "token"
 
 

@@ -352,11 +352,15 @@ def serve(
     n_ctx: Optional[int] = typer.Option(None, "--n-ctx", help="Context length."),
     keep_alive: Optional[str] = typer.Option(None, "--keep-alive", help="Unload an idle model after this long (10m, 30s, 0, -1 = never)."),
     socket_path: Optional[str] = typer.Option(None, "--socket", help="Socket path (default: $LOCALAI_SOCKET, else $XDG_RUNTIME_DIR/localai/localai.sock)."),
+    http: Optional[str] = typer.Option(None, "--http", help="[HOST:]PORT: also serve the OpenAI and llama-server HTTP API there (host default 127.0.0.1)."),
+    api_key: Optional[str] = typer.Option(None, "--api-key", help="Key the HTTP API requires (default: $LOCALAI_API_KEY); needed for a non-loopback --http."),
 ):
     """Run the daemon that keeps models loaded and serves the CLI, shells and editors."""
     from .. import daemon
 
-    flags = dict(model=model, backend=backend, n_ctx=n_ctx, keep_alive=keep_alive)
+    if api_key:  # to a background daemon through its environment, not its command line
+        os.environ["LOCALAI_API_KEY"] = api_key
+    flags = dict(model=model, backend=backend, n_ctx=n_ctx, keep_alive=keep_alive, http=http)
     path = socket_path or protocol.socket_path()
     if background:
         from ..client import pid_of, running

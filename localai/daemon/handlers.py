@@ -14,7 +14,7 @@ from ..protocol import (ChatParams, CompleteParams, GenerateParams, RewriteParam
 
 # Sampling fields that are llm.stream(...) keyword arguments (the rest are the daemon's).
 ENGINE_KWARGS = ("max_tokens", "temperature", "top_k", "top_p", "min_p", "repeat_penalty",
-                 "repeat_last_n", "seed", "stop")
+                 "repeat_last_n", "seed", "stop", "schema", "grammar", "logprobs")
 COMPLETE_DEFAULTS = {"temperature": 0.0, "max_tokens": 128}
 
 REWRITE_SYSTEM = (
@@ -88,6 +88,8 @@ def prepare(llm, method: str, params, defaults: dict) -> Prepared:
         ids = llm.fim_prompt(params.prefix, params.suffix)
         if ids is None:  # no FIM tokens: the model continues the prefix
             ids = llm.tokenize(params.prefix)
+        if params.extra:
+            ids = _with_extra(llm, list(ids), params.extra)
         out = Prepared(list(ids), sampling_kwargs(params, COMPLETE_DEFAULTS))
     elif isinstance(params, RewriteParams):
         fence = f"```{params.language or ''}"
@@ -98,6 +100,28 @@ def prepare(llm, method: str, params, defaults: dict) -> Prepared:
         raise TypeError(f"{method} does not generate")
     check_fits(llm, len(out.prompt))
     return out
+
+
+# llama-server's separator before each extra chunk when the model has no <|file_sep|> token
+_SNIPPET = "\n\n--- snippet ---\n\n"
+
+
+def _with_extra(llm, ids: list, extra: list) -> list:
+    """Extra context chunks before the FIM prompt, as llama-server's format_prompt_infill:
+    <|repo_name|>myproject\n, then per chunk <|file_sep|>filename\n text (or a snippet
+    separator without those tokens), then <|file_sep|>filename\n; after BOS."""
+    fim, tok = llm.tokenizer.fim, llm.tokenizer
+    out = [fim["rep"], *llm.tokenize("myproject\n", add_bos=False)] if "rep" in fim else []
+    for c in extra:
+        if "sep" in fim:
+            out += [fim["sep"], *llm.tokenize(c.get("filename", "tmp") + "\n", add_bos=False)]
+        else:
+            out += llm.tokenize(_SNIPPET, add_bos=False)
+        out += llm.tokenize(c["text"], add_bos=False)
+    if "sep" in fim:
+        out += [fim["sep"], *llm.tokenize("filename\n", add_bos=False)]
+    n_bos = 1 if ids and tok.add_bos and ids[0] == tok.bos_id else 0
+    return ids[:n_bos] + out + ids[n_bos:]
 
 
 def tokenize(llm, params: TokenizeParams) -> dict:

@@ -81,8 +81,8 @@ class InProcessClient(BaseClient):
                     piece += prep.filter.finish()
                 if piece:
                     text.append(piece)
-                    if p.stream:
-                        yield Token(id, piece, list(chunk.tokens))
+                if (piece or chunk.logprobs) and p.stream:
+                    yield Token(id, piece, list(chunk.tokens), chunk.logprobs)
                 if chunk.finish_reason:
                     reason, timings = chunk.finish_reason, chunk.timings.as_dict()
                     break

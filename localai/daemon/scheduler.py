@@ -196,7 +196,7 @@ class Scheduler:
         text = job.filter.feed(chunk.text) if job.filter else chunk.text
         if chunk.finish_reason and job.filter:
             text += job.filter.finish()
-        self._emit(job, text, chunk.tokens)
+        self._emit(job, text, chunk.tokens, chunk.logprobs)
         if chunk.finish_reason:
             self._done(job, chunk.finish_reason, chunk.timings)
         elif job.filter is not None and getattr(job.filter, "done", False):
@@ -207,11 +207,11 @@ class Scheduler:
             job.gen.close()
             self._done(job, "time", None)
 
-    def _emit(self, job: Job, text: str, tokens: list) -> None:
+    def _emit(self, job: Job, text: str, tokens: list, logprobs: list | None = None) -> None:
         if text:
             job.text.append(text)
-            if job.params.stream:
-                job.conn.send(Token(job.id, text, list(tokens)))
+        if (text or logprobs) and job.params.stream:  # a token's logprobs go out even while its text is held back
+            job.conn.send(Token(job.id, text, list(tokens), logprobs))
 
     def _timings(self, job: Job, t) -> dict:
         now = time.monotonic()
