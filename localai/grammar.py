@@ -100,15 +100,15 @@ class Constraint:
     def allowed(self) -> np.ndarray:
         """(n_vocab,) bool: the tokens the grammar allows next."""
         self._fill(self.matcher, self._bits)
-        bits = np.unpackbits(self._bits.view(np.uint8), bitorder="little")
-        return bits[: self.n_vocab].astype(bool)
+        bits = np.unpackbits(self._bits.view(np.uint8), bitorder="little")  # (32 * ceil(V/32),) 0/1
+        return bits[: self.n_vocab].view(bool)
 
     def mask(self, logits: np.ndarray) -> np.ndarray:
         """A copy of `logits` (n_vocab,) with every disallowed token at -inf."""
-        out = np.where(self.allowed(), logits, np.float32(-np.inf)).astype(logits.dtype, copy=False)
-        if not np.isfinite(out.max()):
+        allowed = self.allowed()
+        if not allowed.any():
             raise InvalidRequest("the grammar allows no token here (is it satisfiable?)")
-        return out
+        return np.where(allowed, logits, logits.dtype.type(-np.inf))
 
     def accept(self, token: int) -> None:
         if not self.matcher.consume_token(int(token)):

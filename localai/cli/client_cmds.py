@@ -24,6 +24,36 @@ MODEL = typer.Option(None, "--model", "-m", help="Catalog name or path to a .ggu
 TEMPERATURE = typer.Option(None, "--temperature", "-t", help="0 = greedy (default: config, else the engine's).")
 MAX_TOKENS = typer.Option(None, "--max-tokens", "-n", help="Most tokens to generate.")
 JSON_OUT = typer.Option(False, "--json", help="Print one JSON object: text, finish_reason, model, timings.")
+SCHEMA = typer.Option(None, "--schema", help="Constrain the answer to this JSON schema (a file, or the JSON itself; `object` = any JSON object).")
+GRAMMAR = typer.Option(None, "--grammar", help="Constrain the answer to the GBNF (or Lark) grammar in this file.")
+
+
+def constraint_params(schema: Optional[str], grammar: Optional[str]) -> dict:
+    """--schema FILE|JSON and --grammar FILE as request params (read here, checked by the daemon)."""
+    if schema and grammar:
+        raise LocalAIError("give --schema or --grammar, not both")
+    out = {}
+    if grammar:
+        try:
+            with open(grammar, encoding="utf-8") as f:
+                out["grammar"] = f.read()
+        except OSError as exc:
+            raise LocalAIError(f"--grammar {grammar}: {exc.strerror or exc}") from None
+    if schema:
+        text = schema
+        if schema == "object":
+            text = "true"
+        elif not schema.lstrip().startswith("{"):
+            try:
+                with open(schema, encoding="utf-8") as f:
+                    text = f.read()
+            except OSError as exc:
+                raise LocalAIError(f"--schema {schema}: not a file or a JSON object ({exc.strerror or exc})") from None
+        try:
+            out["schema"] = json.loads(text)
+        except ValueError as exc:
+            raise LocalAIError(f"--schema: not valid JSON: {exc}") from None
+    return out
 
 
 # --- shared plumbing ---------------------------------------------------------------------------
@@ -119,9 +149,12 @@ def ask(
     no_stream: bool = typer.Option(False, "--no-stream", help="Print the answer when it is complete."),
     json_out: bool = JSON_OUT,
     no_daemon: bool = NO_DAEMON,
+    schema: Optional[str] = SCHEMA,
+    grammar: Optional[str] = GRAMMAR,
 ):
     """Ask a question; the answer streams to stdout. `git diff | localai ask "write a commit message"`."""
     cfg = _config.load()
+    constrained = constraint_params(schema, grammar)
     text = " ".join(question or []).strip()
     piped = _read_stdin()
     if piped.strip():
@@ -136,7 +169,7 @@ def ask(
     if not no_daemon:
         _fetch_model(model)
     streamed = not (no_stream or json_out)
-    params = {"messages": messages, "model": model, "stream": streamed,
+    params = {"messages": messages, "model": model, "stream": streamed, **constrained,
               **_sampling(cfg, assistant=True, temperature=temperature, max_tokens=max_tokens)}
     with _client(cfg, no_daemon) as client:
         done = _run(client, "chat", params, sys.stdout if streamed else None)

@@ -81,8 +81,9 @@ class InProcessClient(BaseClient):
                     piece += prep.filter.finish()
                 if piece:
                     text.append(piece)
-                if (piece or chunk.logprobs) and p.stream:
-                    yield Token(id, piece, list(chunk.tokens), chunk.logprobs)
+                lp = getattr(chunk, "logprobs", None)
+                if (piece or lp) and p.stream:
+                    yield Token(id, piece, list(chunk.tokens), lp)
                 if chunk.finish_reason:
                     reason, timings = chunk.finish_reason, chunk.timings.as_dict()
                     break

@@ -196,7 +196,7 @@ class Scheduler:
         text = job.filter.feed(chunk.text) if job.filter else chunk.text
         if chunk.finish_reason and job.filter:
             text += job.filter.finish()
-        self._emit(job, text, chunk.tokens, chunk.logprobs)
+        self._emit(job, text, chunk.tokens, getattr(chunk, "logprobs", None))
         if chunk.finish_reason:
             self._done(job, chunk.finish_reason, chunk.timings)
         elif job.filter is not None and getattr(job.filter, "done", False):
