@@ -364,3 +364,43 @@ def test_api_key_required_on_every_endpoint_but_health_and_models(smollm2_path):
                 model="smollm2", messages=HI, max_tokens=1)
     finally:
         _stop(d)
+
+
+# --- an error after the stream began (a scripted scheduler, no model) -------------------------------
+
+class _ScriptedScheduler:
+    """Answers every job with two tokens, then an error: what a failure mid-answer looks like."""
+
+    models: dict = {}
+
+    def submit(self, job):
+        from localai.protocol import Error, Token
+
+        job.conn.send(Token(job.id, "Hel", [1]))
+        job.conn.send(Token(job.id, "lo", [2]))
+        job.conn.send(Error(job.id, "out_of_memory", "out of memory while running chat"))
+
+    def wake(self):
+        pass
+
+    def count(self, key, n=1):
+        pass
+
+
+def test_an_error_mid_stream_is_an_sse_event_the_sdk_raises():
+    from types import SimpleNamespace
+
+    from starlette.testclient import TestClient
+
+    from localai.http.app import make_app
+
+    app = make_app(SimpleNamespace(scheduler=_ScriptedScheduler(), cfg=SimpleNamespace(model=None)))
+    client = openai.OpenAI(base_url="http://testserver/v1", api_key="x", max_retries=0, http_client=TestClient(app))
+    got = []
+    with pytest.raises(openai.APIError) as exc:
+        for chunk in client.chat.completions.create(model="smollm2", messages=HI, stream=True):
+            got.append(chunk.choices[0].delta.content)
+    assert "out of memory" in str(exc.value) and got == ["", "Hel", "lo"]
+    # not streamed, the same failure is a 503 in OpenAI's shape (retryable: the daemon's fault)
+    r = TestClient(app).post("/v1/chat/completions", json={"messages": HI})
+    assert r.status_code == 503 and r.json()["error"]["type"] == "server_error"
