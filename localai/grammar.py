@@ -66,20 +66,25 @@ def compile_grammar(schema=None, grammar: str | None = None) -> str:
 
     if schema is not None and grammar is not None:
         raise InvalidRequest("give `schema` or `grammar`, not both")
+    what = "grammar" if grammar is not None else "JSON schema"
     try:
         if grammar is not None:
-            return llguidance.grammar_from("grammar", grammar)
-        if schema is True or schema == "object":
-            schema = {"type": "object"}
-        if not isinstance(schema, dict):
-            raise InvalidRequest("`schema` must be a JSON schema object")
-        return llguidance.LLMatcher.grammar_from_json_schema(
-            json.dumps(schema), defaults={"whitespace_flexible": False})
+            text = llguidance.grammar_from("grammar", grammar)
+        else:
+            if schema is True or schema == "object":
+                schema = {"type": "object"}
+            if not isinstance(schema, dict):
+                raise InvalidRequest("`schema` must be a JSON schema object")
+            text = llguidance.LLMatcher.grammar_from_json_schema(
+                json.dumps(schema), defaults={"whitespace_flexible": False})
+        error = llguidance.LLMatcher.validate_grammar(text)
     except InvalidRequest:
         raise
     except Exception as exc:  # llguidance raises ValueError/RuntimeError with the parser's text
-        what = "grammar" if grammar is not None else "JSON schema"
-        raise InvalidRequest(f"the {what} does not compile: {exc}") from None
+        error = str(exc)
+    if error:
+        raise InvalidRequest(f"the {what} does not compile: {' '.join(error.split())}")
+    return text
 
 
 class Constraint:

@@ -461,7 +461,7 @@ def status(
         return
     ka = st["keep_alive_s"]
     print(f"localai daemon: running (pid {st['pid']}, up {_human_time(st['uptime_s'])}, version {st['version']})")
-    print(f"socket: {st['socket']}")
+    print(f"socket: {st['socket']}" + (f"; HTTP: {st['http']}" if st.get("http") else ""))
     for m in st["models"] or [None]:
         if m is None:
             print(f"model: none loaded (default {st['default_model']}; loads on the next request)")
