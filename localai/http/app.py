@@ -281,7 +281,7 @@ async def health(request: Request):
 
 
 async def models(request: Request):
-    loaded = {m.name for m in request.app.state.daemon.scheduler.models.values()}
+    loaded = {m.name for m in list(request.app.state.daemon.scheduler.models.values())}
     d = store.models_dir()
     names = [e.name for e in store.CATALOG.values() if (d / e.filename).is_file()]
     names += sorted(p.stem for p in d.glob("*.gguf")
