@@ -7,6 +7,9 @@ override it.
     n_ctx = 4096               # context length (default: the model file's, capped at 8192)
     keep_alive = "10m"         # unload an idle model after this long ("30s", "1h", 0 = at once, -1 = never)
     system = "You are terse."  # system prompt for `localai ask` and `localai chat`
+    http = "127.0.0.1:8080"    # also serve the HTTP API (OpenAI + llama-server endpoints) there;
+                               # a non-loopback address needs LOCALAI_API_KEY (or --api-key)
+    http_cors = ["http://localhost:3000"]   # origins allowed by CORS (default: none)
 
     [sampling]                 # defaults for generate, chat, rewrite (and ask/chat)
     temperature = 0.7
@@ -53,6 +56,9 @@ class Config:
     sampling: dict = field(default_factory=dict)
     cache_sessions: int = 8
     cache_bytes: int | None = None  # None: sized to the model and the machine (daemon.admission)
+    http: str | None = None  # [HOST:]PORT of the HTTP API; None = no HTTP listener
+    http_cors: list = field(default_factory=list)
+    api_key: str | None = None  # from --api-key or $LOCALAI_API_KEY, never from the file
     path: str | None = None  # the file it came from, if any
 
 
@@ -131,7 +137,7 @@ def load(path: str | None = None) -> Config:
         raise ConfigError(f"cannot read config file {path}: {exc.strerror or exc}") from None
     cfg.path = path
     known = {"model": str, "backend": str, "n_ctx": int, "keep_alive": None, "system": str,
-             "sampling": dict, "prompt_cache": dict}
+             "sampling": dict, "prompt_cache": dict, "http": str, "http_cors": list}
     for key, value in data.items():
         if key not in known:
             raise ConfigError(f"{path}: unknown key `{key}`{_did_you_mean(key, known)} (known: {', '.join(known)})")
@@ -161,13 +167,18 @@ def load(path: str | None = None) -> Config:
             setattr(cfg, key, _expect(path, key, value, known[key]))
     if cfg.n_ctx is not None and not 1 <= cfg.n_ctx <= MAX_N_CTX:
         raise ConfigError(f"{path}: `n_ctx` must be between 1 and {MAX_N_CTX}, not {cfg.n_ctx}")
+    if not all(isinstance(o, str) for o in cfg.http_cors):
+        raise ConfigError(f"{path}: `http_cors` must be a list of origins (strings)")
     if cfg.backend not in ("auto", "numpy", "mlx"):
         raise ConfigError(f"{path}: `backend` must be auto, numpy or mlx, not {cfg.backend!r}")
     return cfg
 
 
 def override(cfg: Config, **flags) -> Config:
-    """Apply command-line flags (None = not given) over the file's values."""
+    """Apply command-line flags (None = not given) over the file's values; the API key
+    comes from --api-key, else $LOCALAI_API_KEY."""
+    if cfg.api_key is None and os.environ.get("LOCALAI_API_KEY"):
+        cfg.api_key = os.environ["LOCALAI_API_KEY"]
     for key, value in flags.items():
         if value is None:
             continue

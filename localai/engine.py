@@ -20,7 +20,7 @@ from . import _malloc, kernels, store
 from .chat_template import render_parts as render_chat_parts
 from .errors import ContextOverflow, InvalidRequest, UnsupportedModel
 from .gguf_file import GGUFFile
-from .sampling import SamplingParams, make_sampler
+from .sampling import SamplingParams, logprobs_entry, make_sampler
 from .stops import StopMatcher
 from .tokenizer import StreamDecoder, from_gguf
 
@@ -52,6 +52,7 @@ class Chunk:
     tokens: list = field(default_factory=list)
     finish_reason: str | None = None   # on the last chunk: "eos" | "stop" | "length"
     timings: Timings | None = None
+    logprobs: list | None = None       # with stream(logprobs=k): one sampling.logprobs_entry per token
 
 
 @dataclass
@@ -270,16 +271,26 @@ class LLM:
     def stream(self, prompt: str | Sequence[int], *, max_tokens: int = 256, temperature: float = 0.8,
                top_k: int = 40, top_p: float = 0.95, min_p: float = 0.05, repeat_penalty: float = 1.0,
                repeat_last_n: int = 64, seed: int | None = None, stop: Sequence[str] = (),
-               session: Session | None = None) -> Iterator[Chunk]:
+               session: Session | None = None, schema: dict | bool | None = None,
+               grammar: str | None = None, logprobs: int | None = None) -> Iterator[Chunk]:
         """Generate from a prompt (raw text: control-token text in it is parsed, as llama.cpp's
         raw prompts; or token ids), one token per step. Chunks carry every generated id once
-        (the last one may have text "" and the stop string's ids)."""
+        (the last one may have text "" and the stop string's ids).
+        `schema` (a JSON schema; True = any JSON object) or `grammar` (GBNF or Lark) constrains
+        the output (localai.grammar); `logprobs=k` adds each token's log-probability and the k
+        likeliest alternatives to its chunk (sampling.logprobs_entry)."""
         params = SamplingParams(temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p,
                                 repeat_penalty=repeat_penalty, repeat_last_n=repeat_last_n, seed=seed)
-        return self._stream(prompt, params, int(max_tokens), list(stop or ()), session)
+        constraint = None
+        if schema is not None or grammar is not None:
+            from .grammar import constraint as make_constraint
+
+            constraint = make_constraint(self.tokenizer, schema, grammar)
+        return self._stream(prompt, params, int(max_tokens), list(stop or ()), session,
+                            constraint=constraint, logprobs=logprobs)
 
     def _stream(self, prompt, params: SamplingParams, max_tokens: int, stop: list[str],
-                session: Session | None) -> Iterator[Chunk]:
+                session: Session | None, *, constraint=None, logprobs: int | None = None) -> Iterator[Chunk]:
         if max_tokens < 0:
             raise InvalidRequest("max_tokens must be >= 0")
         sampler = make_sampler(params)
@@ -314,18 +325,27 @@ class LLM:
         while True:
             if timings.predicted_n >= max_tokens:
                 break
+            raw = logits
+            if constraint is not None:  # disallowed tokens -> -inf
+                logits = constraint.mask(logits)
             token = sampler(logits, history)
             if token in eog:
                 finish = "eos"
                 break
+            if constraint is not None:
+                constraint.accept(token)
+            lp = None if logprobs is None else [logprobs_entry(raw, token, logprobs, self.tokenizer.token_bytes)]
             history.append(token)
             timings.predicted_n += 1
             text, stopped = matcher.push(decoder.push(token))
             if stopped:  # the text before the stop string is still the answer's
                 timings.predicted_ms = (time.perf_counter() - t1) * 1e3
-                yield Chunk(text, [token], finish_reason="stop", timings=timings)
+                yield Chunk(text, [token], finish_reason="stop", timings=timings, logprobs=lp)
                 return
-            yield Chunk(text, [token])  # text may be "" (held back); one chunk per decode step
+            yield Chunk(text, [token], logprobs=lp)  # text may be "" (held back); one chunk per decode step
+            if constraint is not None and constraint.done:  # the grammar is complete: only EOS may follow
+                finish = "eos"
+                break
             if timings.predicted_n >= max_tokens or len(session.tokens) >= self.n_ctx:
                 break
             logits = self.decode_one(session, token)

@@ -98,6 +98,10 @@ class Sampling:
     stream: bool = _doc("send `token` events; false: only `done` with the whole text", True)
     cache_prompt: bool = _doc("reuse the longest cached prefix of this prompt", True)
     t_max_predict_ms: int | None = _doc("stop generating after this many ms (finish_reason `time`)")
+    schema: dict | bool | None = _doc("constrain the output to this JSON schema (true: any JSON object)")
+    grammar: str | None = _doc("constrain the output to this GBNF (or Lark) grammar")
+    logprobs: int | None = _doc("add to each `token` event the token's log-probability and the k "
+                                "likeliest alternatives (0..20) under the distribution before sampling")
 
     def check(self) -> None:
         for name in ("max_tokens", "top_k", "repeat_last_n", "t_max_predict_ms"):
@@ -112,6 +116,12 @@ class Sampling:
                 raise ValueError(f"`{name}` must be between 0 and 1e6, not {v}")
         if self.stop is not None and (len(self.stop) > 64 or any(len(x) > 4096 for x in self.stop)):
             raise ValueError("`stop` takes at most 64 strings of at most 4096 characters")
+        if self.logprobs is not None and not 0 <= self.logprobs <= 20:
+            raise ValueError(f"`logprobs` must be in 0..20, not {self.logprobs}")
+        if self.schema is not None and self.grammar is not None:
+            raise ValueError("give `schema` or `grammar`, not both")
+        if self.schema is False:
+            raise ValueError("`schema` must be a JSON schema object or true")
 
 
 @dataclass(kw_only=True)
@@ -327,6 +337,7 @@ class Token:
     id: Id
     text: str
     tokens: list = field(default_factory=list)  # the token ids generated since the last event
+    logprobs: list | None = None  # with `logprobs`: per token {id, token, bytes, logprob, top_logprobs}
     event: str = "token"
 
 

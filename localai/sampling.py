@@ -200,3 +200,25 @@ def make_sampler(params: SamplingParams | None = None, **overrides) -> Sampler:
     if overrides:
         params = replace(params, **overrides)
     return Sampler(params)
+
+
+def logprobs_entry(logits: np.ndarray, token: int, k: int, piece) -> dict:
+    """The log-probability of `token` and of the `k` likeliest tokens under the model's
+    distribution before sampling, log_softmax(logits) (no penalties, temperature or grammar
+    mask), in OpenAI's shape: {"id", "token", "bytes", "logprob", "top_logprobs": [...]}.
+    `piece(id) -> bytes` names the tokens. Costs one pass over the vocabulary."""
+    x = logits.astype(np.float64)
+    m = x.max()
+    lse = m + math.log(np.exp(x - m).sum())
+
+    def one(i: int) -> dict:
+        b = piece(i)
+        return {"id": i, "token": b.decode("utf-8", "replace"), "bytes": list(b),
+                "logprob": float(x[i] - lse)}
+
+    out = one(int(token))
+    k = max(0, min(int(k), x.shape[0]))
+    top = np.argpartition(-x, k - 1)[:k] if k else np.empty(0, np.int64)
+    top = top[np.argsort(-x[top], kind="stable")]
+    out["top_logprobs"] = [one(int(i)) for i in top]
+    return out

@@ -25,6 +25,36 @@ MODEL = typer.Option(None, "--model", "-m", help="Catalog name or path to a .ggu
 TEMPERATURE = typer.Option(None, "--temperature", "-t", help="0 = greedy (default: config, else the engine's).")
 MAX_TOKENS = typer.Option(None, "--max-tokens", "-n", help="Most tokens to generate.")
 JSON_OUT = typer.Option(False, "--json", help="Print one JSON object: text, finish_reason, model, timings.")
+SCHEMA = typer.Option(None, "--schema", help="Constrain the answer to this JSON schema (a file, or the JSON itself; `object` = any JSON object).")
+GRAMMAR = typer.Option(None, "--grammar", help="Constrain the answer to the GBNF (or Lark) grammar in this file.")
+
+
+def constraint_params(schema: Optional[str], grammar: Optional[str]) -> dict:
+    """--schema FILE|JSON and --grammar FILE as request params (read here, checked by the daemon)."""
+    if schema and grammar:
+        raise LocalAIError("give --schema or --grammar, not both")
+    out = {}
+    if grammar:
+        try:
+            with open(grammar, encoding="utf-8") as f:
+                out["grammar"] = f.read()
+        except OSError as exc:
+            raise LocalAIError(f"--grammar {grammar}: {exc.strerror or exc}") from None
+    if schema:
+        text = schema
+        if schema == "object":
+            text = "true"
+        elif not schema.lstrip().startswith("{"):
+            try:
+                with open(schema, encoding="utf-8") as f:
+                    text = f.read()
+            except OSError as exc:
+                raise LocalAIError(f"--schema {schema}: not a file or a JSON object ({exc.strerror or exc})") from None
+        try:
+            out["schema"] = json.loads(text)
+        except ValueError as exc:
+            raise LocalAIError(f"--schema: not valid JSON: {exc}") from None
+    return out
 
 
 # --- shared plumbing ---------------------------------------------------------------------------
@@ -117,9 +147,12 @@ def ask(
     no_stream: bool = typer.Option(False, "--no-stream", help="Print the answer when it is complete."),
     json_out: bool = JSON_OUT,
     no_daemon: bool = NO_DAEMON,
+    schema: Optional[str] = SCHEMA,
+    grammar: Optional[str] = GRAMMAR,
 ):
     """Ask a question; the answer streams to stdout. `git diff | localai ask "write a commit message"`."""
     cfg = _config.load()
+    constrained = constraint_params(schema, grammar)
     text = " ".join(question or []).strip()
     piped = _read_stdin()
     if piped.strip():
@@ -134,7 +167,7 @@ def ask(
     if not no_daemon:
         _fetch_model(model)
     streamed = not (no_stream or json_out)
-    params = {"messages": messages, "model": model, "stream": streamed,
+    params = {"messages": messages, "model": model, "stream": streamed, **constrained,
               **_sampling(cfg, assistant=True, temperature=temperature, max_tokens=max_tokens)}
     with _client(cfg, no_daemon) as client:
         done = _run(client, "chat", params, sys.stdout if streamed else None)
@@ -360,11 +393,15 @@ def serve(
     n_ctx: Optional[int] = typer.Option(None, "--n-ctx", help="Context length."),
     keep_alive: Optional[str] = typer.Option(None, "--keep-alive", help="Unload an idle model after this long (10m, 30s, 0, -1 = never)."),
     socket_path: Optional[str] = typer.Option(None, "--socket", help="Socket path (default: $LOCALAI_SOCKET, else $XDG_RUNTIME_DIR/localai/localai.sock)."),
+    http: Optional[str] = typer.Option(None, "--http", help="[HOST:]PORT: also serve the OpenAI and llama-server HTTP API there (host default 127.0.0.1)."),
+    api_key: Optional[str] = typer.Option(None, "--api-key", help="Key the HTTP API requires (default: $LOCALAI_API_KEY); needed for a non-loopback --http."),
 ):
     """Run the daemon that keeps models loaded and serves the CLI, shells and editors."""
     from .. import daemon
 
-    flags = dict(model=model, backend=backend, n_ctx=n_ctx, keep_alive=keep_alive)
+    if api_key:  # to a background daemon through its environment, not its command line
+        os.environ["LOCALAI_API_KEY"] = api_key
+    flags = dict(model=model, backend=backend, n_ctx=n_ctx, keep_alive=keep_alive, http=http)
     path = socket_path or protocol.socket_path()
     if background:
         from ..client import pid_of, running
@@ -432,7 +469,7 @@ def status(
         return
     ka = st["keep_alive_s"]
     print(f"localai daemon: running (pid {st['pid']}, up {_human_time(st['uptime_s'])}, version {st['version']})")
-    print(f"socket: {st['socket']}")
+    print(f"socket: {st['socket']}" + (f"; HTTP: {st['http']}" if st.get("http") else ""))
     for m in st["models"] or [None]:
         if m is None:
             print(f"model: none loaded (default {st['default_model']}; loads on the next request)")

@@ -16,7 +16,7 @@ from ..protocol import (ChatParams, CompleteParams, GenerateParams, RewriteParam
 
 # Sampling fields that are llm.stream(...) keyword arguments (the rest are the daemon's).
 ENGINE_KWARGS = ("max_tokens", "temperature", "top_k", "top_p", "min_p", "repeat_penalty",
-                 "repeat_last_n", "seed", "stop")
+                 "repeat_last_n", "seed", "stop", "schema", "grammar", "logprobs")
 COMPLETE_DEFAULTS = {"temperature": 0.0, "max_tokens": 128}
 
 REWRITE_SYSTEM = (

@@ -82,8 +82,9 @@ class InProcessClient(BaseClient):
                 held += chunk.tokens  # ids of held-back text ride with the next text
                 if piece:
                     text.append(piece)
-                if p.stream and (piece or (chunk.finish_reason and held)):
-                    yield Token(id, piece, held)
+                lp = getattr(chunk, "logprobs", None)
+                if p.stream and (piece or lp or (chunk.finish_reason and held)):
+                    yield Token(id, piece, held, lp)
                     held = []
                 if chunk.finish_reason:
                     reason, timings = chunk.finish_reason, chunk.timings.as_dict()

@@ -333,7 +333,7 @@ class Scheduler:
         text = job.filter.feed(chunk.text) if job.filter else chunk.text
         if chunk.finish_reason and job.filter:
             text += job.filter.finish()
-        self._emit(job, text, chunk.tokens, last=bool(chunk.finish_reason))
+        self._emit(job, text, chunk.tokens, last=bool(chunk.finish_reason), logprobs=getattr(chunk, "logprobs", None))
         if chunk.finish_reason:
             self._done(job, chunk.finish_reason, chunk.timings)
         elif job.filter is not None and getattr(job.filter, "done", False):
@@ -345,14 +345,15 @@ class Scheduler:
             job.gen.close()
             self._done(job, "time", None)
 
-    def _emit(self, job: Job, text: str, tokens: list, last: bool = False) -> None:
+    def _emit(self, job: Job, text: str, tokens: list, last: bool = False, logprobs: list | None = None) -> None:
         # ids whose text was held back (half a character, a possible stop string) ride with
-        # the next text; the last event may have text "" to report every id exactly once
+        # the next text; the last event may have text "" to report every id exactly once. A
+        # token's logprobs go out at once, with the ids held so far, even while its text is held.
         job.held_ids += tokens
         if text:
             job.text.append(text)
-        if job.params.stream and (text or (last and job.held_ids)):
-            job.conn.send(Token(job.id, text, job.held_ids))
+        if job.params.stream and (text or logprobs or (last and job.held_ids)):
+            job.conn.send(Token(job.id, text, job.held_ids, logprobs))
             job.held_ids = []
 
     def _timings(self, job: Job, t) -> dict:

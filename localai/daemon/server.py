@@ -300,12 +300,24 @@ class Server:
         self.scheduler = Scheduler(cfg, loader=loader, resolve=resolve)
         self.scheduler.on_fatal = self.shutdown
         self.listener: Listener | None = None
+        self.http = None  # localai.http.app.HTTPServer when cfg.http is set
         self.conns: set = set()
         self._wake_r, self._wake_w = os.pipe()
         self.stopping = False
 
     def bind(self) -> None:
+        http = getattr(self.cfg, "http", None)
+        if http:
+            from .. import http as http_api  # starlette and uvicorn load only when asked for
+
+            http_api.check_bind(http_api.parse_address(http)[0], self.cfg.api_key)
         self.listener = Listener(self.path)
+        if http:
+            try:
+                self.http = http_api.start(self, http, self.cfg.api_key, self.cfg.http_cors)
+            except BaseException:
+                self.listener.close()
+                raise
 
     def serve_forever(self) -> None:
         """Accept connections until `shutdown()` (the `shutdown` method, SIGTERM, SIGINT)."""
@@ -313,6 +325,8 @@ class Server:
             self.bind()
         self.scheduler.start()
         log.info("listening on %s (pid %d)", self.path, os.getpid())
+        if self.http is not None:
+            self.http.start()
         sel = selectors.DefaultSelector()
         sel.register(self.listener.sock, selectors.EVENT_READ)
         sel.register(self._wake_r, selectors.EVENT_READ)
@@ -323,6 +337,8 @@ class Server:
                         self._accept()
         finally:
             sel.close()
+            if self.http is not None:
+                self.http.stop()
             self.scheduler.stop()
             self.scheduler.thread.join(timeout=10)
             for conn in list(self.conns):  # let the last events (the `shutdown` answer) out
@@ -372,7 +388,7 @@ class Server:
 
     def m_status(self, conn, params) -> dict:
         return {"version": _version(), "protocol": protocol.PROTOCOL_VERSION, "socket": self.path,
-                **self.scheduler.status()}
+                "http": self.http.url if self.http is not None else None, **self.scheduler.status()}
 
     def m_models(self, conn, params) -> dict:
         from .. import store
