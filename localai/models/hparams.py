@@ -59,7 +59,7 @@ class HParams:
             head_dim=hd,
             head_dim_v=key.int("attention.value_length", d // H),
             d_ff=key.int("feed_forward_length") if d_ff_required else key.int("feed_forward_length", 0),
-            n_vocab=_tensor(g, "token_embd.weight").shape[0],
+            n_vocab=tensor(g, "token_embd.weight").shape[0],
             norm_eps=float(key.require(eps_key) if eps is None else key.get(eps_key, eps)),
             rope_base=float(key.get("rope.freq_base", 10000.0)),
             rope_dims=key.int("rope.dimension_count", hd),
@@ -144,7 +144,8 @@ class _Keys:
             raise ModelFileError(f"{self.g.path}: {self.prefix}{key} = {v!r} is not an integer") from None
 
 
-def _tensor(g, name: str):
+def tensor(g, name: str):
+    """The GGUF tensor `name` of `g`; ModelFileError when the file lacks it."""
     try:
         return g.tensors[name]
     except KeyError:

@@ -14,6 +14,7 @@ import numpy as np
 from .. import kernels
 from ..errors import ModelFileError
 from ..models import layers
+from ..models.hparams import tensor  # noqa: F401  (a GGUF tensor by name, ModelFileError if missing)
 from ..models.cache import make_cache  # noqa: F401  (an op: make_cache(n_layers, n_kv_heads, head_dim, max_len))
 
 NAME = "numpy"
@@ -21,14 +22,6 @@ F32 = np.float32
 
 
 # -- weights ------------------------------------------------------------------------------
-
-def tensor(g, name: str):
-    try:
-        return g.tensors[name]
-    except KeyError:
-        raise ModelFileError(f"{g.path}: tensor {name!r} is missing; the file is not a complete "
-                             f"{g.architecture} model") from None
-
 
 def has(g, name: str) -> bool:
     return name in g.tensors
