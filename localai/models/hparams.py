@@ -90,10 +90,18 @@ class HParams:
     def check(self, g) -> None:
         a, path = self.arch, g.path
         blocks = {int(m.group(1)) for n in g.tensors if (m := re.match(r"blk\.(\d+)\.", n))}
-        if blocks != set(range(self.n_layers)):
-            have = f"blocks blk.0..blk.{max(blocks)}" if blocks else "no blocks"
+        if len(blocks) != self.n_layers or (blocks and (min(blocks), max(blocks)) != (0, self.n_layers - 1)):
+            have = f"blocks blk.{min(blocks)}..blk.{max(blocks)}" if blocks else "no blocks"
             raise ModelFileError(f"{path}: {a}.block_count = {self.n_layers} but the file has {have} "
                                  f"({len(blocks)} present)")
+        for name, t in g.tensors.items():  # every block's tensors are shaped as block 0's
+            m = re.match(r"blk\.(\d+)\.(.+)", name)
+            if m and m.group(1) != "0":
+                first = g.tensors.get(f"blk.0.{m.group(2)}")
+                if first is None or tuple(first.shape) != tuple(t.shape):
+                    want = "absent" if first is None else f"shaped {tuple(first.shape)}"
+                    raise ModelFileError(f"{path}: tensor {name!r} has shape {tuple(t.shape)} but blk.0.{m.group(2)} "
+                                         f"is {want}; the file is corrupt")
         if self.n_kv_heads <= 0 or self.n_heads % self.n_kv_heads:
             raise ModelFileError(f"{path}: {a}.attention.head_count = {self.n_heads} is not a multiple of "
                                  f"{a}.attention.head_count_kv = {self.n_kv_heads}")
