@@ -243,7 +243,7 @@ def test_models_and_health(daemon, oai):
 # --- the llm CLI -----------------------------------------------------------------------------------
 
 def test_llm_cli_through_extra_openai_models(daemon, tmp_path):
-    llm_bin = shutil.which("llm", path=os.path.dirname(sys.executable))
+    llm_bin = shutil.which("llm", path=os.path.dirname(sys.executable)) or shutil.which("llm")
     assert llm_bin, "the `llm` CLI is in the test extra"
     (tmp_path / "extra-openai-models.yaml").write_text(
         f"- model_id: localai\n  model_name: smollm2\n  api_base: \"{daemon['url']}/v1\"\n")

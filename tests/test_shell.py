@@ -180,7 +180,7 @@ def test_a_missing_daemon_is_started(setup, tmp_path):
     try:
         assert not sock.exists()
         q = "Say hello."
-        out = _run(t, f"?? {q}", timeout=90)
+        out = _run(t, f"?? {q}", f"ask -- '{q}'", timeout=90)  # Enter quotes the question
         assert out == _screen_text(_ask(setup, q))
         assert "localai daemon: running" in _run(t, "localai status")
     finally:

@@ -33,12 +33,15 @@ def _weight(rng, shape, qtype) -> tuple[np.ndarray, Q]:
 
 def write_tiny(path: str | Path, arch: str = "llama", qtype: Q = Q.Q8_0, *, n_layers: int = 2,
                d_model: int = 64, n_heads: int = 4, n_kv_heads: int = 2, d_ff: int = 128,
-               n_ctx: int = 256, window: int = 8, seed: int = 0, chat_template: str | None = None) -> Path:
-    """Write a random model of `arch` ("llama" or "gemma3"); `window` is gemma3's sliding window."""
+               n_ctx: int = 256, window: int = 8, seed: int = 0, chat_template: str | None = None,
+               name: str = "tiny-instruct") -> Path:
+    """Write a random model of `arch` ("llama" or "gemma3"); `window` is gemma3's sliding window.
+    `name` (general.name) says "instruct", so chat requests take it (store.model_kind)."""
     rng = np.random.default_rng(seed)
     tokens, types, merges = vocabulary()
     V, hd = len(tokens), d_model // n_heads
     w = GGUFWriter(str(path), arch)
+    w.add_name(name)
     w.add_block_count(n_layers)
     w.add_context_length(n_ctx)
     w.add_embedding_length(d_model)

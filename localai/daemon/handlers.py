@@ -227,6 +227,9 @@ def complete_prompt(llm, params: CompleteParams, max_tokens: int) -> tuple[list,
                 suffix = _keep_head(llm, suffix, s_ids, n_s)
                 done["dropped_suffix_tokens"] = len(s_ids) - len(llm.tokenize(suffix, add_bos=False))
     ids = _fim_prompt(llm, prefix, suffix, extra) if fim else llm.tokenize(prefix)
+    if not ids:  # nothing before the cursor and no FIM tokens (llama.vim's warm-up): start from BOS
+        tok = llm.tokenizer
+        ids = [tok.bos_id if tok.bos_id is not None else tok.eos_id]
     return list(ids), done
 
 
