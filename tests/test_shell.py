@@ -53,7 +53,7 @@ def setup(smollm2_path, tmp_path_factory):
 def _ask(setup, content: str, **kw) -> str:
     with Client(setup["socket"], autostart=False) as c:
         return c.call("chat", messages=[{"role": "user", "content": content}], temperature=0,
-                      max_tokens=kw.get("max_tokens", MAX_TOKENS))["text"]
+                      max_tokens=kw.get("max_tokens", MAX_TOKENS), cache_prompt=kw.get("cache_prompt", True))["text"]
 
 
 def _action(setup, name: str, text: str, shell: str, **kw) -> str:
@@ -181,7 +181,9 @@ def test_a_missing_daemon_is_started(setup, tmp_path):
         assert not sock.exists()
         q = "Say hello."
         out = _run(t, f"?? {q}", f"ask -- '{q}'", timeout=90)  # Enter quotes the question
-        assert out == _screen_text(_ask(setup, q))
+        # the fresh daemon prefilled the prompt cold, in one batch: so does the reference (a
+        # partial cache hit splits the prefill, and the kernels are not batch-invariant yet, #13)
+        assert out == _screen_text(_ask(setup, q, cache_prompt=False))
         assert "localai daemon: running" in _run(t, "localai status")
     finally:
         _run(t, "localai stop")
