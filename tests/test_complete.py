@@ -131,7 +131,7 @@ class FimTokenizer:
     def detokenize(self, ids):
         return tokenizer().decode(list(ids))
 
-    def fim_prompt(self, prefix, suffix):
+    def fim_prompt(self, prefix, suffix, extra=None):
         return [self.PRE, *self.tokenize(prefix, add_bos=False), self.SUF,
                 *self.tokenize(suffix, add_bos=False), self.MID]
 

@@ -66,7 +66,7 @@ class FakeLLM:
     def check_can_chat(self):
         pass
 
-    def fim_prompt(self, prefix, suffix):
+    def fim_prompt(self, prefix, suffix, extra=None):
         return None
 
     def new_session(self):

@@ -6,7 +6,6 @@ same answer for the same request.
 """
 from __future__ import annotations
 
-import inspect
 import re
 from dataclasses import dataclass, field
 
@@ -162,11 +161,8 @@ def prepare(llm, method: str, params, defaults: dict) -> Prepared:
 # --- complete: fit the context, never repeat the suffix ---------------------------------------
 
 def _fim_prompt(llm, prefix: str, suffix: str, extra: list) -> list | None:
-    """llm.fim_prompt with the extra context chunks where the engine takes them (None: the
-    model has no FIM tokens)."""
-    if extra and "extra" in inspect.signature(llm.fim_prompt).parameters:
-        return llm.fim_prompt(prefix, suffix, extra=extra)
-    return llm.fim_prompt(prefix, suffix)
+    """llm.fim_prompt with the extra context chunks (None: the model has no FIM tokens)."""
+    return llm.fim_prompt(prefix, suffix, extra=extra or None)
 
 
 def _keep_tail(llm, text: str, ids: list, n: int) -> str:
