@@ -41,3 +41,16 @@ def llama_cpp_models() -> Path:
     except FetchError as e:
         error = str(e)
     pytest.fail(error, pytrace=False)
+
+
+@pytest.fixture(scope="session")
+def llama_cpp_python() -> Path:
+    """The python of the llama.cpp peer venv (`llama-cpp-python[server]`, tests/llama_cpp_peer.py),
+    installed by .ci/run; a missing peer fails the test (never a skip)."""
+    from llama_cpp_peer import PeerMissing, peer_python
+
+    try:
+        return peer_python()
+    except PeerMissing as e:
+        error = str(e)
+    pytest.fail(error, pytrace=False)
