@@ -18,11 +18,11 @@ from __future__ import annotations
 
 from . import qmatmul
 from .elementwise import attend_one, causal_softmax, glu, rms_norm, rope
-from .qmatmul import DECODE_MAX_N, QMatrix, backend, set_backend, set_threads, warmup
+from .qmatmul import QMatrix, backend, set_backend, set_threads, warmup
 from .quants import BLOCK, dequantize
 
 __all__ = ["QMatrix", "dequantize", "KERNEL_BACKEND", "set_threads", "warmup", "backend", "set_backend",
-           "BLOCK", "DECODE_MAX_N", "glu", "causal_softmax", "rms_norm", "rope", "attend_one"]
+           "BLOCK", "glu", "causal_softmax", "rms_norm", "rope", "attend_one"]
 
 
 def __getattr__(name: str):

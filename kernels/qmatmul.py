@@ -3,9 +3,12 @@
     W = QMatrix(data, ggml_type, (M, K))
     y = W.matmul(x)        # x (N, K) -> y (N, M) = x @ W.T
 
-Decode (N <= DECODE_MAX_N): one fused numba pass over the quantized bytes, no float copy of W.
-Prefill (larger N) and the numpy backend: W is dequantized TILE_BYTES at a time into a
-reused float32 buffer and multiplied by BLAS, so memory stays bounded whatever M is.
+Numba backend, every N (decode and prefill): one fused pass over the quantized bytes, integer
+dot products of the weights' codes with x rounded to int16, no float copy of W; a row of the
+result depends on its row of x alone, bit for bit, whatever N is (batch invariance).
+Numpy backend (and F32 weights, and types the numba kernels do not cover): W is dequantized
+TILE_BYTES at a time into a reused float32 buffer and multiplied by BLAS, so memory stays
+bounded whatever M is.
 """
 from __future__ import annotations
 
@@ -20,7 +23,7 @@ from . import quants
 
 log = logging.getLogger(__name__)
 
-DECODE_MAX_N = 24     # rows of x up to which the fused kernels beat dequantize + BLAS (SmolLM2, 2 cores)
+BLAS_MIN_N = 0        # if > 0: N >= this goes to dequantize + BLAS (faster prefill, not batch invariant)
 TILE_BYTES = 8 << 20  # float32 tile of W per BLAS call in the tiled path
 
 
@@ -73,7 +76,7 @@ def warmup() -> str:
     try:
         w = _readonly(np.zeros((2, 34), np.uint8))
         x = np.zeros((1, 32), np.float32)
-        _nb.matvec(int(T.Q8_0), w, x, np.empty((1, 2), np.float32), _nb.FULL)
+        _nb.matmul(int(T.Q8_0), w, x, np.empty((1, 2), np.float32), _nb.FULL)
         _nb.dequantize_rows(int(T.Q8_0), w, np.empty((2, 32), np.float32), _nb.FULL)
         g = np.zeros((2, 2), np.float32)
         _nb.glu(g, g.copy(), False)
@@ -149,9 +152,9 @@ class QMatrix:
         N = x2.shape[0]
         if self._blas:
             out = x2 @ self.raw.T
-        elif N <= DECODE_MAX_N and _numba_kernel(self.ggml_type):
+        elif _numba_kernel(self.ggml_type) and not 0 < BLAS_MIN_N <= N:
             out = np.empty((N, M), np.float32)
-            _nb.matvec(self.ggml_type, self.raw, x2, out, _nb.FULL)
+            _nb.matmul(self.ggml_type, self.raw, x2, out, _nb.FULL)
         else:
             out = self._tiled_matmul(x2)
         return out.reshape(M) if np.ndim(x) == 1 else out
