@@ -5,7 +5,7 @@
     y = W.matmul(x)                              # x (N, K) float32 -> (N, M) = x @ W.T
     e = W.rows(token_ids)                        # (len(ids), K): an embedding lookup
     dequantize(raw, ggml_type, n_cols)           # raw (R, row_bytes) -> float32 (R, n_cols)
-    rms_norm, rope, glu, causal_softmax, attend_one   # the other steps (elementwise.py)
+    rms_norm, rope, glu, causal_softmax, attend, attend_one   # the other steps (elementwise.py)
 
 KERNEL_BACKEND is "numba" (fused numba kernels) or "numpy" (dequantize a tile + BLAS).
 LOCALAI_KERNELS=numpy forces numpy; without numba, or if its kernels fail to compile,
@@ -17,12 +17,12 @@ Depends on numpy, numba (optional) and gguf's format tables only.
 from __future__ import annotations
 
 from . import qmatmul
-from .elementwise import attend_one, causal_softmax, glu, rms_norm, rope
+from .elementwise import attend, attend_one, causal_softmax, glu, rms_norm, rope
 from .qmatmul import QMatrix, backend, set_backend, set_threads, warmup
 from .quants import BLOCK, dequantize
 
 __all__ = ["QMatrix", "dequantize", "KERNEL_BACKEND", "set_threads", "warmup", "backend", "set_backend",
-           "BLOCK", "glu", "causal_softmax", "rms_norm", "rope", "attend_one"]
+           "BLOCK", "glu", "causal_softmax", "rms_norm", "rope", "attend", "attend_one"]
 
 
 def __getattr__(name: str):

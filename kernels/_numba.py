@@ -731,20 +731,29 @@ def rope(x, cos, sin, neox, out):
 
 
 @njit(parallel=True, fastmath=FM, error_model="numpy", **JIT)
-def attend_one(q, kb, vb, T, lo, scale, out):
-    """Attention for one new position: q (H, hd), one query per head; kb, vb (Hkv, cap, hd)
-    KV storage holding T positions, of which keys lo..T-1 are seen; out (H, hd) =
-    softmax(scale q k^T) v. Query head h reads KV head h // (H / Hkv). No BLAS: in decode,
-    OpenBLAS's threads and the numba kernels' fought over the cores (SmolLM2 at 3,000 tokens
-    of context: 9.7 tok/s)."""
-    H, hd = q.shape
+def attend(q, kb, vb, offset, window, scale, out):
+    """Causal attention of L new positions, one query at a time: q (L, H, hd) at positions
+    offset..offset+L-1; kb, vb (Hkv, cap, hd) KV storage holding them and every earlier one;
+    out (L, H, hd) = softmax(scale q k^T) v over the keys j <= p (and p - j < window if
+    window > 0). Query head h reads KV head h // (H / Hkv).
+
+    Each query is computed alone, by the same code whatever L is and wherever it falls in the
+    batch, so a position's output does not depend on how the prompt was split (decode is
+    L = 1). No BLAS: in decode, OpenBLAS's threads and the numba kernels' fought over the
+    cores (SmolLM2 at 3,000 tokens of context: 9.7 tok/s). Work items are (head, query),
+    head-major, so numba's even split of the range gives each thread the same mix of short
+    and long rows of the causal triangle."""
+    L, H, hd = q.shape
     Hkv, cap, _ = kb.shape
     G = H // Hkv
     qf, kf, vf, of = q.reshape(-1), kb.reshape(-1), vb.reshape(-1), out.reshape(-1)
-    n = T - lo
-    for h in prange(H):
+    for t in prange(L * H):
+        h, l = t // L, t % L
+        p = offset + l
+        lo = max(0, p - window + 1) if window > 0 else 0
+        n = p + 1 - lo
         base = (U(h // G) * U(cap) + U(lo)) * U(hd)
-        qo = U(h) * U(hd)
+        qo = (U(l) * U(H) + U(h)) * U(hd)
         s = np.empty(n, F)
         m = F(-np.inf)
         for j in range(n):
@@ -764,7 +773,7 @@ def attend_one(q, kb, vb, T, lo, scale, out):
         for d in range(U(hd)):
             of[qo + d] = F(0)
         for j in range(n):
-            p = s[j] * inv
+            pj = s[j] * inv
             vo = base + U(j) * U(hd)
             for d in range(U(hd)):
-                of[qo + d] += p * vf[vo + d]
+                of[qo + d] += pj * vf[vo + d]

@@ -83,7 +83,7 @@ def warmup() -> str:
         _nb.causal_softmax(g, 1, 0, 1.0, 0)
         _nb.rms_norm(g, g[0], 1e-6, g.copy())
         _nb.rope(g.reshape(1, 1, 4), g[:1, :1], g[:1, :1], False, g.reshape(1, 1, 4).copy())
-        _nb.attend_one(g, g.reshape(1, 2, 2), g.reshape(1, 2, 2), 2, 0, 1.0, g.copy())
+        _nb.attend(g.reshape(1, 1, 4), g.reshape(1, 2, 2), g.reshape(1, 2, 2), 1, 0, 1.0, g.reshape(1, 1, 4).copy())
         _compiled = True
     except Exception as e:
         first_line = str(e).strip().splitlines()[0] if str(e).strip() else ""

@@ -293,6 +293,49 @@ def test_attend_one(backend, window):
     np.testing.assert_allclose(kernels.attend_one(q, k.copy(), v.copy(), 0.3, window), got, rtol=1e-6, atol=1e-7)
 
 
+@pytest.mark.parametrize("window", [None, 4])
+def test_attend(backend, window):
+    """Prefill attention of L = 7 new positions after 5 cached ones, GQA, a cache's storage
+    read in place; each query against a float64 reference of its own causal (windowed) row."""
+    from localai.models.cache import KVCache
+
+    rng = np.random.default_rng(8)
+    H, Hkv, hd, offset, L = 6, 2, 40, 5, 7
+    cache = KVCache(Hkv, hd, 32)
+    cache.update_and_fetch(*(rng.standard_normal((2, Hkv, offset, hd)).astype(np.float32)))
+    k, v = cache.update_and_fetch(*(rng.standard_normal((2, Hkv, L, hd)).astype(np.float32)))
+    q = rng.standard_normal((H, L, hd)).astype(np.float32)
+    got = kernels.attend(q, k, v, offset, 0.3, window)
+    assert got.shape == (L, H * hd)
+    for i in range(L):
+        p = offset + i
+        lo = max(0, p - window + 1) if window else 0
+        for h in range(H):
+            kh, vh = k[h // 3, lo:p + 1].astype(np.float64), v[h // 3, lo:p + 1].astype(np.float64)
+            s = 0.3 * kh @ q[h, i]
+            w = np.exp(s - s.max())
+            np.testing.assert_allclose(got[i, h * hd:(h + 1) * hd], w / w.sum() @ vh, rtol=1e-5, atol=1e-6)
+
+
+@NUMBA
+def test_attend_rows_equal_decode_bit_for_bit():
+    """A prefill query's output is exactly what decode computes for that position."""
+    from localai.models.cache import KVCache
+
+    rng = np.random.default_rng(9)
+    H, Hkv, hd, L = 4, 2, 32, 37
+    cache = KVCache(Hkv, hd, 64)
+    k, v = cache.update_and_fetch(*(rng.standard_normal((2, Hkv, L, hd)).astype(np.float32)))
+    q = rng.standard_normal((H, L, hd)).astype(np.float32)
+    for window in (None, 9):
+        full = kernels.attend(q, k, v, 0, 0.2, window)
+        for p in (0, 8, 20, 36):
+            one = kernels.attend_one(q[:, p], k[:, :p + 1], v[:, :p + 1], 0.2, window)
+            np.testing.assert_array_equal(one.reshape(-1), full[p])
+            tail = kernels.attend(q[:, p:], k, v, p, 0.2, window)
+            np.testing.assert_array_equal(tail, full[p:])
+
+
 @NUMBA
 def test_numba_exp():
     import numba
