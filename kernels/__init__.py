@@ -10,7 +10,7 @@
 KERNEL_BACKEND is "numba" (fused numba kernels) or "numpy" (dequantize a tile + BLAS).
 LOCALAI_KERNELS=numpy forces numpy; without numba, or if its kernels fail to compile,
 numpy is used automatically. `warmup()` compiles the numba kernels up front; `set_threads(n)`
-sets how many threads they use.
+sets how many threads they use (default: the physical cores, `physical_cores()`).
 
 Depends on numpy, numba (optional) and gguf's format tables only.
 """
@@ -18,10 +18,10 @@ from __future__ import annotations
 
 from . import qmatmul
 from .elementwise import attend, attend_one, causal_softmax, glu, rms_norm, rope
-from .qmatmul import QMatrix, backend, set_backend, set_threads, warmup
+from .qmatmul import QMatrix, backend, physical_cores, set_backend, set_threads, warmup
 from .quants import BLOCK, dequantize
 
-__all__ = ["QMatrix", "dequantize", "KERNEL_BACKEND", "set_threads", "warmup", "backend", "set_backend",
+__all__ = ["QMatrix", "dequantize", "KERNEL_BACKEND", "set_threads", "physical_cores", "warmup", "backend", "set_backend",
            "BLOCK", "glu", "causal_softmax", "rms_norm", "rope", "attend", "attend_one"]
 
 

@@ -131,6 +131,7 @@ def attend(q: np.ndarray, k: np.ndarray, v: np.ndarray, offset: int, scale: floa
     if nb is not None:
         out = np.empty((L, H, hd), np.float32)
         qc = np.ascontiguousarray(np.asarray(q, np.float32).transpose(1, 0, 2))  # (L, H, hd)
+        qmatmul._apply_threads()
         nb.attend(qc, _storage(k), _storage(v), int(offset), int(window or 0), float(scale), out)
         return out.reshape(L, H * hd)
     out = np.empty((L, H * hd), np.float32)

@@ -54,13 +54,49 @@ def set_backend(name: str) -> str:
     return backend()
 
 
-def set_threads(n: int) -> None:
-    """Threads for the numba kernels, at most NUMBA_NUM_THREADS (default: all cores).
-    Numba keeps this per calling thread: call it from the thread that runs the model."""
-    if _nb is not None:
+def physical_cores() -> int:
+    """Physical cores this process may run on (hyperthread siblings counted once), as
+    llama.cpp picks its default thread count; os.cpu_count() where topology is unreadable."""
+    try:
+        cpus = sorted(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+    cores = set()
+    for c in cpus:
+        try:
+            with open(f"/sys/devices/system/cpu/cpu{c}/topology/core_id") as f:
+                core = f.read().strip()
+            with open(f"/sys/devices/system/cpu/cpu{c}/topology/physical_package_id") as f:
+                cores.add((f.read().strip(), core))
+        except OSError:
+            cores.add(("cpu", str(c)))
+    return max(1, len(cores))
+
+
+_threads = 0  # set_threads' value for every thread that runs kernels; 0 = numba's default
+
+
+def set_threads(n: int | None) -> int:
+    """Threads for the numba kernels, for every thread that calls them from now on (numba keeps
+    the count per calling thread; the kernels apply this one before each call). None or 0:
+    the physical cores (at most NUMBA_NUM_THREADS, numba's pool). Returns the count set."""
+    global _threads
+    if _nb is None:
+        return 1
+    import numba
+
+    _threads = max(1, min(int(n or physical_cores()), numba.config.NUMBA_NUM_THREADS))
+    numba.set_num_threads(_threads)
+    return _threads
+
+
+def _apply_threads() -> None:
+    """Give the calling thread set_threads' count (a daemon runs models on its own threads)."""
+    if _threads and getattr(_local, "threads", 0) != _threads:
         import numba
 
-        numba.set_num_threads(max(1, min(int(n), numba.config.NUMBA_NUM_THREADS)))
+        numba.set_num_threads(_threads)
+        _local.threads = _threads
 
 
 def warmup() -> str:
@@ -153,6 +189,7 @@ class QMatrix:
         if self._blas:
             out = x2 @ self.raw.T
         elif _numba_kernel(self.ggml_type) and not 0 < BLAS_MIN_N <= N:
+            _apply_threads()
             out = np.empty((N, M), np.float32)
             _nb.matmul(self.ggml_type, self.raw, x2, out, _nb.FULL)
         else:

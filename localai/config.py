@@ -5,6 +5,7 @@ override it.
     model = "smollm2"          # default model: catalog name or path to a .gguf
     backend = "auto"           # auto | numpy | mlx
     n_ctx = 4096               # context length (default: the model file's, capped at 8192)
+    threads = 2                # CPU threads for the numpy backend's kernels (default: the physical cores)
     keep_alive = "10m"         # unload an idle model after this long ("30s", "1h", 0 = at once, -1 = never)
     system = "You are terse."  # system prompt for `localai ask` and `localai chat`
 
@@ -48,6 +49,7 @@ class Config:
     model: str | None = None
     backend: str = "auto"
     n_ctx: int | None = None
+    threads: int | None = None  # None: the physical cores
     keep_alive: float = DEFAULT_KEEP_ALIVE  # seconds; < 0 = never unload
     system: str | None = None
     sampling: dict = field(default_factory=dict)
@@ -103,7 +105,7 @@ def load(path: str | None = None) -> Config:
     except (OSError, tomllib.TOMLDecodeError) as exc:
         raise ConfigError(f"cannot read config file {path}: {exc}") from None
     cfg.path = path
-    known = {"model": str, "backend": str, "n_ctx": int, "keep_alive": None, "system": str,
+    known = {"model": str, "backend": str, "n_ctx": int, "threads": int, "keep_alive": None, "system": str,
              "sampling": dict, "prompt_cache": dict}
     for key, value in data.items():
         if key not in known:
@@ -128,6 +130,8 @@ def load(path: str | None = None) -> Config:
                     raise ConfigError(f"{path}: unknown key `prompt_cache.{k}` (known: sessions, max_mb)")
         else:
             setattr(cfg, key, _expect(path, key, value, known[key]))
+    if cfg.threads is not None and cfg.threads < 1:
+        raise ConfigError(f"{path}: `threads` must be 1 or more, not {cfg.threads}")
     if cfg.backend not in ("auto", "numpy", "mlx"):
         raise ConfigError(f"{path}: `backend` must be auto, numpy or mlx, not {cfg.backend!r}")
     return cfg
@@ -143,6 +147,8 @@ def override(cfg: Config, **flags) -> Config:
                 value = parse_duration(value)
             except ValueError as exc:
                 raise ConfigError(f"--keep-alive: {exc}") from None
+        if key == "threads" and value < 1:
+            raise ConfigError(f"--threads must be 1 or more, not {value}")
         setattr(cfg, key, value)
     return cfg
 

@@ -1,4 +1,4 @@
-"""`python -m localai.daemon [--socket PATH] [--model M] [--backend B] [--n-ctx N] [--keep-alive T]`:
+"""`python -m localai.daemon [--socket PATH] [--model M] [--backend B] [--n-ctx N] [--threads N] [--keep-alive T]`:
 the daemon in the foreground (what `localai serve` and the client's auto-start run)."""
 from __future__ import annotations
 
@@ -16,12 +16,14 @@ def main(argv=None) -> int:
     ap.add_argument("--model")
     ap.add_argument("--backend")
     ap.add_argument("--n-ctx", type=int)
+    ap.add_argument("--threads", type=int)
     ap.add_argument("--keep-alive")
     ap.add_argument("--log-level", default="INFO")
     a = ap.parse_args(argv)
     try:
         cfg = config.load()
-        config.override(cfg, model=a.model, backend=a.backend, n_ctx=a.n_ctx, keep_alive=a.keep_alive)
+        config.override(cfg, model=a.model, backend=a.backend, n_ctx=a.n_ctx, threads=a.threads,
+                        keep_alive=a.keep_alive)
         serve(cfg, a.socket, log_level=a.log_level)
     except LocalAIError as exc:
         print(f"localai: {exc.message}", file=sys.stderr)

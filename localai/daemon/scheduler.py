@@ -70,7 +70,7 @@ def _rss_bytes() -> int:
 class Scheduler:
     def __init__(self, cfg, loader=None, resolve=None, max_models: int = 2):
         self.cfg = cfg
-        self.loader = loader  # (path, backend=, n_ctx=) -> LLM; default localai.load
+        self.loader = loader  # (path, backend=, n_ctx=, n_threads=) -> LLM; default localai.load
         self.resolve = resolve or (lambda name: str(store.resolve(name, pull_missing=False)))
         self.max_models = max_models
         self.cond = threading.Condition()
@@ -277,7 +277,7 @@ class Scheduler:
             load = self.loader
             if load is None:
                 from .. import load
-            llm = load(path, backend=self.cfg.backend, n_ctx=self.cfg.n_ctx)
+            llm = load(path, backend=self.cfg.backend, n_ctx=self.cfg.n_ctx, n_threads=self.cfg.threads)
             job.load_ms = (time.monotonic() - t0) * 1000
             m = Loaded(name, path, llm, PromptCache(llm, self.cfg.cache_sessions, self.cfg.cache_bytes),
                        job.load_ms)
