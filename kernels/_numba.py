@@ -324,21 +324,21 @@ def _emit_tile(e, qtype, nx, nw, o, ws, k, K, nb, out):
             bi = b.add(first, e.c(j))
             items = [block(e, b.add(wrows[i], b.mul(bi, e.c(size)))) for i in range(nw)]
             for n, (sub, *_) in enumerate(items[0]):
+                svs = [it[n][2] if width == 16 else e.splat(it[n][2], 8) for it in items]  # W's scales
                 for r in range(nx):
                     xb = b.add(xrows[r], b.add(b.mul(bi, e.c(qk // 32)), e.c(sub)))
                     xv = e.load(xq, b.mul(xb, e.c(32)), _vec(_i16), align=2)
                     dx = e.load(xd, xb, _f32, align=4)
+                    dxv = e.splat(dx, width)
                     dxs = None
                     for i in range(nw):
                         _, q, scale, m = items[i][n]
                         isum = _pmaddwd(e, q, xv)  # <16 x i32>
                         if width == 8:  # one scale: fold the halves in integers first
                             isum = b.add(b.shuffle_vector(isum, isum, lo8), b.shuffle_vector(isum, isum, hi8))
-                            sv = e.splat(b.fmul(scale, dx), 8)
-                        else:
-                            sv = b.fmul(scale, e.splat(dx, 16))
+                        # (isum dx) d: splats made once per row of x and once per row of W
                         acc = accs[r][i]
-                        b.store(e.fma(b.sitofp(isum, vt), sv, b.load(acc)), acc)
+                        b.store(e.fma(b.fmul(b.sitofp(isum, vt), dxv), svs[i], b.load(acc)), acc)
                         if m is not None:
                             if dxs is None:  # dx times the sum of the codes: the rounded x's sum
                                 dxs = b.fmul(dx, b.sitofp(e.load(xsq, xb, _i32, align=4), _f32))
