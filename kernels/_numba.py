@@ -1,16 +1,16 @@
-"""Numba kernels over quantized rows: fused dequantize-and-dot (decode) and row
-dequantization (prefill tiles, embedding rows).
+"""Numba kernels over quantized rows: the integer GEMM (decode and prefill alike), row
+dequantization (BLAS tiles of the numpy path, embedding rows), attention and the elementwise steps.
 
-Two entry points, each one parallel loop over the rows of W that dispatches on the type:
-    matvec(qtype, w, x, out, full)          out (N, M) = x (N, K) @ dequantize(w (M, row_bytes)).T
+Two entry points over W, each one parallel loop that dispatches on the type:
+    matmul(qtype, w, x, out, full)          out (N, M) = x (N, K) @ dequantize(w (M, row_bytes)).T
     dequantize_rows(qtype, w, out, full)    out (R, K) = dequantize(w (R, row_bytes))
 `full` is FULL, a runtime all-ones uint64 (see below). Inside, arrays are used flat with
 uint64 offsets (`w[o + j]`, `x[k + j]`). Their numpy twins are
-`quants.dequantize` (bit-exact with dequantize_rows) and dequantize-then-BLAS (equal to
-matvec to float32 rounding); tests/test_kernels.py holds them together. Block layouts are
-drawn in quants.py.
+`quants.dequantize` (bit-exact with dequantize_rows) and dequantize-then-BLAS on x rounded to
+int16 per 32 values (equal to matmul to float32 rounding); tests/test_kernels.py holds them
+together. Block layouts are drawn in quants.py.
 
-matvec's per-type row dots are written in LLVM vector IR (see "decode dots" below); the
+matmul's per-type block dots are written in LLVM vector IR (see "integer dots" below); the
 rest is numba Python, written so that LLVM vectorizes it well (each point checked in the
 assembly):
 - Inner loops run `range(16 & full)`, not `range(16)`: LLVM fully unrolls a literal trip
@@ -25,9 +25,10 @@ assembly):
   dequantizers carry none: `d * q + m` must not fuse into an FMA, to stay bit-exact with
   numpy.
 
-Cost: the first call compiles the whole module (~8 s for all the entry points on the 2-core
-dev box, see `qmatmul.warmup`); cache=True keeps the machine code in kernels/__pycache__,
-and later processes load it in ~0.3 s.
+Cost: the first call compiles the whole module (see `qmatmul.warmup`), the integer GEMM's
+four tile shapes times eight types most of it: 150-265 s measured on the 2-core dev box while
+other jobs saturated it (~8 s before the GEMM, on a quiet box). cache=True keeps the machine
+code in numba's cache, and later processes load it in well under a second.
 """
 from __future__ import annotations
 

@@ -102,8 +102,8 @@ def _apply_threads() -> None:
 def warmup() -> str:
     """Compile the numba kernels now (or load them from numba's cache) on tiny inputs.
 
-    The entry points cover every type, so this is all the compiling there is: ~8 s cold
-    (once per machine and source version; cached in kernels/__pycache__), ~0.3 s cached.
+    The entry points cover every type, so this is all the compiling there is: minutes cold
+    on a small machine (once per machine and source version; then cached), ~0.3 s cached.
     Runs by itself on the first matmul otherwise. If compiling fails, switches to numpy.
     Returns the backend."""
     global _nb, _compiled
