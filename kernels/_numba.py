@@ -26,7 +26,7 @@ assembly):
   numpy.
 
 Cost: the first call compiles the whole module (see `qmatmul.warmup`), the integer GEMM's
-four tile shapes times eight types most of it: 150-265 s measured on the 2-core dev box while
+two tile shapes times eight types most of it: 150-265 s measured on the 2-core dev box while
 other jobs saturated it (~8 s before the GEMM, on a quiet box). cache=True keeps the machine
 code in numba's cache, and later processes load it in well under a second.
 """
@@ -391,7 +391,7 @@ def _tile(nx, nw):
     return tile
 
 
-_tile_xw, _tile_1w, _tile_x1, _tile_11 = _tile(RX, RW), _tile(1, RW), _tile(RX, 1), _tile(1, 1)
+_tile_xw, _tile_1w = _tile(RX, RW), _tile(1, RW)  # (a lone last row of W goes in twice: ws = 0)
 
 
 @njit(fastmath=FM, error_model="numpy", **JIT)
@@ -456,35 +456,21 @@ def matmul(qtype, w, x, out, full):
             continue
         for n0 in range(0, N, NC):
             n1 = min(N, n0 + NC)
-            m = m0
-            while m + RW <= m1:
+            for m in range(m0, m1, RW):
                 o = U(m) * rb
+                ws = rb if m + 1 < m1 else U(0)  # a last row alone: computed twice, kept once
                 i = n0
                 while i + RX <= n1:
-                    t = _tile_xw(qtype, wf, o, rb, xs, U(i) * U(K), U(K), nb)
+                    t = _tile_xw(qtype, wf, o, ws, xs, U(i) * U(K), U(K), nb)
                     for r in range(RX):
-                        for j in range(RW):
+                        for j in range(min(RW, m1 - m)):
                             out[i + r, m + j] = t[r * RW + j]
                     i += RX
                 while i < n1:
-                    t1 = _tile_1w(qtype, wf, o, rb, xs, U(i) * U(K), U(K), nb)
-                    for j in range(RW):
+                    t1 = _tile_1w(qtype, wf, o, ws, xs, U(i) * U(K), U(K), nb)
+                    for j in range(min(RW, m1 - m)):
                         out[i, m + j] = t1[j]
                     i += 1
-                m += RW
-            while m < m1:
-                o = U(m) * rb
-                i = n0
-                while i + RX <= n1:
-                    t2 = _tile_x1(qtype, wf, o, rb, xs, U(i) * U(K), U(K), nb)
-                    for r in range(RX):
-                        out[i + r, m] = t2[r]
-                    i += RX
-                while i < n1:
-                    out[i, m] = _tile_11(qtype, wf, o, rb, xs, U(i) * U(K), U(K), nb)[0]
-                    i += 1
-                m += 1
-
 
 
 # -- dequantization: numpy's float32 operations exactly, no fastmath ----------------------------
