@@ -5,12 +5,12 @@
     y = W.matmul(x)                              # x (N, K) float32 -> (N, M) = x @ W.T
     e = W.rows(token_ids)                        # (len(ids), K): an embedding lookup
     dequantize(raw, ggml_type, n_cols)           # raw (R, row_bytes) -> float32 (R, n_cols)
-    rms_norm, rope, glu, causal_softmax, attend_one   # the other steps (elementwise.py)
+    rms_norm, rope, glu, causal_softmax, attend, attend_one   # the other steps (elementwise.py)
 
 KERNEL_BACKEND is "numba" (fused numba kernels) or "numpy" (dequantize a tile + BLAS).
 LOCALAI_KERNELS=numpy forces numpy; without numba, or if its kernels fail to compile,
 numpy is used automatically. `warmup()` compiles the numba kernels up front; `set_threads(n)`
-sets how many threads they use. Compiled kernels are cached in ~/.cache/localai/numba, never in
+sets how many threads they use (default: the physical cores, `physical_cores()`). Compiled kernels are cached in ~/.cache/localai/numba, never in
 the install, and a compile (not a cache load) is announced once on stderr, or to
 `set_compile_notice(fn)` (see _numba_setup.py).
 
@@ -25,16 +25,16 @@ from . import _numba_setup
 _numba_setup.configure()  # before qmatmul imports numba: compiled kernels go to the user's cache
 
 from . import qmatmul  # noqa: E402
-from .elementwise import attend_one, causal_softmax, glu, rms_norm, rope
-from .qmatmul import DECODE_MAX_N, QMatrix, backend, set_backend, set_threads, warmup
+from .elementwise import attend, attend_one, causal_softmax, glu, rms_norm, rope
+from .qmatmul import QMatrix, backend, physical_cores, set_backend, set_threads, warmup
 from .quants import BLOCK, dequantize  # noqa: E402
 
 if "numba" in sys.modules:
     _numba_setup.announce_compiles()
 set_compile_notice = _numba_setup.set_compile_notice
 
-__all__ = ["QMatrix", "set_compile_notice", "dequantize", "KERNEL_BACKEND", "set_threads", "warmup", "backend", "set_backend",
-           "BLOCK", "DECODE_MAX_N", "glu", "causal_softmax", "rms_norm", "rope", "attend_one"]
+__all__ = ["QMatrix", "set_compile_notice", "dequantize", "KERNEL_BACKEND", "set_threads", "physical_cores", "warmup", "backend", "set_backend",
+           "BLOCK", "glu", "causal_softmax", "rms_norm", "rope", "attend", "attend_one"]
 
 
 def __getattr__(name: str):

@@ -1,16 +1,16 @@
-"""Numba kernels over quantized rows: fused dequantize-and-dot (decode) and row
-dequantization (prefill tiles, embedding rows).
+"""Numba kernels over quantized rows: the integer GEMM (decode and prefill alike), row
+dequantization (BLAS tiles of the numpy path, embedding rows), attention and the elementwise steps.
 
-Two entry points, each one parallel loop over the rows of W that dispatches on the type:
-    matvec(qtype, w, x, out, full)          out (N, M) = x (N, K) @ dequantize(w (M, row_bytes)).T
+Two entry points over W, each one parallel loop that dispatches on the type:
+    matmul(qtype, w, x, out, full)          out (N, M) = x (N, K) @ dequantize(w (M, row_bytes)).T
     dequantize_rows(qtype, w, out, full)    out (R, K) = dequantize(w (R, row_bytes))
 `full` is FULL, a runtime all-ones uint64 (see below). Inside, arrays are used flat with
 uint64 offsets (`w[o + j]`, `x[k + j]`). Their numpy twins are
-`quants.dequantize` (bit-exact with dequantize_rows) and dequantize-then-BLAS (equal to
-matvec to float32 rounding); tests/test_kernels.py holds them together. Block layouts are
-drawn in quants.py.
+`quants.dequantize` (bit-exact with dequantize_rows) and dequantize-then-BLAS on x rounded to
+int16 per 32 values (equal to matmul to float32 rounding); tests/test_kernels.py holds them
+together. Block layouts are drawn in quants.py.
 
-matvec's per-type row dots are written in LLVM vector IR (see "decode dots" below); the
+matmul's per-type block dots are written in LLVM vector IR (see "integer dots" below); the
 rest is numba Python, written so that LLVM vectorizes it well (each point checked in the
 assembly):
 - Inner loops run `range(16 & full)`, not `range(16)`: LLVM fully unrolls a literal trip
@@ -25,9 +25,10 @@ assembly):
   dequantizers carry none: `d * q + m` must not fuse into an FMA, to stay bit-exact with
   numpy.
 
-Cost: the first call compiles the whole module (~8 s for all the entry points on the 2-core
-dev box, see `qmatmul.warmup`); cache=True keeps the machine code in kernels/__pycache__,
-and later processes load it in ~0.3 s.
+Cost: the first call compiles the whole module (see `qmatmul.warmup`), the integer GEMM's
+two tile shapes times eight types most of it: 150-265 s measured on the 2-core dev box while
+other jobs saturated it (~8 s before the GEMM, on a quiet box). cache=True keeps the machine
+code in numba's cache, and later processes load it in well under a second.
 """
 from __future__ import annotations
 
@@ -106,16 +107,26 @@ def _k_scale(w, o, j):
     return _f(sc), _f(mn)
 
 
-# -- decode dots in LLVM vector IR ------------------------------------------------------------
-# One numba intrinsic per type, _ROW[type](w, o, x, k, nb) -> float32: the dot of the quantized
-# row at byte o of the flat w with the floats at x[k:], nb blocks of 32 weights long. Each
-# block (each K-quant super-block: 8 of them) becomes <32 x float> dequantized weights, and
-# weights * x accumulate in vector registers; the only horizontal sum is at the end of the
-# row. Numba's own loops summed every 32 weights to a scalar: that reduction, and a 16-bit
-# scale load that LLVM merged into a register still busy with the previous block's FMA, were
-# most of a decode matvec (1.5-3x slower, see docs/benchmarks.md). Generic LLVM IR only, no
-# target intrinsics: LLVM picks AVX2 / AVX-512 on x86 and NEON on Apple Silicon.
-# The weights are d * q + m as one FMA, so they can differ from quants.py's in the last bit.
+# -- integer dots: quantized W times x rounded to int16, in LLVM vector IR ----------------------
+# One numba intrinsic, _tile(RX, RW)(qtype, w, o, ws, xs, k, K, nb) -> RX * RW float32: the
+# dots of RW quantized rows of W (at bytes o, o + ws, ...) with RX rows of x (from element k,
+# k + K, ...), x given as int16 codes per 32 values (_quantize_x). For each block of 32
+# weights, an integer dot of the weights' codes with x's codes, scaled once:
+# d * dx * sum(q * xq), plus m * dx * sum(xq) for the types with a min. The block is decoded
+# once for the RX rows of x, and x's codes are loaded once for the RW rows of W (register
+# blocking: 4 x 2 dots in flight, 8 accumulators).
+#
+# Generic LLVM IR only, no target intrinsics: the products of 16-bit pairs summed in pairs are
+# one pmaddwd on AVX2 (vpdpwssd where the CPU has AVX-512 VNNI; smull/smlal on NEON).
+# 16-bit activations, not llama.cpp's 8-bit ones: on AVX2 a 32-value block costs two
+# pmaddwd either way (pmaddubsw + pmaddwd for 8-bit), LLVM matches pmaddwd from plain IR
+# but not pmaddubsw's unsigned-by-signed form, and rounding x to 16 bits moves each value by
+# at most amax / 65534, ~256 times less than 8 bits do (docs/benchmarks.md).
+#
+# Batch invariance: the dot of (x row r, W row i) is the same sequence of operations whatever
+# RX and RW are and whichever tile it falls in: its own accumulator, one FMA per block (no
+# fastmath flags, so LLVM cannot reorder), the same pairwise horizontal sum at the end. So
+# a row's result does not depend on how many rows of x share the call (tests/test_batch_invariance.py).
 
 _f32, _i8, _i16, _i32, _i64 = ir.FloatType(), ir.IntType(8), ir.IntType(16), ir.IntType(32), ir.IntType(64)
 
@@ -125,14 +136,13 @@ def _vec(t, n=32):
 
 
 class _Emit:
-    """IR helpers over one row: byte offsets are i64 values, p the current block's first byte."""
+    """IR helpers: byte offsets are i64 values, p the current block's first byte in w."""
 
-    def __init__(self, context, builder, argtypes, args):
-        """args: w, o, xs, k, K, nb (see _row_dots); self.xs: the data pointers of the tuple xs."""
+    def __init__(self, context, builder, w_type, w, xs_type, xs):
+        """w: the flat uint8 array of W; xs: the tuple of x's arrays (codes, scales, sums)."""
         self.b = b = builder
-        w, self.o, xs, self.k, self.stride, self.nb = args
-        self.w = context.make_array(argtypes[0])(context, b, w).data
-        self.xs = [context.make_array(t)(context, b, b.extract_value(xs, i)).data for i, t in enumerate(argtypes[2])]
+        self.w = context.make_array(w_type)(context, b, w).data
+        self.xs = [context.make_array(t)(context, b, b.extract_value(xs, i)).data for i, t in enumerate(xs_type)]
 
     def c(self, v, t=_i64):
         return ir.Constant(t, v)
@@ -160,11 +170,6 @@ class _Emit:
     def f16(self, p, i):
         return self.f16x2(p, i)[0]
 
-    def f16_splat(self, p, i, n=32):
-        """The float16 at p + i as <n x float>: broadcast, then converted."""
-        h = self.load(self.w, self.at(p, i), ir.HalfType())
-        return self.b.fpext(self.splat(h, n), _vec(_f32, n))
-
     def bytes(self, p, i, n=32):
         return self.load(self.w, self.at(p, i), _vec(_i8, n))
 
@@ -180,19 +185,10 @@ class _Emit:
         one = self.b.insert_element(ir.Constant(t, ir.Undefined), v, self.c(0, _i32))
         return self.b.shuffle_vector(one, ir.Constant(t, ir.Undefined), self.cv(0, _i32, n))
 
-    def cf(self, v):
-        return ir.Constant(_vec(_f32), [v] * 32)
-
     def fma(self, a, b, c):
         t = a.type
         f = cgutils.get_or_insert_function(self.b.module, ir.FunctionType(t, [t] * 3), f"llvm.fma.v{t.count}f32")
         return self.b.call(f, [a, b, c])
-
-    def uf(self, q):
-        return self.b.uitofp(q, _vec(_f32))
-
-    def sf(self, q):
-        return self.b.sitofp(q, _vec(_f32))
 
     def scalar_uf(self, v):
         return self.b.uitofp(v, _f32)
@@ -203,37 +199,11 @@ class _Emit:
         return self.b.shl(bit, self.cv(4))
 
 
-# Each block function: (emit, p) -> [(x offset within the block, <32 x float> weights)].
-
-def _blk_q8_0(e, p):
-    return [(0, e.b.fmul(e.sf(e.bytes(p, 2)), e.f16_splat(p, 0)))]
-
-
-def _blk_q4_0(e, p):
-    d = e.f16_splat(p, 0)
-    return [(0, e.fma(e.uf(e.nibbles(p, 2)), d, e.b.fmul(d, e.cf(-8.0))))]  # d q - 8 d
-
-
-def _blk_q4_1(e, p):
-    d, m = e.f16x2(p, 0)
-    return [(0, e.fma(e.uf(e.nibbles(p, 4)), e.splat(d), e.splat(m)))]
-
-
 def _q5(e, p, qh_at):
     """The 32 5-bit values: bit j of the u32 at qh_at is the fifth bit of q[j]."""
     qh = e.splat(e.load(e.w, e.at(p, qh_at), _i32))
     on = e.b.icmp_unsigned("!=", e.b.and_(qh, e.cv([1 << j for j in range(32)], _i32)), e.cv(0, _i32))
     return e.b.or_(e.nibbles(p, qh_at + 4), e.b.select(on, e.cv(16), e.cv(0)))
-
-
-def _blk_q5_0(e, p):
-    d = e.f16_splat(p, 0)
-    return [(0, e.fma(e.uf(_q5(e, p, 2)), d, e.b.fmul(d, e.cf(-16.0))))]  # d q - 16 d
-
-
-def _blk_q5_1(e, p):
-    d, m = e.f16x2(p, 0)
-    return [(0, e.fma(e.uf(_q5(e, p, 4)), e.splat(d), e.splat(m)))]
 
 
 def _k_scale_min(e, p, j):
@@ -265,159 +235,54 @@ def _k_subblocks(e, p, five):
     return out
 
 
-def _blk_qk(e, p, five):
-    return [(32 * j, e.fma(e.uf(q), e.splat(dl), e.splat(e.b.fneg(ml)))) for j, q, dl, ml in _k_subblocks(e, p, five)]
-
-
-def _blk_q6_k(e, p):
-    d = e.b.fpext(e.splat(e.load(e.w, e.at(p, 208), ir.HalfType()), 16), _vec(_f32, 16))
-    sc = e.b.fmul(d, e.b.sitofp(e.bytes(p, 192, 16), _vec(_f32, 16)))  # d * scales[s]
-    out = []
-    for h in range(2):  # halves of 128 weights
-        a, c, qh = e.bytes(p, 64 * h), e.bytes(p, 64 * h + 32), e.bytes(p, 128 + 32 * h)
-        lows = (e.b.and_(a, e.cv(15)), e.b.and_(c, e.cv(15)), e.b.lshr(a, e.cv(4)), e.b.lshr(c, e.cv(4)))
-        for i, lo in enumerate(lows):  # weights 128h + 32i + l: sub-blocks s, s + 1
-            hi = e.b.shl(e.b.and_(e.b.lshr(qh, e.cv(2 * i)), e.cv(3)), e.cv(4))
-            q = e.b.sub(e.b.or_(lo, hi), e.cv(32))
-            s = 8 * h + 2 * i
-            scales = e.b.shuffle_vector(sc, sc, e.cv([s] * 16 + [s + 1] * 16, _i32))
-            out.append((128 * h + 32 * i, e.b.fmul(scales, e.sf(q))))
-    return out
-
-
-# type: block function (weights per block and bytes per block: quants.block_size)
-_BLOCKS = {
-    T.Q8_0: _blk_q8_0,
-    T.Q4_0: _blk_q4_0,
-    T.Q4_1: _blk_q4_1,
-    T.Q5_0: _blk_q5_0,
-    T.Q5_1: _blk_q5_1,
-    T.Q4_K: lambda e, p: _blk_qk(e, p, False),
-    T.Q5_K: lambda e, p: _blk_qk(e, p, True),
-    T.Q6_K: _blk_q6_k,
-}
-R_ROWS = 4  # rows of x that one pass over W serves, each block dequantized once for all
-
-
-def _float_term(e, base, bi, qk, item):
-    """A float block item (x offset, <32 x float> weights) for the row of x at element `base`:
-    (weights, x) for the FMA, no min."""
-    xo, wv = item
-    return wv, e.load(e.xs[0], e.b.add(base, e.b.add(e.b.mul(bi, e.c(qk)), e.c(xo))), _vec(_f32), align=4), None
-
-
-def _emit_row_dots(e, kind, qtype, R, out):
-    """The loop over one row's blocks for R rows of x (R_ROWS or 1), their dots stored to the
-    float allocas `out`. `kind` is _FLOAT or _INT16: its table of block functions, vector
-    width, where row r of x starts (in its own units), and `term`, which turns a block item and
-    a row into (a, b, min or None): acc += a * b, and the row's scalar sum += min."""
-    blocks_of, width, row_base, term = kind
-    block, (qk, size) = blocks_of[qtype], block_size(qtype)
-    step = 2 if qk == 32 else 1  # blocks per loop iteration
-    b, vt = e.b, _vec(_f32, width)
-    nacc = 2 if R == 1 else 1  # one row alone: two FMA chains, taken in turn
-    accs = [[cgutils.alloca_once_value(b, ir.Constant(vt, [0.0] * width)) for _ in range(nacc)] for _ in range(R)]
-    mins = [cgutils.alloca_once_value(b, ir.Constant(_f32, 0.0)) for _ in range(R)]
-    bases = [row_base(e, b.add(e.k, b.mul(e.stride, e.c(r)))) for r in range(R)]
-
-    def blocks(first, count):
-        n = 0
-        for j in range(count):
-            bi = b.add(first, e.c(j))
-            p = b.add(e.o, b.mul(bi, e.c(size)))
-            for item in block(e, p):
-                for r in range(R):
-                    x, y, m = term(e, bases[r], bi, qk, item)
-                    acc = accs[r][n % nacc]
-                    b.store(e.fma(x, y, b.load(acc)), acc)
-                    if m is not None:
-                        b.store(b.fadd(b.load(mins[r]), m), mins[r])
-                n += 1
-
-    nsb = b.udiv(e.nb, e.c(qk // 32))  # blocks of this type
-    main = b.udiv(nsb, e.c(step))
-    with cgutils.for_range(b, main) as loop:
-        blocks(b.mul(loop.index, e.c(step)), step)
-    with cgutils.for_range(b, b.urem(nsb, e.c(step))) as loop:  # the tail, one block at a time
-        blocks(b.add(b.mul(main, e.c(step)), loop.index), 1)
-    for r in range(R):
-        v = b.load(accs[r][0])
-        for acc in accs[r][1:]:
-            v = b.fadd(v, b.load(acc))
-        n = width
-        while n > 1:  # pairwise halves
-            n //= 2
-            v = b.fadd(b.shuffle_vector(v, v, e.cv(list(range(n)), _i32, n)),
-                       b.shuffle_vector(v, v, e.cv(list(range(n, 2 * n)), _i32, n)))
-        b.store(b.fadd(b.extract_element(v, e.c(0, _i32)), b.load(mins[r])), out[r])
-
-
-def _row_dots(kind, R):
-    """An intrinsic (qtype, w, o, xs, k, K, nb) -> R float32: the quantized row at byte o of w
-    against R rows of x, row r from element k + r K; xs is the tuple of x's arrays that `kind`
-    reads ((x,) for _FLOAT). One branch per type of kind's table, 0 for any other."""
-
-    @intrinsic
-    def row_dots(typingctx, qtype, w, o, xs, k, K, nb):
-        def codegen(context, builder, sig, args):
-            e = _Emit(context, builder, sig.args[1:], args[1:])
-            out = [cgutils.alloca_once_value(builder, ir.Constant(_f32, 0.0)) for _ in range(R)]
-            done = builder.append_basic_block("dots.done")
-            switch = builder.switch(args[0], done)
-            for t in kind[0]:
-                bb = builder.append_basic_block(f"dots.{t.name}")
-                switch.add_case(ir.Constant(args[0].type, int(t)), bb)
-                builder.position_at_end(bb)
-                _emit_row_dots(e, kind, t, R, out)
-                builder.branch(done)
-            builder.position_at_end(done)
-            return context.make_tuple(builder, sig.return_type, [builder.load(v) for v in out])
-
-        return types.UniTuple(types.float32, R)(qtype, w, o, xs, k, K, nb), codegen
-
-    return row_dots
-
-
-_FLOAT = (_BLOCKS, 32, lambda e, k: k, _float_term)
-
-
-
-# -- decode dots on 16-bit activations ---------------------------------------------------------
-# x is rounded to int16 codes per 32 values (_quantize_x: scale amax / 32767, so each value
-# moves by at most amax / 65534, ~256 times less than llama.cpp's 8-bit activations), and a
-# block's dot is an integer dot of its weight codes with x's codes, scaled once:
-# d * dx * sum(q * xq), plus m * dx * sum(xq) for the types with a min. Generic IR: the
-# products of 16-bit pairs summed in pairs are one pmaddwd (vpdpwssd where the CPU has VNNI;
-# smull/smlal on NEON). Fewer instructions than the float dots above (no int-to-float
-# conversion of every weight), which stay for Q6_K and F16.
+# Each block function: (emit, p) -> [(32-value sub-block, <32 x i16> codes, scale, min or None)];
+# the scale is a float32, or for Q6_K (a scale per 16 weights) <16 x float>, lane l for the
+# pair of weights 2l, 2l + 1.
 
 def _iq_q8_0(e, p):
-    return [(0, e.b.sext(e.bytes(p, 2), _vec(_i16)), e.f16_splat(p, 0, 16), None)]
+    return [(0, e.b.sext(e.bytes(p, 2), _vec(_i16)), e.f16(p, 0), None)]
 
 
 def _iq_q4_0(e, p):
-    return [(0, e.b.sext(e.b.sub(e.nibbles(p, 2), e.cv(8)), _vec(_i16)), e.f16_splat(p, 0, 16), None)]
+    return [(0, e.b.sext(e.b.sub(e.nibbles(p, 2), e.cv(8)), _vec(_i16)), e.f16(p, 0), None)]
 
 
 def _iq_q4_1(e, p):
     d, m = e.f16x2(p, 0)
-    return [(0, e.b.zext(e.nibbles(p, 4), _vec(_i16)), e.splat(d, 16), m)]
+    return [(0, e.b.zext(e.nibbles(p, 4), _vec(_i16)), d, m)]
 
 
 def _iq_q5_0(e, p):
-    return [(0, e.b.sext(e.b.sub(_q5(e, p, 2), e.cv(16)), _vec(_i16)), e.f16_splat(p, 0, 16), None)]
+    return [(0, e.b.sext(e.b.sub(_q5(e, p, 2), e.cv(16)), _vec(_i16)), e.f16(p, 0), None)]
 
 
 def _iq_q5_1(e, p):
     d, m = e.f16x2(p, 0)
-    return [(0, e.b.zext(_q5(e, p, 4), _vec(_i16)), e.splat(d, 16), m)]
+    return [(0, e.b.zext(_q5(e, p, 4), _vec(_i16)), d, m)]
 
 
 def _iq_qk(e, p, five):
-    return [(j, e.b.zext(q, _vec(_i16)), e.splat(dl, 16), e.b.fneg(ml)) for j, q, dl, ml in _k_subblocks(e, p, five)]
+    return [(j, e.b.zext(q, _vec(_i16)), dl, e.b.fneg(ml)) for j, q, dl, ml in _k_subblocks(e, p, five)]
 
 
-# type: block function -> [(32-value sub-block, <32 x i16> codes, <16 x float> scale, min or None)]
+def _iq_q6_k(e, p):
+    h16 = e.load(e.w, e.at(p, 208), ir.HalfType())
+    d = e.b.fpext(e.splat(h16, 16), _vec(_f32, 16))
+    sc = e.b.fmul(d, e.b.sitofp(e.bytes(p, 192, 16), _vec(_f32, 16)))  # d * scales[s], s < 16
+    out = []
+    for h in range(2):  # halves of 128 weights
+        a, c, qh = e.bytes(p, 64 * h), e.bytes(p, 64 * h + 32), e.bytes(p, 128 + 32 * h)
+        lows = (e.b.and_(a, e.cv(15)), e.b.and_(c, e.cv(15)), e.b.lshr(a, e.cv(4)), e.b.lshr(c, e.cv(4)))
+        for i, lo in enumerate(lows):  # weights 128h + 32i + l: scales s (l < 16), s + 1
+            hi = e.b.shl(e.b.and_(e.b.lshr(qh, e.cv(2 * i)), e.cv(3)), e.cv(4))
+            q = e.b.sub(e.b.or_(lo, hi), e.cv(32))
+            s = 8 * h + 2 * i
+            scales = e.b.shuffle_vector(sc, sc, e.cv([s] * 8 + [s + 1] * 8, _i32, 16))
+            out.append((4 * h + i, e.b.sext(q, _vec(_i16)), scales, None))
+    return out
+
+
+# type: block function (weights per block and bytes per block: quants.block_size)
 _IBLOCKS = {
     T.Q8_0: _iq_q8_0,
     T.Q4_0: _iq_q4_0,
@@ -426,9 +291,11 @@ _IBLOCKS = {
     T.Q5_1: _iq_q5_1,
     T.Q4_K: lambda e, p: _iq_qk(e, p, False),
     T.Q5_K: lambda e, p: _iq_qk(e, p, True),
+    T.Q6_K: _iq_q6_k,
 }
 I16_TYPE_IDS = frozenset(int(t) for t in _IBLOCKS)
-_I16_TYPES = tuple(sorted(I16_TYPE_IDS))  # for matvec: numba reads a tuple, not a frozenset
+_I16_TYPES = tuple(sorted(I16_TYPE_IDS))  # for matmul: numba reads a tuple, not a frozenset
+RX, RW = 4, 2  # the register block: rows of x times rows of W per tile
 
 
 def _pmaddwd(e, a, b):
@@ -439,34 +306,102 @@ def _pmaddwd(e, a, b):
     return e.b.add(even, odd)
 
 
-def _int16_term(e, xb0, bi, qk, item):
-    """An integer block item for the row of x whose first 32-value block is xb0, x given as
-    (codes, scales, code sums) (_quantize_x): (integer dot, scale * dx) for the FMA, and
-    m * dx * sum(codes) for the types with a min (the rounded x's sum)."""
-    sub, q, scale, m = item
+def _emit_tile(e, qtype, nx, nw, o, ws, k, K, nb, out):
+    """The loop over the blocks of nw rows of W and nx rows of x; dot (r, i) stored to the
+    float alloca out[r * nw + i]."""
+    block, (qk, size) = _IBLOCKS[qtype], block_size(qtype)
     b = e.b
+    width = 16 if qtype == T.Q6_K else 8  # Q6_K: two scales per item, one per 8 lanes
+    vt = _vec(_f32, width)
+    accs = [[cgutils.alloca_once_value(b, ir.Constant(vt, [0.0] * width)) for _ in range(nw)] for _ in range(nx)]
+    mins = [[cgutils.alloca_once_value(b, ir.Constant(_f32, 0.0)) for _ in range(nw)] for _ in range(nx)]
+    wrows = [b.add(o, b.mul(ws, e.c(i))) for i in range(nw)]
+    xrows = [b.udiv(b.add(k, b.mul(K, e.c(r))), e.c(32)) for r in range(nx)]  # in 32-value blocks
     xq, xd, xsq = e.xs
-    xb = b.add(xb0, b.add(b.mul(bi, e.c(qk // 32)), e.c(sub)))
-    isum = _pmaddwd(e, q, e.load(xq, b.mul(xb, e.c(32)), _vec(_i16), align=2))
-    dx = e.load(xd, xb, _f32, align=4)
-    if m is not None:
-        m = b.fmul(m, b.fmul(dx, b.sitofp(e.load(xsq, xb, _i32, align=4), _f32)))
-    return b.sitofp(isum, _vec(_f32, 16)), b.fmul(scale, e.splat(dx, 16)), m
+    lo8, hi8 = e.cv(list(range(8)), _i32, 8), e.cv(list(range(8, 16)), _i32, 8)
+
+    def blocks(first, count):
+        for j in range(count):
+            bi = b.add(first, e.c(j))
+            items = [block(e, b.add(wrows[i], b.mul(bi, e.c(size)))) for i in range(nw)]
+            for n, (sub, *_) in enumerate(items[0]):
+                svs = [it[n][2] if width == 16 else e.splat(it[n][2], 8) for it in items]  # W's scales
+                for r in range(nx):
+                    xb = b.add(xrows[r], b.add(b.mul(bi, e.c(qk // 32)), e.c(sub)))
+                    xv = e.load(xq, b.mul(xb, e.c(32)), _vec(_i16), align=2)
+                    dx = e.load(xd, xb, _f32, align=4)
+                    dxv = e.splat(dx, width)
+                    dxs = None
+                    for i in range(nw):
+                        _, q, scale, m = items[i][n]
+                        isum = _pmaddwd(e, q, xv)  # <16 x i32>
+                        if width == 8:  # one scale: fold the halves in integers first
+                            isum = b.add(b.shuffle_vector(isum, isum, lo8), b.shuffle_vector(isum, isum, hi8))
+                        # (isum dx) d: splats made once per row of x and once per row of W
+                        acc = accs[r][i]
+                        b.store(e.fma(b.fmul(b.sitofp(isum, vt), dxv), svs[i], b.load(acc)), acc)
+                        if m is not None:
+                            if dxs is None:  # dx times the sum of the codes: the rounded x's sum
+                                dxs = b.fmul(dx, b.sitofp(e.load(xsq, xb, _i32, align=4), _f32))
+                            b.store(b.fadd(b.load(mins[r][i]), b.fmul(m, dxs)), mins[r][i])
+
+    step = 2 if qk == 32 else 1  # blocks per loop iteration
+    nsb = b.udiv(nb, e.c(qk // 32))  # blocks of this type
+    main = b.udiv(nsb, e.c(step))
+    with cgutils.for_range(b, main) as loop:
+        blocks(b.mul(loop.index, e.c(step)), step)
+    with cgutils.for_range(b, b.urem(nsb, e.c(step))) as loop:  # the tail, one block at a time
+        blocks(b.add(b.mul(main, e.c(step)), loop.index), 1)
+    for r in range(nx):
+        for i in range(nw):
+            v = b.load(accs[r][i])
+            n = width
+            while n > 1:  # pairwise halves
+                n //= 2
+                v = b.fadd(b.shuffle_vector(v, v, e.cv(list(range(n)), _i32, n)),
+                           b.shuffle_vector(v, v, e.cv(list(range(n, 2 * n)), _i32, n)))
+            b.store(b.fadd(b.extract_element(v, e.c(0, _i32)), b.load(mins[r][i])), out[r * nw + i])
 
 
-_INT16 = (_IBLOCKS, 16, lambda e, k: e.b.udiv(k, e.c(32)), _int16_term)
-_row_dot1, _row_dots_r = _row_dots(_FLOAT, 1), _row_dots(_FLOAT, R_ROWS)
-_row_dot1_i16, _row_dots_r_i16 = _row_dots(_INT16, 1), _row_dots(_INT16, R_ROWS)
+def _tile(nx, nw):
+    """An intrinsic (qtype, w, o, ws, xs, k, K, nb) -> nx * nw float32, dot (r, i) at r * nw + i:
+    nw rows of the flat w at bytes o + i ws against nx rows of x from element k + r K, x as
+    the tuple xs = (codes, scales, code sums); nb: 32-value blocks per row. 0 for a type
+    outside _IBLOCKS."""
+
+    @intrinsic
+    def tile(typingctx, qtype, w, o, ws, xs, k, K, nb):
+        def codegen(context, builder, sig, args):
+            e = _Emit(context, builder, sig.args[1], args[1], sig.args[4], args[4])
+            o_, ws_, k_, K_, nb_ = args[2], args[3], args[5], args[6], args[7]
+            out = [cgutils.alloca_once_value(builder, ir.Constant(_f32, 0.0)) for _ in range(nx * nw)]
+            done = builder.append_basic_block("tile.done")
+            switch = builder.switch(args[0], done)
+            for t in _IBLOCKS:
+                bb = builder.append_basic_block(f"tile.{t.name}")
+                switch.add_case(ir.Constant(args[0].type, int(t)), bb)
+                builder.position_at_end(bb)
+                _emit_tile(e, t, nx, nw, o_, ws_, k_, K_, nb_, out)
+                builder.branch(done)
+            builder.position_at_end(done)
+            return context.make_tuple(builder, sig.return_type, [builder.load(v) for v in out])
+
+        return types.UniTuple(types.float32, nx * nw)(qtype, w, o, ws, xs, k, K, nb), codegen
+
+    return tile
+
+
+_tile_xw, _tile_1w = _tile(RX, RW), _tile(1, RW)  # (a lone last row of W goes in twice: ws = 0)
 
 
 @njit(fastmath=FM, error_model="numpy", **JIT)
-def _quantize_x(x, xq, xd, xsq):
-    """x (n * 32,) float32 -> per 32 values: int16 codes xq = rint(x * 32767 / amax), the
-    scale xd = amax / 32767 and the code sum xsq (int32). (A min's term takes the rounded x's
-    sum, xd * xsq: weights d q + m with m ~ -8 d nearly cancel, and so do their errors, only
-    if both halves of the dot see one x.)"""
-    for blk in range(len(x) // 32):
-        o = U(blk) * U(32)
+def _quantize_x(x, k, n, xq, xd, xsq):
+    """x[k:k + n * 32] float32 -> per 32 values: int16 codes xq = rint(x * 32767 / amax), the
+    scale xd = amax / 32767 and the code sum xsq (int32), at the same offsets (xd, xsq: / 32).
+    (A min's term takes the rounded x's sum, xd * xsq: weights d q + m with m ~ -8 d nearly
+    cancel, and so do their errors, only if both halves of the dot see one x.)"""
+    for blk in range(n):
+        o = U(k) + U(blk) * U(32)
         amax = F(0)
         for j in range(o, o + U(32)):
             a = abs(x[j])
@@ -477,8 +412,8 @@ def _quantize_x(x, xq, xd, xsq):
             q = np.int32(np.rint(x[j] * inv))
             xq[j] = np.int16(q)
             si += q
-        xd[blk] = amax / F(32767)
-        xsq[blk] = si
+        xd[o // U(32)] = amax / F(32767)
+        xsq[o // U(32)] = si
 
 
 @njit(fastmath=FM, **JIT)
@@ -490,10 +425,15 @@ def _dot_f16(w16, o, x, k, n):
     return s
 
 
+MC = 16  # rows of W per parallel work item
+NC = 64  # rows of x per pass over a work item's rows of W (their int16 codes stay in L2)
+
+
 @njit(parallel=True, **JIT)
-def matvec(qtype, w, x, out, full):
-    """out (N, M) = x (N, K) @ dequantize(w (M, row_bytes)).T, fused: no float copy of W.
-    The types of I16_TYPE_IDS multiply x rounded to int16 per 32 values."""
+def matmul(qtype, w, x, out, full):
+    """out (N, M) = x (N, K) @ dequantize(w (M, row_bytes)).T, fused: no float copy of W, for
+    any N (decode and prefill alike). The types of I16_TYPE_IDS multiply x rounded to int16
+    per 32 values; row n of out depends on row n of x alone, bit for bit."""
     M, row_bytes = w.shape
     N, K = x.shape
     wf, xf = w.reshape(-1), x.reshape(-1)  # flat views, made once
@@ -503,28 +443,34 @@ def matvec(qtype, w, x, out, full):
     nq = len(xf) if i16 else 0
     xq, xd, xsq = np.empty(nq, np.int16), np.empty(nq // 32, F), np.empty(nq // 32, np.int32)
     if i16:
-        _quantize_x(xf, xq, xd, xsq)
-    for m in prange(M):
-        o = U(m) * U(row_bytes)
+        for n in prange(N):
+            _quantize_x(xf, U(n) * U(K), K // 32, xq, xd, xsq)
+    xs = (xq, xd, xsq)
+    rb = U(row_bytes)
+    for c in prange((M + MC - 1) // MC):
+        m0, m1 = c * MC, min(M, (c + 1) * MC)
         if qtype == F16:
-            for i in range(N):
-                out[i, m] = _dot_f16(w16, o // U(2), xf, U(i) * U(K), U(K))
+            for m in range(m0, m1):
+                for i in range(N):
+                    out[i, m] = _dot_f16(w16, U(m) * rb // U(2), xf, U(i) * U(K), U(K))
             continue
-        i = 0
-        while i + R_ROWS <= N:
-            if i16:
-                r = _row_dots_r_i16(qtype, wf, o, (xq, xd, xsq), U(i) * U(K), U(K), nb)
-            else:
-                r = _row_dots_r(qtype, wf, o, (xf,), U(i) * U(K), U(K), nb)
-            for j in range(R_ROWS):
-                out[i + j, m] = r[j]
-            i += R_ROWS
-        while i < N:
-            if i16:
-                out[i, m] = _row_dot1_i16(qtype, wf, o, (xq, xd, xsq), U(i) * U(K), U(K), nb)[0]
-            else:
-                out[i, m] = _row_dot1(qtype, wf, o, (xf,), U(i) * U(K), U(K), nb)[0]
-            i += 1
+        for n0 in range(0, N, NC):
+            n1 = min(N, n0 + NC)
+            for m in range(m0, m1, RW):
+                o = U(m) * rb
+                ws = rb if m + 1 < m1 else U(0)  # a last row alone: computed twice, kept once
+                i = n0
+                while i + RX <= n1:
+                    t = _tile_xw(qtype, wf, o, ws, xs, U(i) * U(K), U(K), nb)
+                    for r in range(RX):
+                        for j in range(min(RW, m1 - m)):
+                            out[i + r, m + j] = t[r * RW + j]
+                    i += RX
+                while i < n1:
+                    t1 = _tile_1w(qtype, wf, o, ws, xs, U(i) * U(K), U(K), nb)
+                    for j in range(min(RW, m1 - m)):
+                        out[i, m + j] = t1[j]
+                    i += 1
 
 
 # -- dequantization: numpy's float32 operations exactly, no fastmath ----------------------------
@@ -772,20 +718,29 @@ def rope(x, cos, sin, neox, out):
 
 
 @njit(parallel=True, fastmath=FM, error_model="numpy", **JIT)
-def attend_one(q, kb, vb, T, lo, scale, out):
-    """Attention for one new position: q (H, hd), one query per head; kb, vb (Hkv, cap, hd)
-    KV storage holding T positions, of which keys lo..T-1 are seen; out (H, hd) =
-    softmax(scale q k^T) v. Query head h reads KV head h // (H / Hkv). No BLAS: in decode,
-    OpenBLAS's threads and the numba kernels' fought over the cores (SmolLM2 at 3,000 tokens
-    of context: 9.7 tok/s)."""
-    H, hd = q.shape
+def attend(q, kb, vb, offset, window, scale, out):
+    """Causal attention of L new positions, one query at a time: q (L, H, hd) at positions
+    offset..offset+L-1; kb, vb (Hkv, cap, hd) KV storage holding them and every earlier one;
+    out (L, H, hd) = softmax(scale q k^T) v over the keys j <= p (and p - j < window if
+    window > 0). Query head h reads KV head h // (H / Hkv).
+
+    Each query is computed alone, by the same code whatever L is and wherever it falls in the
+    batch, so a position's output does not depend on how the prompt was split (decode is
+    L = 1). No BLAS: in decode, OpenBLAS's threads and the numba kernels' fought over the
+    cores (SmolLM2 at 3,000 tokens of context: 9.7 tok/s). Work items are (head, query),
+    head-major, so numba's even split of the range gives each thread the same mix of short
+    and long rows of the causal triangle."""
+    L, H, hd = q.shape
     Hkv, cap, _ = kb.shape
     G = H // Hkv
     qf, kf, vf, of = q.reshape(-1), kb.reshape(-1), vb.reshape(-1), out.reshape(-1)
-    n = T - lo
-    for h in prange(H):
+    for t in prange(L * H):
+        h, l = t // L, t % L
+        p = offset + l
+        lo = max(0, p - window + 1) if window > 0 else 0
+        n = p + 1 - lo
         base = (U(h // G) * U(cap) + U(lo)) * U(hd)
-        qo = U(h) * U(hd)
+        qo = (U(l) * U(H) + U(h)) * U(hd)
         s = np.empty(n, F)
         m = F(-np.inf)
         for j in range(n):
@@ -805,7 +760,7 @@ def attend_one(q, kb, vb, T, lo, scale, out):
         for d in range(U(hd)):
             of[qo + d] = F(0)
         for j in range(n):
-            p = s[j] * inv
+            pj = s[j] * inv
             vo = base + U(j) * U(hd)
             for d in range(U(hd)):
-                of[qo + d] += p * vf[vo + d]
+                of[qo + d] += pj * vf[vo + d]

@@ -5,6 +5,7 @@ activations, the attention softmax, and the whole attention of a decode step.
     rope(x, cos, sin, neox)                          rotary embedding of x (L, H, hd)
     glu(gate, up, "silu")                            gate := silu(gate) * up, in place
     causal_softmax(scores, L, offset, scale, window) scores := softmax(scale * scores), masked
+    attend(q, k, v, offset, scale, window)           causal attention of L new positions
     attend_one(q, k, v, scale, window)               attention of one new position (decode)
 
 Numba's one-pass vectorized kernels (kernels/_numba.py) where they load, these numpy twins
@@ -107,22 +108,55 @@ def _storage(a: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(a, np.float32)
 
 
-def attend_one(q: np.ndarray, k: np.ndarray, v: np.ndarray, scale: float, window: int | None) -> np.ndarray:
-    """q (H, hd): the new position's queries; k, v (Hkv, T, hd) with the new position last.
-    Returns (H, hd) = softmax(scale q k^T) v over the keys it sees (the last `window` if set);
-    query head h reads KV head h // (H / Hkv)."""
-    H, hd = q.shape
+Q_BLOCK = 128  # numpy twin: prefill queries per block; a block only scores the keys it can see
+
+
+def attend(q: np.ndarray, k: np.ndarray, v: np.ndarray, offset: int, scale: float,
+           window: int | None = None) -> np.ndarray:
+    """Causal grouped-query attention of L new positions.
+
+    q (H, L, hd) for positions offset..offset+L-1; k, v (Hkv, T, hd) with T = offset + L (a
+    KV cache's storage is read in place). A query at position p sees keys j <= p (and
+    p - j < window if set); query head h reads KV head h // (H / Hkv). Returns (L, H * hd).
+
+    Numba: one query at a time in one kernel, the same code for every L, so a position's
+    output is bit-identical whether its prompt came in one batch, in chunks or token by
+    token. Numpy twin: blocks of Q_BLOCK queries through BLAS, each scored only against the
+    keys up to its last position (and from its window's start)."""
+    H, L, hd = q.shape
     T = k.shape[1]
-    lo = max(0, T - window) if window else 0
+    if T != offset + L:
+        raise ValueError(f"attend: {L} queries at offset {offset} need {offset + L} keys, got {T}")
     nb = qmatmul.numba_kernels()
     if nb is not None:
-        out = np.empty((H, hd), np.float32)
-        nb.attend_one(np.ascontiguousarray(q, np.float32), _storage(k), _storage(v), T, lo, float(scale), out)
-        return out
-    Hkv = k.shape[0]
-    qg = q.reshape(Hkv, H // Hkv, hd)
-    scores = (qg @ k[:, lo:].transpose(0, 2, 1)) * np.float32(scale)  # (Hkv, G, T - lo)
-    scores -= scores.max(axis=-1, keepdims=True)
-    np.exp(scores, out=scores)
-    scores /= scores.sum(axis=-1, keepdims=True)
-    return (scores @ v[:, lo:]).reshape(H, hd)
+        out = np.empty((L, H, hd), np.float32)
+        qc = np.ascontiguousarray(np.asarray(q, np.float32).transpose(1, 0, 2))  # (L, H, hd)
+        qmatmul._apply_threads()
+        nb.attend(qc, _storage(k), _storage(v), int(offset), int(window or 0), float(scale), out)
+        return out.reshape(L, H * hd)
+    out = np.empty((L, H * hd), np.float32)
+    for i in range(0, L, Q_BLOCK):
+        j = min(L, i + Q_BLOCK)
+        lo = 0 if window is None else max(0, offset + i - window + 1)
+        out[i:j] = _attend_block(q[:, i:j], k[:, lo:offset + j], v[:, lo:offset + j], offset + i - lo, scale, window)
+    return out
+
+
+def _attend_block(q, k, v, offset: int, scale: float, window: int | None) -> np.ndarray:
+    """q: (H, L, hd) at positions offset.. relative to k, v: (Hkv, T, hd) -> (L, H * hd)."""
+    H, L, hd = q.shape
+    Hkv, T, _ = k.shape
+    G = H // Hkv
+    qg = q.reshape(Hkv, G * L, hd)
+    scores = qg @ k.transpose(0, 2, 1)  # (Hkv, G*L, T): row r is query r % L
+    causal_softmax(scores.reshape(Hkv * G * L, T), L, offset, scale, window)
+    out = scores @ v  # (Hkv, G*L, hd)
+    return out.reshape(H, L, hd).transpose(1, 0, 2).reshape(L, H * hd)
+
+
+def attend_one(q: np.ndarray, k: np.ndarray, v: np.ndarray, scale: float, window: int | None) -> np.ndarray:
+    """q (H, hd): the new position's queries; k, v (Hkv, T, hd) with the new position last.
+    Returns (H, hd) = softmax(scale q k^T) v over the keys it sees (the last `window` if set):
+    attend() for one position."""
+    H, hd = q.shape
+    return attend(q.reshape(H, 1, hd), k, v, k.shape[1] - 1, scale, window).reshape(H, hd)

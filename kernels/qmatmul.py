@@ -3,9 +3,12 @@
     W = QMatrix(data, ggml_type, (M, K))
     y = W.matmul(x)        # x (N, K) -> y (N, M) = x @ W.T
 
-Decode (N <= DECODE_MAX_N): one fused numba pass over the quantized bytes, no float copy of W.
-Prefill (larger N) and the numpy backend: W is dequantized TILE_BYTES at a time into a
-reused float32 buffer and multiplied by BLAS, so memory stays bounded whatever M is.
+Numba backend, every N (decode and prefill): one fused pass over the quantized bytes, integer
+dot products of the weights' codes with x rounded to int16, no float copy of W; a row of the
+result depends on its row of x alone, bit for bit, whatever N is (batch invariance).
+Numpy backend (and F32 weights, and types the numba kernels do not cover): W is dequantized
+TILE_BYTES at a time into a reused float32 buffer and multiplied by BLAS, so memory stays
+bounded whatever M is.
 """
 from __future__ import annotations
 
@@ -20,7 +23,7 @@ from . import quants
 
 log = logging.getLogger(__name__)
 
-DECODE_MAX_N = 24     # rows of x up to which the fused kernels beat dequantize + BLAS (SmolLM2, 2 cores)
+BLAS_MIN_N = 0        # if > 0: N >= this goes to dequantize + BLAS (faster prefill, not batch invariant)
 TILE_BYTES = 8 << 20  # float32 tile of W per BLAS call in the tiled path
 
 
@@ -51,20 +54,56 @@ def set_backend(name: str) -> str:
     return backend()
 
 
-def set_threads(n: int) -> None:
-    """Threads for the numba kernels, at most NUMBA_NUM_THREADS (default: all cores).
-    Numba keeps this per calling thread: call it from the thread that runs the model."""
-    if _nb is not None:
+def physical_cores() -> int:
+    """Physical cores this process may run on (hyperthread siblings counted once), as
+    llama.cpp picks its default thread count; os.cpu_count() where topology is unreadable."""
+    try:
+        cpus = sorted(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+    cores = set()
+    for c in cpus:
+        try:
+            with open(f"/sys/devices/system/cpu/cpu{c}/topology/core_id") as f:
+                core = f.read().strip()
+            with open(f"/sys/devices/system/cpu/cpu{c}/topology/physical_package_id") as f:
+                cores.add((f.read().strip(), core))
+        except OSError:
+            cores.add(("cpu", str(c)))
+    return max(1, len(cores))
+
+
+_threads = 0  # set_threads' value for every thread that runs kernels; 0 = numba's default
+
+
+def set_threads(n: int | None) -> int:
+    """Threads for the numba kernels, for every thread that calls them from now on (numba keeps
+    the count per calling thread; the kernels apply this one before each call). None or 0:
+    the physical cores (at most NUMBA_NUM_THREADS, numba's pool). Returns the count set."""
+    global _threads
+    if _nb is None:
+        return 1
+    import numba
+
+    _threads = max(1, min(int(n or physical_cores()), numba.config.NUMBA_NUM_THREADS))
+    numba.set_num_threads(_threads)
+    return _threads
+
+
+def _apply_threads() -> None:
+    """Give the calling thread set_threads' count (a daemon runs models on its own threads)."""
+    if _threads and getattr(_local, "threads", 0) != _threads:
         import numba
 
-        numba.set_num_threads(max(1, min(int(n), numba.config.NUMBA_NUM_THREADS)))
+        numba.set_num_threads(_threads)
+        _local.threads = _threads
 
 
 def warmup() -> str:
     """Compile the numba kernels now (or load them from numba's cache) on tiny inputs.
 
-    The entry points cover every type, so this is all the compiling there is: ~8 s cold
-    (once per machine and source version; cached in ~/.cache/localai/numba), ~0.3 s cached.
+    The entry points cover every type, so this is all the compiling there is: minutes cold
+    on a small machine (once per machine and source version; then cached in ~/.cache/localai/numba), ~0.3 s cached.
     Runs by itself on the first matmul otherwise. If compiling fails, switches to numpy.
     Returns the backend."""
     global _nb, _compiled
@@ -73,14 +112,14 @@ def warmup() -> str:
     try:
         w = _readonly(np.zeros((2, 34), np.uint8))
         x = np.zeros((1, 32), np.float32)
-        _nb.matvec(int(T.Q8_0), w, x, np.empty((1, 2), np.float32), _nb.FULL)
+        _nb.matmul(int(T.Q8_0), w, x, np.empty((1, 2), np.float32), _nb.FULL)
         _nb.dequantize_rows(int(T.Q8_0), w, np.empty((2, 32), np.float32), _nb.FULL)
         g = np.zeros((2, 2), np.float32)
         _nb.glu(g, g.copy(), False)
         _nb.causal_softmax(g, 1, 0, 1.0, 0)
         _nb.rms_norm(g, g[0], 1e-6, g.copy())
         _nb.rope(g.reshape(1, 1, 4), g[:1, :1], g[:1, :1], False, g.reshape(1, 1, 4).copy())
-        _nb.attend_one(g, g.reshape(1, 2, 2), g.reshape(1, 2, 2), 2, 0, 1.0, g.copy())
+        _nb.attend(g.reshape(1, 1, 4), g.reshape(1, 2, 2), g.reshape(1, 2, 2), 1, 0, 1.0, g.reshape(1, 1, 4).copy())
         _compiled = True
     except Exception as e:
         first_line = str(e).strip().splitlines()[0] if str(e).strip() else ""
@@ -149,9 +188,10 @@ class QMatrix:
         N = x2.shape[0]
         if self._blas:
             out = x2 @ self.raw.T
-        elif N <= DECODE_MAX_N and _numba_kernel(self.ggml_type):
+        elif _numba_kernel(self.ggml_type) and not 0 < BLAS_MIN_N <= N:
+            _apply_threads()
             out = np.empty((N, M), np.float32)
-            _nb.matvec(self.ggml_type, self.raw, x2, out, _nb.FULL)
+            _nb.matmul(self.ggml_type, self.raw, x2, out, _nb.FULL)
         else:
             out = self._tiled_matmul(x2)
         return out.reshape(M) if np.ndim(x) == 1 else out

@@ -5,6 +5,7 @@ override it.
     model = "smollm2"          # default model: catalog name or path to a .gguf
     backend = "auto"           # auto | numpy | mlx
     n_ctx = 4096               # context length (default: the model file's, capped at 8192)
+    threads = 2                # CPU threads for the numpy backend's kernels (default: the physical cores)
     keep_alive = "10m"         # unload an idle model after this long ("30s", "1h", 0 = at once, -1 = never)
     system = "You are terse."  # system prompt for `localai ask` and `localai chat`
     http = "127.0.0.1:8080"    # also serve the HTTP API (OpenAI + llama-server endpoints) there;
@@ -51,6 +52,7 @@ class Config:
     model: str | None = None
     backend: str = "auto"
     n_ctx: int | None = None
+    threads: int | None = None  # None: the physical cores
     keep_alive: float = DEFAULT_KEEP_ALIVE  # seconds; < 0 = never unload
     system: str | None = None
     sampling: dict = field(default_factory=dict)
@@ -136,7 +138,7 @@ def load(path: str | None = None) -> Config:
     except OSError as exc:
         raise ConfigError(f"cannot read config file {path}: {exc.strerror or exc}") from None
     cfg.path = path
-    known = {"model": str, "backend": str, "n_ctx": int, "keep_alive": None, "system": str,
+    known = {"model": str, "backend": str, "n_ctx": int, "threads": int, "keep_alive": None, "system": str,
              "sampling": dict, "prompt_cache": dict, "http": str, "http_cors": list}
     for key, value in data.items():
         if key not in known:
@@ -169,6 +171,8 @@ def load(path: str | None = None) -> Config:
         raise ConfigError(f"{path}: `n_ctx` must be between 1 and {MAX_N_CTX}, not {cfg.n_ctx}")
     if not all(isinstance(o, str) for o in cfg.http_cors):
         raise ConfigError(f"{path}: `http_cors` must be a list of origins (strings)")
+    if cfg.threads is not None and cfg.threads < 1:
+        raise ConfigError(f"{path}: `threads` must be 1 or more, not {cfg.threads}")
     if cfg.backend not in ("auto", "numpy", "mlx"):
         raise ConfigError(f"{path}: `backend` must be auto, numpy or mlx, not {cfg.backend!r}")
     return cfg
@@ -187,6 +191,8 @@ def override(cfg: Config, **flags) -> Config:
                 value = parse_duration(value)
             except ValueError as exc:
                 raise ConfigError(f"--keep-alive: {exc}") from None
+        if key == "threads" and value < 1:
+            raise ConfigError(f"--threads must be 1 or more, not {value}")
         setattr(cfg, key, value)
     return cfg
 

@@ -151,8 +151,7 @@ class LLM:
         self.backend = resolve_backend(backend)
         if self.backend == "numpy":  # the numba kernels are the numpy backend's alone
             _malloc.configure()
-            if n_threads:
-                kernels.set_threads(n_threads)
+            kernels.set_threads(n_threads)  # None: the physical cores
             kernels.warmup()  # compile (or load from numba's cache) now, not on the first token
         self.gguf = g = GGUFFile(self.path)
         self.arch = g.architecture

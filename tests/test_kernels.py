@@ -62,12 +62,12 @@ def backend(request):
 def assert_close(y: np.ndarray, x: np.ndarray, w: np.ndarray, qtype=None):
     """y == x @ w.T to float32 rounding: |error| <= 4 K u sum_k |x_k w_k|, u = 2^-24, the
     textbook bound for a K-term float32 dot product with room for the scale/min split.
-    Where matmul took the fused kernels on x rounded to int16 (`qtype` in I16_TYPE_IDS, few
-    rows), plus what that rounding can move: each x_k by at most amax(its 32 values) / 65534."""
+    Where matmul took the fused kernels on x rounded to int16 (`qtype` in I16_TYPE_IDS), plus
+    what that rounding can move: each x_k by at most amax(its 32 values) / 65534."""
     ref = x.astype(np.float64) @ w.T.astype(np.float64)
     bound = 4 * x.shape[1] * 2.0**-24 * (np.abs(x).astype(np.float64) @ np.abs(w).T) + 1e-30
-    if (qtype is not None and qmatmul.backend() == "numba" and x.shape[0] <= qmatmul.DECODE_MAX_N
-            and int(qtype) in qmatmul._nb.I16_TYPE_IDS):
+    if (qtype is not None and qmatmul.backend() == "numba" and int(qtype) in qmatmul._nb.I16_TYPE_IDS
+            and not 0 < qmatmul.BLAS_MIN_N <= x.shape[0]):
         amax = np.abs(x).reshape(x.shape[0], -1, 32).max(-1).astype(np.float64)  # (N, K / 32)
         bound = bound * 2 + 1.001 * (amax / 65534) @ np.abs(w).reshape(w.shape[0], -1, 32).sum(-1).T
     assert np.all(np.abs(y - ref) <= bound), f"max error {np.abs(y - ref).max():.3g}"
@@ -107,7 +107,7 @@ def test_numba_f16_all_bit_patterns():
 # -- matmul and rows on both backends ------------------------------------------------------------
 
 @pytest.mark.parametrize("qtype", NATIVE + [T.IQ4_NL], ids=lambda t: t.name)
-@pytest.mark.parametrize("N", [1, 3, 6, 37])  # 6: one 4-row pass of the fused kernels, then 2 rows alone
+@pytest.mark.parametrize("N", [1, 3, 6, 37])  # 6: one 4-row tile of the fused kernels, then 2 rows alone
 def test_matmul(backend, qtype, N):
     # M odd: no tile or thread split divides it; an odd number of blocks (17 of 32 weights, 3
     # super-blocks) takes the decode kernels' one-block tail after their two-block steps
@@ -131,10 +131,11 @@ def test_float_types_any_width(backend, qtype):
 
 
 def test_matmul_tiles(backend, monkeypatch):
-    """Prefill path with many tiles, the last one partial."""
+    """The dequantize + BLAS path with many tiles, the last one partial."""
     monkeypatch.setattr(qmatmul, "TILE_BYTES", 10 * 256 * 4)  # 10 rows of K = 256
+    monkeypatch.setattr(qmatmul, "BLAS_MIN_N", 8)
     raw = random_rows(T.Q4_K, 93, 256)
-    x = np.random.default_rng(0).standard_normal((qmatmul.DECODE_MAX_N + 6, 256)).astype(np.float32)
+    x = np.random.default_rng(0).standard_normal((30, 256)).astype(np.float32)
     assert_close(QMatrix(raw, T.Q4_K, (93, 256)).matmul(x), x, reference(raw, T.Q4_K))
 
 
@@ -191,7 +192,7 @@ def test_memory_stays_bounded(smollm2_path):
     """Neither a prefill matmul nor an embedding lookup expands the 113 MB float embedding."""
     (t,) = _real_tensors(smollm2_path, ["token_embd.weight"])
     W = QMatrix(t.data, t.ggml_type, t.shape)  # (49152, 576) Q8_0
-    N = qmatmul.DECODE_MAX_N + 8  # the tiled path
+    N = 32
     x = np.random.default_rng(0).standard_normal((N, 576)).astype(np.float32)
     tracemalloc.start()
     try:
@@ -292,6 +293,49 @@ def test_attend_one(backend, window):
     np.testing.assert_allclose(kernels.attend_one(q, k.copy(), v.copy(), 0.3, window), got, rtol=1e-6, atol=1e-7)
 
 
+@pytest.mark.parametrize("window", [None, 4])
+def test_attend(backend, window):
+    """Prefill attention of L = 7 new positions after 5 cached ones, GQA, a cache's storage
+    read in place; each query against a float64 reference of its own causal (windowed) row."""
+    from localai.models.cache import KVCache
+
+    rng = np.random.default_rng(8)
+    H, Hkv, hd, offset, L = 6, 2, 40, 5, 7
+    cache = KVCache(Hkv, hd, 32)
+    cache.update_and_fetch(*(rng.standard_normal((2, Hkv, offset, hd)).astype(np.float32)))
+    k, v = cache.update_and_fetch(*(rng.standard_normal((2, Hkv, L, hd)).astype(np.float32)))
+    q = rng.standard_normal((H, L, hd)).astype(np.float32)
+    got = kernels.attend(q, k, v, offset, 0.3, window)
+    assert got.shape == (L, H * hd)
+    for i in range(L):
+        p = offset + i
+        lo = max(0, p - window + 1) if window else 0
+        for h in range(H):
+            kh, vh = k[h // 3, lo:p + 1].astype(np.float64), v[h // 3, lo:p + 1].astype(np.float64)
+            s = 0.3 * kh @ q[h, i]
+            w = np.exp(s - s.max())
+            np.testing.assert_allclose(got[i, h * hd:(h + 1) * hd], w / w.sum() @ vh, rtol=1e-5, atol=1e-6)
+
+
+@NUMBA
+def test_attend_rows_equal_decode_bit_for_bit():
+    """A prefill query's output is exactly what decode computes for that position."""
+    from localai.models.cache import KVCache
+
+    rng = np.random.default_rng(9)
+    H, Hkv, hd, L = 4, 2, 32, 37
+    cache = KVCache(Hkv, hd, 64)
+    k, v = cache.update_and_fetch(*(rng.standard_normal((2, Hkv, L, hd)).astype(np.float32)))
+    q = rng.standard_normal((H, L, hd)).astype(np.float32)
+    for window in (None, 9):
+        full = kernels.attend(q, k, v, 0, 0.2, window)
+        for p in (0, 8, 20, 36):
+            one = kernels.attend_one(q[:, p], k[:, :p + 1], v[:, :p + 1], 0.2, window)
+            np.testing.assert_array_equal(one.reshape(-1), full[p])
+            tail = kernels.attend(q[:, p:], k, v, p, 0.2, window)
+            np.testing.assert_array_equal(tail, full[p:])
+
+
 @NUMBA
 def test_numba_exp():
     import numba
@@ -315,44 +359,65 @@ def rounded_x(x: np.ndarray) -> np.ndarray:
     return (np.rint(xb * inv) * (amax / np.float32(32767))).reshape(x.shape)
 
 
+INT_TYPES = [T.Q8_0, T.Q4_0, T.Q4_1, T.Q5_0, T.Q5_1, T.Q4_K, T.Q5_K, T.Q6_K]
+
+
 @NUMBA
-@pytest.mark.parametrize("qtype", [T.Q8_0, T.Q4_0, T.Q4_1, T.Q5_0, T.Q5_1, T.Q4_K, T.Q5_K], ids=lambda t: t.name)
-def test_integer_dots_are_the_rounded_x_times_w(qtype):
-    """The fused kernels on int16 x compute exactly rounded_x @ W.T (to float32 rounding): the
-    mins' terms too. Real-looking x: one block carries an outlier, as LLM activations do."""
+@pytest.mark.parametrize("qtype", INT_TYPES, ids=lambda t: t.name)
+@pytest.mark.parametrize("N", [1, 7, 130])  # 130: three passes of NC = 64 rows of x, 2 rows alone
+def test_integer_gemm_is_the_rounded_x_times_w(qtype, N):
+    """The integer GEMM computes exactly rounded_x @ W.T (to float32 rounding), the mins'
+    terms too, on odd shapes: M = 37 (a tile of W rows left alone, a last parallel item of
+    5 rows), an odd number of blocks. Real-looking x: one block carries an outlier, as LLM
+    activations do."""
     assert int(qtype) in qmatmul._nb.I16_TYPE_IDS
-    raw = random_rows(qtype, 40, 512, seed=7)
+    M, K = 37, 768 if quants.block_size(qtype)[0] == 256 else 544
+    raw = random_rows(qtype, M, K, seed=7)
     w = reference(raw, qtype)
-    x = np.random.default_rng(7).standard_normal((3, 512)).astype(np.float32) * 0.05 + 0.02
+    x = np.random.default_rng(N).standard_normal((N, K)).astype(np.float32) * 0.05 + 0.02
     x[:, 70] = 9.0
-    y = QMatrix(raw, qtype, (40, 512)).matmul(x)
+    y = QMatrix(raw, qtype, (M, K)).matmul(x)
     assert_close(y, rounded_x(x), w)
 
 
 @NUMBA
-def test_integer_dots_on_an_avx2_target():
-    """The integer dots compiled for a Haswell-class CPU (no AVX-512, no VNNI: LLVM picks other
-    instructions for the same IR) in a fresh process; numba compiles and caches them apart."""
+@pytest.mark.parametrize("qtype", INT_TYPES + [T.F16], ids=lambda t: t.name)
+def test_integer_gemm_rows_are_batch_invariant(qtype):
+    """A row of the result is the same bits whether its row of x came alone, in a 4-row tile,
+    or in the middle of a long batch (the property that keeps chunked prefill exact)."""
+    M, K = 37, 768 if qtype in (T.Q4_K, T.Q5_K, T.Q6_K) else 544
+    raw = random_rows(qtype, M, K, seed=3)
+    W = QMatrix(raw, qtype, (M, K))
+    x = np.random.default_rng(3).standard_normal((70, K)).astype(np.float32)
+    full = W.matmul(x)
+    for lo, hi in ((0, 1), (5, 6), (3, 10), (1, 70), (66, 70)):
+        np.testing.assert_array_equal(W.matmul(x[lo:hi]), full[lo:hi])
+
+
+@NUMBA
+def test_integer_gemm_on_an_avx2_target():
+    """The integer GEMM compiled for a Haswell-class CPU (AVX2 + FMA, no AVX-512, no VNNI: LLVM
+    picks other instructions for the same IR) in a fresh process; numba compiles and caches
+    it apart."""
     code = """if True:
         import sys
         import numpy as np
         from gguf import GGMLQuantizationType as T
         from localai.kernels import QMatrix
         rng, d = np.random.default_rng(5), sys.argv[1]
-        for t in (T.Q8_0, T.Q4_0, T.Q4_1, T.Q5_0, T.Q5_1, T.Q4_K, T.Q5_K):
-            raw = np.load(f"{d}/{t.name}.npy")
-            x = rng.standard_normal((5, 512)).astype(np.float32)
-            np.save(f"{d}/{t.name}.y.npy", QMatrix(raw, t, (raw.shape[0], 512)).matmul(x))
-            np.save(f"{d}/{t.name}.x.npy", x)
+        for name in sys.argv[2:]:
+            raw = np.load(f"{d}/{name}.npy")
+            x = rng.standard_normal((9, 768)).astype(np.float32)
+            np.save(f"{d}/{name}.y.npy", QMatrix(raw, T[name], (raw.shape[0], 768)).matmul(x))
+            np.save(f"{d}/{name}.x.npy", x)
     """
     import tempfile
     with tempfile.TemporaryDirectory() as d:
-        types = [T.Q8_0, T.Q4_0, T.Q4_1, T.Q5_0, T.Q5_1, T.Q4_K, T.Q5_K]
-        for t in types:
-            np.save(f"{d}/{t.name}.npy", random_rows(t, 11, 512, seed=int(t)))
+        for t in INT_TYPES:
+            np.save(f"{d}/{t.name}.npy", random_rows(t, 11, 768, seed=int(t)))
         env = dict(os.environ, NUMBA_CPU_NAME="haswell", NUMBA_CPU_FEATURES="")
-        subprocess.run([sys.executable, "-c", code, d], env=env, check=True)
-        for t in types:
+        subprocess.run([sys.executable, "-c", code, d, *[t.name for t in INT_TYPES]], env=env, check=True)
+        for t in INT_TYPES:
             assert_close(np.load(f"{d}/{t.name}.y.npy"), np.load(f"{d}/{t.name}.x.npy"),
                          reference(np.load(f"{d}/{t.name}.npy"), t), t)
 
@@ -379,7 +444,7 @@ def test_compile_failure_falls_back_to_numpy(monkeypatch):
         FULL = 0
 
         @staticmethod
-        def matvec(*args):
+        def matmul(*args):
             raise RuntimeError("LLVM says no")
 
     monkeypatch.setattr(qmatmul, "_nb", Broken)

@@ -391,6 +391,7 @@ def serve(
     model: Optional[str] = typer.Option(None, "--model", "-m", help="Default model for requests that name none."),
     backend: Optional[str] = typer.Option(None, "--backend", help="auto | numpy | mlx"),
     n_ctx: Optional[int] = typer.Option(None, "--n-ctx", help="Context length."),
+    threads: Optional[int] = typer.Option(None, "--threads", "-t", min=1, help="CPU threads for the numpy backend (default: the physical cores)."),
     keep_alive: Optional[str] = typer.Option(None, "--keep-alive", help="Unload an idle model after this long (10m, 30s, 0, -1 = never)."),
     socket_path: Optional[str] = typer.Option(None, "--socket", help="Socket path (default: $LOCALAI_SOCKET, else $XDG_RUNTIME_DIR/localai/localai.sock)."),
     http: Optional[str] = typer.Option(None, "--http", help="[HOST:]PORT: also serve the OpenAI and llama-server HTTP API there (host default 127.0.0.1)."),
@@ -401,7 +402,7 @@ def serve(
 
     if api_key:  # to a background daemon through its environment, not its command line
         os.environ["LOCALAI_API_KEY"] = api_key
-    flags = dict(model=model, backend=backend, n_ctx=n_ctx, keep_alive=keep_alive, http=http)
+    flags = dict(model=model, backend=backend, n_ctx=n_ctx, threads=threads, keep_alive=keep_alive, http=http)
     path = socket_path or protocol.socket_path()
     if background:
         from ..client import pid_of, running

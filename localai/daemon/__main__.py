@@ -1,4 +1,4 @@
-"""`python -m localai.daemon [--socket PATH] [--model M] [--backend B] [--n-ctx N] [--keep-alive T]
+"""`python -m localai.daemon [--socket PATH] [--model M] [--backend B] [--n-ctx N] [--threads N] [--keep-alive T]
 [--http [HOST:]PORT] [--api-key KEY]`:
 the daemon in the foreground (what `localai serve` and the client's auto-start run)."""
 from __future__ import annotations
@@ -17,6 +17,7 @@ def main(argv=None) -> int:
     ap.add_argument("--model")
     ap.add_argument("--backend")
     ap.add_argument("--n-ctx", type=int)
+    ap.add_argument("--threads", type=int)
     ap.add_argument("--keep-alive")
     ap.add_argument("--http", help="[HOST:]PORT: also serve the HTTP API there")
     ap.add_argument("--api-key", help="key the HTTP API requires (default: $LOCALAI_API_KEY)")
@@ -24,7 +25,7 @@ def main(argv=None) -> int:
     a = ap.parse_args(argv)
     try:
         cfg = config.load()
-        config.override(cfg, model=a.model, backend=a.backend, n_ctx=a.n_ctx, keep_alive=a.keep_alive,
+        config.override(cfg, model=a.model, backend=a.backend, n_ctx=a.n_ctx, threads=a.threads, keep_alive=a.keep_alive,
                         http=a.http, api_key=a.api_key)
         serve(cfg, a.socket, log_level=a.log_level)
     except LocalAIError as exc:

@@ -26,7 +26,7 @@ class InProcessClient(BaseClient):
         if path not in self._models:
             from .. import load
 
-            llm = load(path, backend=self.cfg.backend, n_ctx=self.cfg.n_ctx)
+            llm = load(path, backend=self.cfg.backend, n_ctx=self.cfg.n_ctx, n_threads=self.cfg.threads)
             self._models[path] = (llm, PromptCache(llm, max_sessions=2, max_bytes=self.cfg.cache_bytes or (1 << 30)))
         return self._models[path]
 

@@ -51,37 +51,14 @@ class Rope:
         return kernels.rope(x, cos[offset:offset + L], sin[offset:offset + L], self.mode == "neox")
 
 
-Q_BLOCK = 128  # prefill queries per block: a block only scores the keys it can see
-
-
 def attention(q: np.ndarray, k: np.ndarray, v: np.ndarray, offset: int, scale: float,
               window: int | None = None) -> np.ndarray:
     """Causal grouped-query attention.
 
     q: (H, L, hd) for positions offset..offset+L-1; k, v: (Hkv, T, hd) with T = offset + L.
     A query at position p sees keys j <= p (and p - j < window for sliding-window layers).
-    Long prompts go in blocks of Q_BLOCK queries, each scored only against the keys up to its
-    last position (and from its window's start), which skips the masked half of the work.
-    Returns (L, H * hd).
+    Returns (L, H * hd). With the numba kernels each query is computed alone by one kernel,
+    decode and prefill alike, so the result for a position is bit-identical however the
+    prompt was split into batches (kernels.attend).
     """
-    H, L, hd = q.shape
-    if L == 1:  # decode: one query, in one kernel
-        return kernels.attend_one(q.reshape(H, hd), k, v, scale, window).reshape(1, H * hd)
-    out = np.empty((L, H * hd), np.float32)
-    for i in range(0, L, Q_BLOCK):
-        j = min(L, i + Q_BLOCK)
-        lo = 0 if window is None else max(0, offset + i - window + 1)
-        out[i:j] = _attend(q[:, i:j], k[:, lo:offset + j], v[:, lo:offset + j], offset + i - lo, scale, window)
-    return out
-
-
-def _attend(q, k, v, offset: int, scale: float, window: int | None) -> np.ndarray:
-    """q: (H, L, hd) at positions offset.. relative to k, v: (Hkv, T, hd) -> (L, H * hd)."""
-    H, L, hd = q.shape
-    Hkv, T, _ = k.shape
-    G = H // Hkv
-    qg = q.reshape(Hkv, G * L, hd)
-    scores = qg @ k.transpose(0, 2, 1)  # (Hkv, G*L, T): row r is query r % L
-    kernels.causal_softmax(scores.reshape(Hkv * G * L, T), L, offset, scale, window)
-    out = scores @ v  # (Hkv, G*L, hd)
-    return out.reshape(H, L, hd).transpose(1, 0, 2).reshape(L, H * hd)
+    return kernels.attend(q, k, v, offset, scale, window)
