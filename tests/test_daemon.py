@@ -88,6 +88,9 @@ def _wait_for_tokens(c, req_id, n):
 
 
 def _assert_counter_stopped(path, since: int):
+    deadline = time.monotonic() + 10  # the step in flight when the stop arrived may still finish
+    while _status(path)["active"] and time.monotonic() < deadline:
+        time.sleep(0.05)
     n1 = _status(path)["tokens_generated"]
     time.sleep(0.5)
     st = _status(path)
