@@ -376,14 +376,10 @@ class Router:
             job.cancelled = True
 
     def status(self) -> list:
-        if not self.pools:
-            return []
-        out = probe(self.cfg)
-        for row in out:
-            pool = self.pools.get(row["name"])
-            for s, n in zip(row["servers"], pool.inflight if pool else []):
-                s["in_flight"] = n
-        return out
+        """Each remote's servers and their requests in flight (no network: `localai status`
+        asks the servers itself, see `probe`)."""
+        return [{"name": name, "servers": [{"url": u, "in_flight": n} for u, n in zip(p.remote.urls, p.inflight)]}
+                for name, p in self.pools.items()]
 
     # --- the event loop thread ---
 
@@ -540,8 +536,10 @@ def probe(cfg, timeout: float = PROBE_TIMEOUT) -> list:
 
 
 def _cache_path() -> str:
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return os.path.join(base, "localai", "remote-models.json")
+    """Beside the daemon's socket (a private directory; forgotten at reboot, as a cache may be)."""
+    from .protocol import sidecar, socket_path
+
+    return sidecar(socket_path(), ".remote-models.json")
 
 
 def _read_cache() -> dict:
@@ -556,13 +554,15 @@ def _read_cache() -> dict:
 def _write_cache(cache: dict) -> None:
     path = _cache_path()
     try:
-        os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+        from .daemon import private_dir
+
+        private_dir(os.path.dirname(os.path.abspath(path)))
         tmp = f"{path}.{os.getpid()}.tmp"
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             json.dump(cache, f)
         os.replace(tmp, path)
-    except OSError:
+    except (OSError, LocalAIError):
         pass  # a cache: the next listing asks again
 
 

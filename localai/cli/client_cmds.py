@@ -468,6 +468,13 @@ def status(
         else:
             print(f"localai daemon: not running (socket {path})")
         raise typer.Exit(1)
+    if st.get("remotes"):  # reachability, asked here so the daemon's `status` stays instant
+        from .. import remote
+
+        seen = {(r["name"], s["url"]): s for r in remote.probe(_config.load()) for s in r["servers"]}
+        for r in st["remotes"]:
+            for s in r["servers"]:
+                s.update(seen.get((r["name"], s["url"]), {"reachable": None, "error": "not in this config file"}))
     if json_out:
         print(json.dumps({"running": True, **st}, ensure_ascii=False))
         return
@@ -488,7 +495,7 @@ def status(
           f"{st['tokens_cached']} from the prompt cache")
     for r in st.get("remotes") or []:
         for s in r["servers"]:
-            how = (f"reachable ({s['ms']:.0f} ms, {len(s['models'])} models, {s.get('in_flight', 0)} in flight)"
+            how = (f"reachable ({s['ms']:.0f} ms, {len(s['models'])} models, {s['in_flight']} in flight)"
                    if s["reachable"] else f"UNREACHABLE ({s['error']})")
             print(f"remote {r['name']}: {s['url']} {how}")
 
