@@ -208,7 +208,15 @@ fim = "infill"
         shutil.rmtree(root, ignore_errors=True)
 
 
+def _fresh(server) -> None:
+    """Make the server's next prompt a full prefill: llama-cpp-python reuses the KV of a prompt
+    it saw last and evaluates only its final token again, whose logits (a batch of one) may
+    tip a greedy near-tie the other way. Each compared request starts from this state."""
+    server.post("completions", {"model": "smollm2", "prompt": "Hi", "max_tokens": 1, "temperature": 0.0})
+
+
 def _chat(server, messages, **sampling) -> str:
+    _fresh(server)
     return server.post("chat/completions", {"model": "smollm2", "messages": messages, **sampling})[
         "choices"][0]["message"]["content"]
 
@@ -222,11 +230,13 @@ def _filtered(f, text: str) -> str:
 def test_ask_on_a_remote_gives_its_greedy_answer(world):
     d, a = world["d"], world["a"]
     want = _chat(a, [{"role": "user", "content": QUESTION}], max_tokens=12, temperature=0.0, top_p=0.9)
+    _fresh(a)
     r = d.cli("ask", "-m", "box/smollm2", "--temperature", "0", "--max-tokens", "12", "--json", QUESTION)
     assert r.returncode == 0, r.stderr
     out = json.loads(r.stdout)
     assert out["text"] == want and want.strip()
     assert out["model"] == "box/smollm2"
+    _fresh(a)
     r = d.cli("ask", "-m", "tiny", "--temperature", "0", "--max-tokens", "12", QUESTION)  # the alias
     assert r.returncode == 0 and r.stdout.rstrip("\n") == want.rstrip("\n"), r.stderr
 
@@ -238,6 +248,7 @@ def test_chat_multi_turn_on_a_remote_gives_its_greedy_answer(world):
                 {"role": "assistant", "content": "Apple."},
                 {"role": "user", "content": "Name another one."}]
     want = _chat(a, messages, max_tokens=10, temperature=0.0)
+    _fresh(a)
     with d.client() as c:
         events = list(c.request("chat", messages=messages, model="box/smollm2", max_tokens=10, temperature=0.0))
     tokens, done = events[:-1], events[-1]
@@ -249,11 +260,14 @@ def test_chat_multi_turn_on_a_remote_gives_its_greedy_answer(world):
 def test_complete_fim_tokens_on_a_remote_gives_its_greedy_answer(world):
     d, a = world["d"], world["a"]
     prefix, suffix = "def add(a, b):\n    ", "\n\nprint(add(1, 2))\n"
+    _fresh(a)
     raw = a.post("completions", {"model": "smollm2", "prompt": f"<fim_prefix>{prefix}<fim_suffix>{suffix}<fim_middle>",
                                  "max_tokens": 12, "temperature": 0.0})["choices"][0]["text"]
     want = _filtered(SuffixGuard(prefix, suffix), raw)
+    _fresh(a)
     got = d.call("complete", prefix=prefix, suffix=suffix, model="box/smollm2", max_tokens=12)
     assert got["text"] == want and raw.strip()
+    _fresh(a)
     r = d.cli("complete", "--prefix", prefix, "--suffix", suffix, "-m", "box/smollm2", "-n", "12", "--json")
     assert r.returncode == 0 and json.loads(r.stdout)["text"] == want, r.stderr
 
@@ -265,6 +279,7 @@ def test_rewrite_on_a_remote_gives_its_greedy_answer(world):
     raw = _chat(a, [{"role": "system", "content": REWRITE_SYSTEM}, {"role": "user", "content": user}],
                 max_tokens=16, temperature=0.0)
     want = _filtered(RewriteFilter(text, instruction), raw)
+    _fresh(a)
     got = d.call("rewrite", text=text, instruction=instruction, model="box/smollm2", max_tokens=16,
                  temperature=0.0)
     assert got["text"] == want and raw.strip()
@@ -323,7 +338,8 @@ def test_client_disconnect_stops_the_remote_generation(world):
         "messages": LONG, "model": "box/smollm2", "max_tokens": 400, "temperature": 0.0}}).encode() + b"\n")
     f = s.makefile("rb")
     assert json.loads(f.readline())["event"] == "token"
-    s.close()  # the client goes away mid-answer
+    f.close()
+    s.close()  # the client goes away mid-answer (the file held the descriptor open too)
     _wait_for(lambda: _disconnects(a) > before, 10, "the server never saw the request go away")
     _server_is_free(a, 20)
 
