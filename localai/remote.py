@@ -228,9 +228,16 @@ def _upstream_message(raw: bytes) -> str:
 
 
 def _why(exc) -> str:
+    """A few words on a transport error: the OS's reason when there is one (httpx wraps it:
+    "All connection attempts failed" around ConnectionRefusedError)."""
+    e, seen = exc, set()
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        if isinstance(e, OSError) and (e.errno or e.strerror):
+            why = os.strerror(e.errno) if e.errno and e.errno > 0 else e.strerror or str(e)  # gaierror: < 0
+            return why[0].lower() + why[1:]
+        e = e.__cause__ or e.__context__
     text = str(exc) or type(exc).__name__
-    if "refused" in text.lower():
-        return "connection refused"
     return " ".join(text.split())[:120]
 
 
