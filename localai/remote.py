@@ -30,7 +30,7 @@ import time
 from dataclasses import dataclass, field
 
 from .config import Remote
-from .errors import LocalAIError
+from .errors import InvalidRequest, LocalAIError
 from .protocol import Done, Error, Token
 
 log = logging.getLogger("localai.remote")
@@ -140,7 +140,7 @@ def _sampling(params, defaults: dict, method: str) -> dict:
 
     kw = sampling_kwargs(params, COMPLETE_DEFAULTS if method == "complete" else defaults)
     if kw.get("logprobs") is not None:
-        raise RemoteError("`logprobs` is not forwarded to remote engines yet: leave it out for remote models")
+        raise InvalidRequest("`logprobs` is not forwarded to remote engines yet: leave it out for remote models")
     body = {k: (list(kw[k]) if k == "stop" else kw[k]) for k in _BODY_KEYS if k in kw}
     if kw.get("grammar") is not None:
         body["grammar"] = kw["grammar"]  # llama-server, llama-cpp-python
@@ -402,7 +402,7 @@ class Router:
             def run():
                 asyncio.set_event_loop(loop)
                 loop.call_soon(ready.set)
-                loop.create_task(self._watch())
+                self._watcher = loop.create_task(self._watch())  # held: the loop keeps only a weak reference
                 loop.run_forever()
 
             threading.Thread(target=run, name="localai-remote", daemon=True).start()

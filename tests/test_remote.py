@@ -162,7 +162,7 @@ def world(llama_cpp_python, smollm2_path):
     locked = LlamaServer(llama_cpp_python, smollm2_path, root, "locked", api_key=KEY)
     c = LlamaServer(llama_cpp_python, smollm2_path, root, "c")
     peer_port = _free_port()
-    peer = Daemon(root, "peer", http=f"127.0.0.1:{peer_port}")
+    peer = Daemon(root, "peer", f'[remotes.box]\nurl = "{a.url}"\n', http=f"127.0.0.1:{peer_port}")
     silent = Silent()
     conf = f"""
 [remotes.box]
@@ -200,7 +200,8 @@ fim = "infill"
         _wait(peer.proc, peer.log, lambda: _http_ok(f"http://127.0.0.1:{peer_port}/health"), "peer HTTP")
         for p in (d, peer):  # load the local model, warm the kernels
             p.call("generate", prompt="Hello", max_tokens=2, temperature=0)
-        yield {"a": a, "locked": locked, "c": c, "peer": peer, "d": d, "silent": silent, "root": root}
+        yield {"a": a, "locked": locked, "c": c, "peer": peer, "d": d, "silent": silent, "root": root,
+               "peer_url": f"http://127.0.0.1:{peer_port}/v1"}
     finally:
         for p in procs:
             p.stop()
@@ -448,6 +449,21 @@ def test_another_localai_daemon_over_http_as_the_remote(world):
     got = d.call("generate", prompt="The capital of France is", model="peer/smollm2", max_tokens=8,
                  temperature=0.0)
     assert got["text"] == want["text"] and want["text"].strip()
+
+
+def test_http_api_requests_on_a_remote_model_go_there(world):
+    """The daemon's HTTP API takes remote model names too (its bridge routes them)."""
+    a = world["a"]
+    hi = [{"role": "user", "content": QUESTION}]
+    want = _chat(a, hi, max_tokens=8, temperature=0.0)
+    _fresh(a)
+    r = httpx.post(world["peer_url"] + "/chat/completions", timeout=120,
+                   json={"model": "box/smollm2", "messages": hi, "max_tokens": 8, "temperature": 0.0})
+    assert r.status_code == 200, r.text
+    assert r.json()["choices"][0]["message"]["content"] == want and want.strip()
+    r = httpx.post(world["peer_url"] + "/chat/completions", timeout=120,
+                   json={"model": "box/smollm2", "messages": hi, "max_tokens": 8, "logprobs": True, "top_logprobs": 2})
+    assert r.status_code == 400 and "`logprobs` is not forwarded" in r.json()["error"]["message"]
 
 
 # --- the config ------------------------------------------------------------------------------------
