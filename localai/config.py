@@ -167,9 +167,11 @@ def load(path: str | None = None) -> Config:
         raise ConfigError(f"{path}: not UTF-8 text (byte {exc.start}); save it as UTF-8") from None
     except OSError as exc:
         raise ConfigError(f"cannot read config file {path}: {exc.strerror or exc}") from None
+    cfg.remotes = _remotes(path, data.pop("remotes", {}))
+
     cfg.path = path
     known = {"model": str, "backend": str, "n_ctx": int, "threads": int, "keep_alive": None, "system": str,
-             "sampling": dict, "prompt_cache": dict, "http": str, "http_cors": list, "remotes": dict}
+             "sampling": dict, "prompt_cache": dict, "http": str, "http_cors": list}
     for key, value in data.items():
         if key not in known:
             raise ConfigError(f"{path}: unknown key `{key}`{_did_you_mean(key, known)} (known: {', '.join(known)})")
@@ -195,18 +197,8 @@ def load(path: str | None = None) -> Config:
                 else:
                     raise ConfigError(f"{path}: unknown key `prompt_cache.{k}`"
                                       f"{_did_you_mean(k, ('sessions', 'max_mb'))} (known: sessions, max_mb)")
-        elif key == "remotes":
-            for name, table in value.items():
-                cfg.remotes[name] = _remote(path, name, table)
         else:
             setattr(cfg, key, _expect(path, key, value, known[key]))
-    aliases = {}
-    for r in cfg.remotes.values():
-        for alias in r.models:
-            if alias in aliases:
-                raise ConfigError(f"{path}: model alias `{alias}` is in both [remotes.{aliases[alias]}] and "
-                                  f"[remotes.{r.name}]: keep one")
-            aliases[alias] = r.name
     if cfg.n_ctx is not None and not 1 <= cfg.n_ctx <= MAX_N_CTX:
         raise ConfigError(f"{path}: `n_ctx` must be between 1 and {MAX_N_CTX}, not {cfg.n_ctx}")
     if not all(isinstance(o, str) for o in cfg.http_cors):
@@ -219,6 +211,21 @@ def load(path: str | None = None) -> Config:
 
 
 REMOTE_KEYS = ("url", "api_key_env", "models", "fim", "fim_template", "timeout")
+
+
+def _remotes(path: str, tables) -> dict:
+    """`[remotes.NAME]` tables -> {NAME: Remote}; an alias may name one remote's model only."""
+    if not isinstance(tables, dict):
+        raise ConfigError(f"{path}: `remotes` must be tables (`[remotes.NAME]` followed by its keys), not {tables!r}")
+    out, aliases = {}, {}
+    for name, table in tables.items():
+        r = out[name] = _remote(path, name, table)
+        for alias in r.models:
+            if alias in aliases:
+                raise ConfigError(f"{path}: model alias `{alias}` is in both [remotes.{aliases[alias]}] and "
+                                  f"[remotes.{r.name}]: keep one")
+            aliases[alias] = r.name
+    return out
 
 
 def _remote(path: str, name: str, table) -> Remote:

@@ -382,12 +382,6 @@ class Router:
         for job in list(self.jobs):
             job.cancelled = True
 
-    def status(self) -> list:
-        """Each remote's servers and their requests in flight (no network: `localai status`
-        asks the servers itself, see `probe`)."""
-        return [{"name": name, "servers": [{"url": u, "in_flight": n} for u, n in zip(p.remote.urls, p.inflight)]}
-                for name, p in self.pools.items()]
-
     # --- the event loop thread ---
 
     def _start(self) -> None:

@@ -428,9 +428,10 @@ def test_models_and_status_show_the_remotes(world):
     lines = {ln.split(":", 1)[0] + ":" + ln.split()[2]: ln for ln in r.stdout.splitlines() if ln.startswith("remote ")}
     assert "reachable (" in lines[f"remote box:{world['a'].url}"]
     assert "UNREACHABLE" in lines[f"remote silent:{world['silent'].url}"]
-    st = d.call("status")  # the daemon's own: requests in flight, no network
-    assert {x["name"] for x in st["remotes"]} >= {"box", "duo", "peer"}
-    assert st["remotes"][0]["servers"][0]["in_flight"] == 0
+    st = json.loads(d.cli("status", "--json").stdout)
+    assert {x["name"] for x in st["remotes"]} == {"box", "locked", "keyed", "duo", "solo", "silent", "peer"}
+    box = next(x for x in st["remotes"] if x["name"] == "box")
+    assert box["servers"][0]["reachable"] and box["servers"][0]["models"] == ["smollm2"]
 
 
 # --- another localai as the remote -------------------------------------------------------------

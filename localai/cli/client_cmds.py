@@ -468,13 +468,9 @@ def status(
         else:
             print(f"localai daemon: not running (socket {path})")
         raise typer.Exit(1)
-    if st.get("remotes"):  # reachability, asked here so the daemon's `status` stays instant
-        from .. import remote
+    from .. import remote
 
-        seen = {(r["name"], s["url"]): s for r in remote.probe(_config.load()) for s in r["servers"]}
-        for r in st["remotes"]:
-            for s in r["servers"]:
-                s.update(seen.get((r["name"], s["url"]), {"reachable": None, "error": "not in this config file"}))
+    st["remotes"] = remote.probe(_config.load())  # each configured server: reachable? (asked from here)
     if json_out:
         print(json.dumps({"running": True, **st}, ensure_ascii=False))
         return
@@ -495,7 +491,7 @@ def status(
           f"{st['tokens_cached']} from the prompt cache")
     for r in st.get("remotes") or []:
         for s in r["servers"]:
-            how = (f"reachable ({s['ms']:.0f} ms, {len(s['models'])} models, {s['in_flight']} in flight)"
+            how = (f"reachable ({s['ms']:.0f} ms, {len(s['models'])} models)"
                    if s["reachable"] else f"UNREACHABLE ({s['error']})")
             print(f"remote {r['name']}: {s['url']} {how}")
 

@@ -395,8 +395,7 @@ class Server:
 
     def m_status(self, conn, params) -> dict:
         return {"version": _version(), "protocol": protocol.PROTOCOL_VERSION, "socket": self.path,
-                "http": self.http.url if self.http is not None else None, **self.scheduler.status(),
-                "remotes": self.remotes.status()}
+                "http": self.http.url if self.http is not None else None, **self.scheduler.status()}
 
     def m_models(self, conn, params) -> dict:
         from .. import store
