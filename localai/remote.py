@@ -112,6 +112,7 @@ class Upstream:
     body: dict
     parse: object        # SSE data object -> (text, finish_reason | None)
     filter: object = None  # .feed(text) -> text, .finish() -> text, .done (handlers' filters)
+    done: dict = field(default_factory=dict)  # more fields of the `done` event (the filter may fill them)
 
 
 def _chat_piece(obj: dict):
@@ -192,7 +193,19 @@ def _complete(remote, model_id, params, defaults):
     return Upstream("completions", {"model": model_id, "prompt": prompt, **body}, _text_piece, guard)
 
 
-BUILDERS = {"chat": _chat, "generate": _generate, "complete": _complete, "rewrite": _rewrite}
+def _action(remote, model_id, params, defaults):
+    """An action whose prompt the connection has built (`params.bound`: its messages and
+    sampling); its filter stops it when it has enough and fills `done.result`."""
+    from .actions.registry import ActionFilter
+
+    run, done = params.bound, {}
+    body = {"model": model_id, "messages": run.messages,
+            **_sampling(params, {**defaults, **run.sampling}, "action")}
+    return Upstream("chat/completions", body, _chat_piece, ActionFilter(run, done), done)
+
+
+BUILDERS = {"chat": _chat, "generate": _generate, "complete": _complete, "rewrite": _rewrite,
+            "action": _action}
 
 
 # --- servers of one remote ------------------------------------------------------------------------
@@ -354,15 +367,15 @@ class Router:
     def job(self, conn, req) -> RemoteJob | None:
         """A RemoteJob when `req` generates on a remote model, else None (a local request).
         Other methods (tokenize) on a remote model get a clear error."""
-        from .protocol import METHODS
-
         if not self.pools:
             return None
+        from .protocol import METHODS
+
         model = getattr(req.params, "model", None)
         where = route(self.cfg, model)
         if where is None:
             return None
-        if METHODS[req.method].kind != "generate":
+        if METHODS[req.method].kind != "generate" or req.method not in BUILDERS:
             raise RemoteError(f"`{req.method}` runs on local models only; {model or self.cfg.model!r} "
                               f"is on remote `{where[0].name}`")
         return RemoteJob(self, conn, req, where[0], where[1], model or self.cfg.model)
@@ -445,8 +458,10 @@ class Router:
                  "queue_ms": 0.0, "load_ms": 0.0}
             if first is not None:
                 t["ttft_ms"] = round((first - received) * 1000, 3)
+            more = dict(up.done) if up is not None else {}
+            result = {**(more.pop("result", None) or {}), "remote": job.remote.name, "server": job.server}
             return Done(job.id, finish_reason=reason, text="".join(text), model=job.name, timings=t,
-                        result={"remote": job.remote.name, "server": job.server})
+                        result=result, **more)
 
         try:
             if job.cancelled:
