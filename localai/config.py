@@ -26,6 +26,15 @@ override it.
     sessions = 8
     max_mb = 1024              # default: one full context or twice the model, at most 1/4 of free memory
 
+    [remotes.gpu]              # a remote engine (docs/remote.md): model "gpu/MODEL" runs there
+    url = "http://gpu-box:8000/v1"        # or a list of servers: ["http://a:8000/v1", "http://b:8000/v1"]
+    api_key_env = "GPU_API_KEY"           # the environment variable holding the key (never the key)
+    models = { coder = "Qwen/Qwen2.5-Coder-7B" }   # aliases: model "coder" runs there too
+    fim = "tokens"             # complete: infill (llama-server /infill) | tokens (FIM prompt to
+                               # /v1/completions, as vLLM needs) | none (the prefix alone)
+    fim_template = "<|fim_prefix|>{prefix}<|fim_suffix|>{suffix}<|fim_middle|>"  # for fim = "tokens"
+    timeout = "60s"            # no answer (or no next token) within this long: an error
+
 Imports nothing heavy (tomllib is in the standard library).
 """
 from __future__ import annotations
@@ -62,6 +71,27 @@ class Config:
     http_cors: list = field(default_factory=list)
     api_key: str | None = None  # from --api-key or $LOCALAI_API_KEY, never from the file
     path: str | None = None  # the file it came from, if any
+    remotes: dict = field(default_factory=dict)  # name -> Remote
+
+
+FIM_MODES = ("infill", "tokens", "none")
+DEFAULT_REMOTE_TIMEOUT = 60.0
+
+
+@dataclass
+class Remote:
+    """One `[remotes.NAME]` table: an OpenAI-compatible engine (vLLM, llama-server, Ollama,
+    another localai) that models named `NAME/MODEL`, or one of `models`' aliases, run on."""
+    name: str
+    urls: list                # base URLs, each ending in /v1 (as OpenAI clients take them)
+    api_key_env: str | None = None
+    models: dict = field(default_factory=dict)  # alias -> the remote's model id
+    fim: str = "none"         # one of FIM_MODES
+    fim_template: str | None = None  # "{prefix}" and "{suffix}" around the model's FIM tokens
+    timeout: float = DEFAULT_REMOTE_TIMEOUT   # seconds
+
+    def api_key(self) -> str | None:
+        return os.environ.get(self.api_key_env) if self.api_key_env else None
 
 
 def config_path() -> str:
@@ -137,6 +167,8 @@ def load(path: str | None = None) -> Config:
         raise ConfigError(f"{path}: not UTF-8 text (byte {exc.start}); save it as UTF-8") from None
     except OSError as exc:
         raise ConfigError(f"cannot read config file {path}: {exc.strerror or exc}") from None
+    cfg.remotes = _remotes(path, data.pop("remotes", {}))
+
     cfg.path = path
     known = {"model": str, "backend": str, "n_ctx": int, "threads": int, "keep_alive": None, "system": str,
              "sampling": dict, "prompt_cache": dict, "http": str, "http_cors": list}
@@ -176,6 +208,77 @@ def load(path: str | None = None) -> Config:
     if cfg.backend not in ("auto", "numpy", "mlx"):
         raise ConfigError(f"{path}: `backend` must be auto, numpy or mlx, not {cfg.backend!r}")
     return cfg
+
+
+REMOTE_KEYS = ("url", "api_key_env", "models", "fim", "fim_template", "timeout")
+
+
+def _remotes(path: str, tables) -> dict:
+    """`[remotes.NAME]` tables -> {NAME: Remote}; an alias may name one remote's model only."""
+    if not isinstance(tables, dict):
+        raise ConfigError(f"{path}: `remotes` must be tables (`[remotes.NAME]` followed by its keys), not {tables!r}")
+    out, aliases = {}, {}
+    for name, table in tables.items():
+        r = out[name] = _remote(path, name, table)
+        for alias in r.models:
+            if alias in aliases:
+                raise ConfigError(f"{path}: model alias `{alias}` is in both [remotes.{aliases[alias]}] and "
+                                  f"[remotes.{r.name}]: keep one")
+            aliases[alias] = r.name
+    return out
+
+
+def _remote(path: str, name: str, table) -> Remote:
+    """One `[remotes.NAME]` table -> Remote, or a one-line ConfigError naming the bad key."""
+    import re
+
+    where = f"{path}: [remotes.{name}]"
+    if not isinstance(table, dict):
+        raise ConfigError(f"{path}: `remotes.{name}` must be a table (`[remotes.{name}]` followed by its keys)")
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", name):
+        raise ConfigError(f"{where}: a remote's name takes letters, digits, `_`, `.` and `-` (it is the "
+                          f"`{name}/` of its model names)")
+    for k in table:
+        if k not in REMOTE_KEYS:
+            raise ConfigError(f"{where}: unknown key `{k}`{_did_you_mean(k, REMOTE_KEYS)} (known: {', '.join(REMOTE_KEYS)})")
+    if "url" not in table:
+        raise ConfigError(f'{where}: `url` is missing (e.g. url = "http://127.0.0.1:8000/v1")')
+    urls = table["url"] if isinstance(table["url"], list) else [table["url"]]
+    if not urls or not all(isinstance(u, str) and re.match(r"https?://[^/\s]+", u) for u in urls):
+        raise ConfigError(f"{where}: `url` must be an http:// or https:// URL or a non-empty list of them, "
+                          f"not {table['url']!r}")
+    r = Remote(name, [u.rstrip("/") for u in urls])
+    env = table.get("api_key_env")
+    if env is not None:
+        if not isinstance(env, str) or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", env):
+            raise ConfigError(f"{where}: `api_key_env` names the environment variable that holds the key "
+                              f"(e.g. \"VLLM_API_KEY\"), never the key itself")
+        r.api_key_env = env
+    models = table.get("models", {})
+    if not isinstance(models, dict) or not all(isinstance(v, str) and v for v in models.values()):
+        raise ConfigError(f'{where}: `models` must be a table of aliases to model ids, e.g. '
+                          f'models = {{ coder = "Qwen/Qwen2.5-Coder-7B" }}')
+    for alias in models:
+        if "/" in alias:
+            raise ConfigError(f"{where}: model alias `{alias}` must not contain `/`")
+    r.models = dict(models)
+    r.fim = table.get("fim", "none")
+    if r.fim not in FIM_MODES:
+        raise ConfigError(f"{where}: `fim` must be infill, tokens or none, not {r.fim!r}")
+    tpl = table.get("fim_template")
+    if tpl is not None:
+        if not isinstance(tpl, str) or "{prefix}" not in tpl or "{suffix}" not in tpl:
+            raise ConfigError(f"{where}: `fim_template` must be a string holding {{prefix}} and {{suffix}}, e.g. "
+                              f'"<|fim_prefix|>{{prefix}}<|fim_suffix|>{{suffix}}<|fim_middle|>"')
+        r.fim_template = tpl
+    if "timeout" in table:
+        try:
+            r.timeout = parse_duration(table["timeout"])
+        except ValueError as exc:
+            raise ConfigError(f"{where}: `timeout`: {exc}") from None
+        if not r.timeout > 0:
+            raise ConfigError(f"{where}: `timeout` must be more than 0, not {table['timeout']!r}")
+    return r
 
 
 def override(cfg: Config, **flags) -> Config:

@@ -67,6 +67,10 @@ ERROR_CODES = {
     "permission_denied": "the connecting process belongs to another user",
     "shutting_down": "the daemon is stopping; the request was not finished",
     "broken_install": "the daemon cannot import its own code (a shadowing file in its directory, a broken install); it has stopped",
+    "remote_unreachable": "no server of the remote engine answered (connection refused, 5xx); the message names each",
+    "remote_key_refused": "the remote engine refused the API key (HTTP 401/403)",
+    "remote_timeout": "the remote engine did not answer (or send the next token) within its `timeout`",
+    "remote_error": "the remote engine refused the request or broke off its answer; the message says why",
     "internal": "a bug in the daemon; the message says where, the log has the traceback",
 }
 
@@ -85,7 +89,8 @@ def _req(text: str):
 class Sampling:
     """Parameters every generating method takes; `null` means the daemon's default
     (config file `[sampling]`, else the engine's)."""
-    model: str | None = _doc("catalog name or path to a .gguf; default: the daemon's default model")
+    model: str | None = _doc("catalog name or path to a .gguf, or `REMOTE/MODEL` (or an alias) of a remote "
+                             "engine in the config (docs/remote.md); default: the daemon's default model")
     max_tokens: int | None = _doc("most tokens to generate")
     temperature: float | None = _doc("0 = greedy")
     top_k: int | None = _doc("keep the k most likely tokens (0 = all)")

@@ -67,11 +67,14 @@ def _client(cfg, no_daemon: bool):
     return Client()
 
 
-def _fetch_model(model: Optional[str]) -> None:
+def _fetch_model(model: Optional[str], cfg=None) -> None:
     """A catalog model that is not downloaded yet is fetched here, with progress, before the
-    daemon needs it; a path that does not exist fails here with a clear message."""
-    from .. import store
+    daemon needs it; a path that does not exist fails here with a clear message. A model of a
+    remote engine (`[remotes.NAME]` in the config) needs nothing here."""
+    from .. import remote, store
 
+    if cfg is not None and remote.route(cfg, model) is not None:
+        return
     store.resolve(model or store.DEFAULT_MODEL)
 
 
@@ -165,7 +168,7 @@ def ask(
     messages.append({"role": "user", "content": text})
     model = model or cfg.model
     if not no_daemon:
-        _fetch_model(model)
+        _fetch_model(model, cfg)
     streamed = not (no_stream or json_out)
     params = {"messages": messages, "model": model, "stream": streamed, **constrained,
               **_sampling(cfg, assistant=True, temperature=temperature, max_tokens=max_tokens)}
@@ -231,7 +234,7 @@ def chat(
     cfg = _config.load()
     model = model or cfg.model
     if not no_daemon:
-        _fetch_model(model)
+        _fetch_model(model, cfg)
     system = system or cfg.system
     history = [{"role": "system", "content": system}] if system else []
     sampling = _sampling(cfg, assistant=True, temperature=temperature, max_tokens=max_tokens)
@@ -330,7 +333,7 @@ def complete(
         prefix = _read_stdin()
     model = model or cfg.model
     if not no_daemon:
-        _fetch_model(model)
+        _fetch_model(model, cfg)
     params = {"prefix": prefix, "suffix": suffix or "", "model": model, "stream": not json_out,
               "temperature": temperature, "max_tokens": max_tokens}
     with _client(cfg, no_daemon) as client:
@@ -373,7 +376,7 @@ def rewrite(
         raise LocalAIError("nothing to rewrite: pipe the text in (`... | localai rewrite -i ...`) or give --file")
     model = model or cfg.model
     if not no_daemon:
-        _fetch_model(model)
+        _fetch_model(model, cfg)
     params = {"text": text, "instruction": instruction, "language": language, "model": model,
               "stream": not json_out, **_sampling(cfg, temperature=temperature, max_tokens=max_tokens)}
     with _client(cfg, no_daemon) as client:
@@ -465,6 +468,9 @@ def status(
         else:
             print(f"localai daemon: not running (socket {path})")
         raise typer.Exit(1)
+    from .. import remote
+
+    st["remotes"] = remote.probe(_config.load())  # each configured server: reachable? (asked from here)
     if json_out:
         print(json.dumps({"running": True, **st}, ensure_ascii=False))
         return
@@ -483,6 +489,11 @@ def status(
     print(f"requests: {st['requests_served']} served, {st['active']} running, {st['queued']} queued")
     print(f"tokens: {st['tokens_generated']} generated, {st['tokens_evaluated']} evaluated, "
           f"{st['tokens_cached']} from the prompt cache")
+    for r in st.get("remotes") or []:
+        for s in r["servers"]:
+            how = (f"reachable ({s['ms']:.0f} ms, {len(s['models'])} models)"
+                   if s["reachable"] else f"UNREACHABLE ({s['error']})")
+            print(f"remote {r['name']}: {s['url']} {how}")
 
 
 COMMANDS = {

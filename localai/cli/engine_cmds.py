@@ -82,17 +82,24 @@ def pull(name: str = typer.Argument("smollm2", help="Catalog model name."),
 
 def models(as_json: bool = typer.Option(False, "--json", help="A JSON list of {name, arch, quant, kind, size, path, downloaded}.")):
     """List known and downloaded models."""
-    from .. import store
+    from .. import config, remote, store
 
     rows = store.list_models()
+    remote_rows = remote.list_models(config.load())  # [remotes.NAME]: their /v1/models, cached
     if as_json:
-        print(json.dumps(rows))
+        print(json.dumps(rows + remote_rows))
         return
     print(f"{'NAME':<16}{'ARCH':<10}{'QUANT':<10}{'KIND':<10}{'SIZE':>10}  PATH")
     for r in rows:
         size = f"{r['size'] / 1e6:.0f} MB"
         path = r["path"] if r["downloaded"] else "(not downloaded: localai pull " + r["name"] + ")"
         print(f"{r['name']:<16}{(r['arch'] or '-'):<10}{(r['quant'] or '-'):<10}{(r['kind'] or '-'):<10}{size:>10}  {path}")
+    for r in remote_rows:
+        where = "configured alias" if not r["listed"] else \
+            f"listed by the remote {r['age_s']:.0f} s ago" if r["age_s"] else "listed by the remote"
+        note = f"; unreachable now: {r['error']}" if r["error"] else ""
+        alias = f" (alias {', '.join(r['aliases'])})" if r["aliases"] else ""
+        print(f"{r['name']:<36}remote    {where}{alias}{note}")
 
 
 COMMANDS = {"generate": generate, "tokenize": tokenize, "pull": pull, "models": models}

@@ -34,7 +34,7 @@ def _action(name: str, text: str, shell: Optional[str], model: Optional[str], te
     sampling = {**cfg.sampling, **actions.get(name).sampling}
     sampling.update({k: v for k, v in dict(temperature=temperature, max_tokens=max_tokens).items() if v is not None})
     if not no_daemon:
-        _fetch_model(model)
+        _fetch_model(model, cfg)
     with _client(cfg, no_daemon) as client:
         return actions.run(client, name, text, context, on_text, model=model, **sampling)
 

@@ -22,6 +22,11 @@ class InProcessClient(BaseClient):
         self._ids = itertools.count(1)
 
     def _model(self, name: str | None):
+        from .. import remote
+
+        if remote.route(self.cfg, name) is not None:
+            raise DaemonError("invalid_request", f"{name or self.cfg.model!r} is a model of a remote engine: it runs "
+                              f"through the daemon (leave out --no-daemon)")
         path = str(store.resolve(name or self.cfg.model or store.DEFAULT_MODEL))
         if path not in self._models:
             from .. import load

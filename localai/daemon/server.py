@@ -23,6 +23,7 @@ from .. import protocol
 from ..errors import LocalAIError
 from ..protocol import METHODS, Done, Error, ProtocolError
 from . import open_private, private_dir
+from ..remote import RemoteJob, Router
 from .scheduler import FileWatch, Job, Scheduler
 
 log = logging.getLogger("localai.daemon")
@@ -270,13 +271,17 @@ class Connection:
             self.send(Error(None, "invalid_json", "not valid JSON: nested too deeply"))
             return
         if METHODS[req.method].kind != "daemon":  # needs a model: the scheduler runs it
-            job = Job(self, req)
+            try:  # a model of a configured remote runs there, beside the scheduler
+                job = self.server.remotes.job(self, req) or Job(self, req)
+            except LocalAIError as exc:
+                self.send(Error(req.id, exc.code, exc.message))
+                return
             with self.lock:
                 if req.id is not None and req.id in self.jobs:
                     self.send(Error(req.id, "duplicate_id", f"request {req.id!r} is still running on this connection"))
                     return
                 self.jobs[req.id] = job
-            self.server.scheduler.submit(job)
+            (self.server.remotes if isinstance(job, RemoteJob) else self.server.scheduler).submit(job)
             return
         try:
             result = getattr(self.server, "m_" + req.method)(self, req.params)
@@ -299,6 +304,7 @@ class Server:
         self.path = path or protocol.socket_path()
         self.scheduler = Scheduler(cfg, loader=loader, resolve=resolve)
         self.scheduler.on_fatal = self.shutdown
+        self.remotes = Router(cfg, self.scheduler.count)  # [remotes.NAME] of the config
         self.listener: Listener | None = None
         self.http = None  # localai.http.app.HTTPServer when cfg.http is set
         self.conns: set = set()
@@ -340,6 +346,7 @@ class Server:
             if self.http is not None:
                 self.http.stop()
             self.scheduler.stop()
+            self.remotes.stop()
             self.scheduler.thread.join(timeout=10)
             for conn in list(self.conns):  # let the last events (the `shutdown` answer) out
                 conn.out.put(None)
@@ -393,8 +400,10 @@ class Server:
     def m_models(self, conn, params) -> dict:
         from .. import store
 
+        from .. import remote
+
         loaded = [m["name"] for m in self.scheduler.status()["models"]]
-        return {"models": store.list_models(), "loaded": loaded}
+        return {"models": store.list_models() + remote.list_models(self.cfg), "loaded": loaded}
 
     def m_cancel(self, conn, params) -> dict:
         with conn.lock:

@@ -23,6 +23,7 @@ from starlette.routing import Route
 
 from .. import protocol, store
 from ..daemon.scheduler import Job
+from ..errors import LocalAIError
 from ..protocol import Done, Error, ProtocolError
 
 log = logging.getLogger("localai.http")
@@ -35,7 +36,8 @@ OPEN_PATHS = ("/health", "/v1/models", "/models")   # no API key needed, as llam
 STATUS = {"invalid_json": 400, "invalid_request": 400, "line_too_long": 413, "unknown_method": 404,
           "context_overflow": 400, "model_not_found": 404, "unsupported_model": 400,
           "bad_model_file": 500, "out_of_memory": 503, "shutting_down": 503, "internal": 500,
-          "unauthorized": 401, "not_found": 404, "method_not_allowed": 405}
+          "unauthorized": 401, "not_found": 404, "method_not_allowed": 405,
+          "remote_unreachable": 502, "remote_key_refused": 502, "remote_error": 502, "remote_timeout": 504}
 # our code -> OpenAI's `code` where it has its own name
 OPENAI_CODE = {"context_overflow": "context_length_exceeded", "model_not_found": "model_not_found",
                "unauthorized": "invalid_api_key"}
@@ -65,8 +67,8 @@ def error_response(code: str, message: str, param: str | None = None) -> JSONRes
 class _Bridge:
     """What the scheduler needs of a connection (send, job_done, dead) for one HTTP request."""
 
-    def __init__(self, scheduler, loop):
-        self.scheduler, self.loop = scheduler, loop
+    def __init__(self, scheduler, loop, remotes=None):
+        self.scheduler, self.loop, self.remotes = scheduler, loop, remotes
         self.queue: asyncio.Queue = asyncio.Queue()
         self.dead = False
 
@@ -81,7 +83,9 @@ class _Bridge:
 
     def submit(self, method: str, params: list) -> None:
         for i, p in enumerate(params):
-            self.scheduler.submit(Job(self, protocol.Request(i, method, p)))
+            req = protocol.Request(i, method, p)
+            job = self.remotes.job(self, req) if self.remotes is not None else None  # a remote model
+            (self.remotes if job is not None else self.scheduler).submit(job or Job(self, req))
 
     def cancel(self) -> None:
         """The client went away: every job of this request stops within one decode step."""
@@ -129,8 +133,12 @@ async def run(request: Request, api, method: str, params: list[dict], opts: dict
             objs.append(protocol.make_params(method, p))
         except ProtocolError as exc:
             raise HTTPError(exc.code, exc.message.split(": ", 1)[-1]) from None
-    bridge = _Bridge(request.app.state.daemon.scheduler, asyncio.get_running_loop())
-    bridge.submit(method, objs)
+    daemon = request.app.state.daemon
+    bridge = _Bridge(daemon.scheduler, asyncio.get_running_loop(), getattr(daemon, "remotes", None))
+    try:
+        bridge.submit(method, objs)
+    except LocalAIError as exc:  # e.g. a method that runs on local models only
+        raise HTTPError(exc.code, exc.message) from None
     choices = [Choice(i) for i in range(len(objs))]
     try:
         first = await _next(bridge, request)
@@ -232,11 +240,18 @@ async def read_json(request: Request) -> dict:
     return obj
 
 
+_cfg = None  # the daemon's config (make_app): which model names are remote
+
+
 def model_name(name) -> str | None:
     """A model the store knows (catalog name or .gguf path), else None = the daemon's default
     model, as llama-server serves whatever `model` says."""
     if not isinstance(name, str) or not name:
         return None
+    from .. import remote
+
+    if _cfg is not None and remote.route(_cfg, name) is not None:  # a model of a configured remote
+        return name
     try:
         store.resolve(name, pull_missing=False, progress=False)
         return name
@@ -314,6 +329,8 @@ def make_app(daemon_server, api_key: str | None = None, cors: list | None = None
     app = Starlette(routes=routes, middleware=middleware,
                     exception_handlers={404: _not_found, 405: _not_found})
     app.state.daemon = daemon_server
+    global _cfg
+    _cfg = daemon_server.cfg
     app.state.api_key = api_key
     return app
 
