@@ -228,27 +228,42 @@ def _sentence(answer: str, code: str = "") -> str:
     return ""
 
 
+def _signature(text: str):
+    """(lines, index of the line ending the first def/class signature, body indent), or None."""
+    lines = text.split("\n")
+    start = next((i for i, x in enumerate(lines) if _DEF.match(x)), None)
+    if start is None:
+        return None
+    end = next((i for i in range(start, len(lines)) if lines[i].split("#")[0].rstrip().endswith(":")), start)
+    body = next((x for x in lines[end + 1:] if x.strip()), None)
+    indent = re.match(r"\s*", body).group(0) if body is not None else _DEF.match(lines[start]).group(1) + "    "
+    return lines, end, indent
+
+
 def insert_docstring(answer: str, ctx: Context) -> str:
     """The selection with the answer's first sentence as the docstring of its first function
     (Python: inside it, after the signature, indented as its body), or as a comment line above
     it in other languages."""
     summary = _sentence(answer, ctx.text) or "Describe what this does."
-    lines = ctx.text.split("\n")
-    if (ctx.filetype or "python") == "python" or any(_DEF.match(x) for x in lines):
-        start = next((i for i, x in enumerate(lines) if _DEF.match(x)), None)
-        if start is None:
-            raise ActionError("add-docstring: the selection holds no `def` or `class`: select a whole function")
-        end = next((i for i in range(start, len(lines)) if lines[i].split("#")[0].rstrip().endswith(":")), start)
-        body = next((x for x in lines[end + 1:] if x.strip()), None)
-        indent = re.match(r"\s*", body).group(0) if body is not None else _DEF.match(lines[start]).group(1) + "    "
+    sig = _signature(ctx.text)
+    if sig is not None:
+        lines, end, indent = sig
         return "\n".join(lines[:end + 1] + [f'{indent}"""{summary}"""'] + lines[end + 1:])
+    if (ctx.filetype or "python") == "python":
+        raise ActionError("add-docstring: the selection holds no `def` or `class`: select a whole function")
+    lines = ctx.text.split("\n")
     indent = re.match(r"\s*", lines[0]).group(0)
     return "\n".join([f"{indent}{COMMENT.get(ctx.filetype, '#')} {summary}"] + lines)
 
 
 @action(help="document the selected function (a docstring inside it)", needs=["text"], output="replace",
-        post=insert_docstring, temperature=0.0, max_tokens=40)
+        post=insert_docstring, temperature=0.0, max_tokens=40, stop=['"""', "\n\n"])
 def add_docstring(ctx: Context) -> list:
-    return [{"role": "system", "content": "You write docstrings. Reply with one short sentence that says what "
-                                          "the function does: no code."},
-            {"role": "user", "content": f"Write a one-sentence docstring for this function:\n\n{_fenced(ctx)}"}]
+    messages = [{"role": "system", "content": "You write docstrings: one short sentence that says what the "
+                                              "function does."},
+                {"role": "user", "content": f"Write a one-sentence docstring for this function:\n\n{_fenced(ctx)}"}]
+    sig = _signature(ctx.text)
+    if sig is not None:  # assistant prefill: the model goes on writing the docstring itself
+        lines, end, indent = sig
+        messages.append({"role": "assistant", "content": "\n".join(lines[:end + 1]) + f'\n{indent}"""'})
+    return messages
