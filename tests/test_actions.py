@@ -239,3 +239,37 @@ def test_the_protocol_lists_the_methods():
     assert json.loads(json.dumps(action_params("cmd", text="x")))["name"] == "cmd"
     with pytest.raises(DaemonError):
         raise DaemonError("unknown_action", "x")
+
+
+def test_the_examples_of_docs_actions_md_load_and_work(tmp_path, monkeypatch):
+    import re as _re
+
+    doc = (Path(__file__).parent.parent / "docs" / "actions.md").read_text(encoding="utf-8")
+    examples = _re.findall(r"`~/.config/localai/actions/(\w+\.py)`:\n\n```python\n(.*?)```", doc, _re.S)
+    assert [name for name, _ in examples] == ["commit.py", "checklist.py"]
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path))
+    d = Path(reg.user_dir())
+    d.mkdir(parents=True)
+    for name, code in examples:
+        (d / name).write_text(code)
+    r = reg.Registry()
+    listing = r.listing()
+    assert listing["errors"] == []
+    names = {a["name"]: a for a in listing["actions"]}
+    assert names["conventional-commit"]["needs"] == ["git_diff_staged"] and names["checklist"]["output"] == "replace"
+    run = reg.bind(r, "conventional-commit", {"git_diff_staged": "diff --git a/x b/x\n+hi\n"})
+    done = {}
+    f = reg.ActionFilter(run, done)
+    f.feed("```\nFix: handle empty input in the parser\n```")
+    f.finish()
+    assert done["result"]["text"] == "fix: handle empty input in the parser"
+    run = reg.bind(r, "checklist", {"text": "buy milk, call Bob, pay rent, sleep", "filetype": "markdown"})
+    assert "(markdown file)" in run.messages[0]["content"]
+    done = {}
+    f = reg.ActionFilter(run, done)
+    f.feed("1. Buy milk\n2. Call Bob\n3. Pay rent\n")
+    assert not f.done
+    f.feed("4")
+    assert f.done  # enough: three complete lines
+    f.finish()
+    assert done["result"]["text"].startswith("- [ ] Buy milk\n- [ ] Call Bob\n- [ ] Pay rent")

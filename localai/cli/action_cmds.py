@@ -35,6 +35,7 @@ def run(
     max_tokens: Optional[int] = MAX_TOKENS,
     json_out: bool = typer.Option(False, "--json", help="Print one JSON object: text, output, answer, finish_reason, model, timings."),
     no_daemon: bool = NO_DAEMON,
+    with_output: bool = typer.Option(False, "--with-output", hidden=True, help="First print the action's output kind on a line (for the shell key)."),
 ):
     """Run an action: `localai run commit-message`, `localai run explain-code -f a.py < a.py`."""
     cfg = _config.load()
@@ -61,6 +62,8 @@ def run(
     result = out["text"]
     if not result.strip():
         raise LocalAIError(f"the `{name}` action gave no usable result (the model said {out['answer'].strip()[:120]!r})")
+    if with_output:
+        sys.stdout.write(f"{out['output']}\n")
     sys.stdout.write(result if result.endswith("\n") else result + "\n")
 
 
