@@ -106,8 +106,9 @@ def test_add_docstring_lands_inside_the_function_and_one_undo_removes_it(editor,
     assert doc.startswith('    """') and doc.endswith('"""') and len(doc.strip()) > 6, doc  # inside, indented
     want = direct(daemon, "add-docstring", text="\n".join(FUNC[2:4]), filetype="python", temperature=0, max_tokens=32)
     assert "\n".join(lines[2:5]) == want["text"]
+    tick = nv.eval("b:changedtick")
     nv.input("u")
-    nvs.wait_lua(nv, "vim.b.changedtick ~= ...", nv.eval("b:changedtick"), what="the undo")
+    nvs.wait_lua(nv, "vim.b.changedtick ~= ...", tick, what="the undo")
     assert nv.current.buffer[:] == FUNC
 
 

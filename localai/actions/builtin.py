@@ -153,7 +153,8 @@ def _diagnostics(ctx: Context) -> str:
 def fix(ctx: Context) -> list:
     problems = _diagnostics(ctx)
     ask = "Fix this code." + (f" The editor reports:\n{problems}" if problems else "")
-    return [{"role": "system", "content": FIX_SYSTEM}, {"role": "user", "content": f"{ask}\n\n{_fenced(ctx)}"}]
+    return [{"role": "system", "content": FIX_SYSTEM}, {"role": "user", "content": f"{ask}\n\n{_fenced(ctx)}"},
+            {"role": "assistant", "content": f"```{ctx.filetype or ''}\n"}]  # prefill: code, not prose
 
 
 @action(help="translate the selection (instruction: the language, default English)", needs=["text"],

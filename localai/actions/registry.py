@@ -162,7 +162,7 @@ def _git_diff_staged(ctx: Context) -> str:
                            stdin=subprocess.DEVNULL)
     except FileNotFoundError:
         raise MissingContext("`git` is not installed (needed for the staged diff)") from None
-    except (OSError, subprocess.TimeoutExpired) as exc:
+    except (OSError, ValueError, subprocess.TimeoutExpired) as exc:
         raise MissingContext(f"`git diff --staged` failed in {ctx.cwd}: {exc}") from None
     if r.returncode != 0:
         raise MissingContext(f"`git diff --staged` failed in {ctx.cwd}: "
@@ -176,8 +176,8 @@ def _file_text(ctx: Context) -> str:
     try:
         with open(ctx.file, encoding="utf-8", errors="replace") as f:
             return f.read()
-    except OSError as exc:
-        raise MissingContext(f"cannot read {ctx.file}: {exc.strerror or exc}") from None
+    except (OSError, ValueError) as exc:  # ValueError: a path no file system can hold
+        raise MissingContext(f"cannot read {ctx.file}: {getattr(exc, 'strerror', None) or exc}") from None
 
 
 def _buffer(ctx: Context) -> str | None:
@@ -208,6 +208,9 @@ HINTS = {
 }
 
 
+CONTEXT_TYPES = {"line": int, "column": int, "last_status": int, "diagnostics": list}  # the rest: str
+
+
 def make_context(given: dict | None) -> Context:
     """A Context from the request's `context` object (an unknown key: ActionError naming it)."""
     given = dict(given or {})
@@ -215,8 +218,11 @@ def make_context(given: dict | None) -> Context:
     if unknown:
         raise ActionError(f"unknown context field(s) {', '.join(unknown)} (known: {', '.join(CONTEXT_FIELDS)})")
     given = {k: v for k, v in given.items() if v is not None}
-    if "diagnostics" in given and not isinstance(given["diagnostics"], list):
-        raise ActionError("context `diagnostics` must be a list of {line, column, severity, message}")
+    for k, v in given.items():
+        want = CONTEXT_TYPES.get(k, str)
+        if not isinstance(v, want) or isinstance(v, bool) or (k == "diagnostics" and not all(isinstance(d, dict) for d in v)):
+            what = {int: "an integer", list: "a list of {line, column, severity, message}"}.get(want, "a string")
+            raise ActionError(f"context `{k}` must be {what}")
     ctx = Context(**given)
     if ctx.file and not os.path.isabs(ctx.file) and ctx.cwd:
         ctx.file = os.path.join(ctx.cwd, ctx.file)
