@@ -292,7 +292,6 @@ class Connection:
         if req.method == "shutdown":
             self.server.shutdown()
 
-
     def _bind_action(self, req) -> bool:
         """Build an action's prompt here, in the connection's thread (the user's code and
         `git diff` never hold up the scheduler); an error answers the request at once."""
@@ -322,14 +321,12 @@ class Server:
         self.conns: set = set()
         self._wake_r, self._wake_w = os.pipe()
         self.stopping = False
-        self._actions = None  # localai.actions.registry.Registry, made on first use
+        from ..actions.registry import Registry  # the standard library only; loads no file yet
+
+        self._actions = Registry(getattr(self.cfg, "actions_path", None) or [])
 
     def actions(self):
         """The action registry: built-ins, the user's action files and the config's `actions_path`."""
-        if self._actions is None:
-            from ..actions.registry import Registry
-
-            self._actions = Registry(getattr(self.cfg, "actions_path", None) or [])
         return self._actions
 
     def bind(self) -> None:

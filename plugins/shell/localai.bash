@@ -117,12 +117,20 @@ __localai_suggest() {
 
 __localai_actions() {
     __localai_found || return
-    local out names=() n i=1 num
+    local out names=() n i=1 num key
     out=$(\command localai actions --names 2>&1 </dev/null) || { \builtin printf '%s\n' "${out##*$'\n'}" >&2; return; }
     while IFS= read -r n; do names+=("$n"); done <<<"$out"
     for n in "${names[@]}"; do \builtin printf '%d) %s  ' "$i" "$n" >&2; ((i++)); done
     \builtin printf '\n' >&2
-    \builtin read -r -p 'localai: action number, Enter: ' num </dev/tty || return
+    \builtin printf 'localai: action number, Enter: ' >&2
+    num=""
+    while IFS= \builtin read -rsn1 key </dev/tty; do  # readline keeps the terminal raw: key by key
+        [[ -z $key || $key == $'\r' || $key == $'\n' ]] && break
+        [[ $key == [0-9] ]] || { num=; break; }  # any other key: never mind
+        num+=$key
+        \builtin printf '%s' "$key" >&2
+    done
+    \builtin printf '\n' >&2
     [[ $num =~ ^[0-9]+$ ]] && ((num >= 1 && num <= ${#names[@]})) || { \builtin printf '%s\n' "localai: no action number ${num:-(none)}" >&2; return; }
     if out=$(\command localai run --with-output --shell bash -- "${names[num - 1]}" "$READLINE_LINE" 2>&1 </dev/null); then
         if [[ ${out%%$'\n'*} == commandline ]]; then
