@@ -97,6 +97,7 @@ __localai_actions() {
     local num="" key
     while true; do
         \builtin zle -M -- "localai: ${menu}| action number, Enter: $num"
+        \builtin zle -R  # -M shows at the next redisplay: now
         \builtin read -k 1 key || return 1
         [[ $key == $'\r' || $key == $'\n' ]] && break
         [[ $key == [0-9] ]] || { \builtin zle -M ''; return 1; }  # any other key: never mind
