@@ -11,6 +11,8 @@ override it.
     http = "127.0.0.1:8080"    # also serve the HTTP API (OpenAI + llama-server endpoints) there;
                                # a non-loopback address needs LOCALAI_API_KEY (or --api-key)
     http_cors = ["http://localhost:3000"]   # origins allowed by CORS (default: none)
+    actions_path = ["~/src/my-actions"]     # more action files or folders of them, besides
+                               # $XDG_CONFIG_HOME/localai/actions/ (docs/actions.md)
 
     [sampling]                 # defaults for generate, chat, rewrite (and ask/chat)
     temperature = 0.7
@@ -69,6 +71,7 @@ class Config:
     cache_bytes: int | None = None  # None: sized to the model and the machine (daemon.admission)
     http: str | None = None  # [HOST:]PORT of the HTTP API; None = no HTTP listener
     http_cors: list = field(default_factory=list)
+    actions_path: list = field(default_factory=list)  # action files or folders besides the user's actions dir
     api_key: str | None = None  # from --api-key or $LOCALAI_API_KEY, never from the file
     path: str | None = None  # the file it came from, if any
     remotes: dict = field(default_factory=dict)  # name -> Remote
@@ -171,7 +174,8 @@ def load(path: str | None = None) -> Config:
 
     cfg.path = path
     known = {"model": str, "backend": str, "n_ctx": int, "threads": int, "keep_alive": None, "system": str,
-             "sampling": dict, "prompt_cache": dict, "http": str, "http_cors": list}
+             "sampling": dict, "prompt_cache": dict, "http": str, "http_cors": list,
+             "actions_path": list}
     for key, value in data.items():
         if key not in known:
             raise ConfigError(f"{path}: unknown key `{key}`{_did_you_mean(key, known)} (known: {', '.join(known)})")
@@ -203,6 +207,8 @@ def load(path: str | None = None) -> Config:
         raise ConfigError(f"{path}: `n_ctx` must be between 1 and {MAX_N_CTX}, not {cfg.n_ctx}")
     if not all(isinstance(o, str) for o in cfg.http_cors):
         raise ConfigError(f"{path}: `http_cors` must be a list of origins (strings)")
+    if not all(isinstance(p, str) for p in cfg.actions_path):
+        raise ConfigError(f"{path}: `actions_path` must be a list of files or folders (strings)")
     if cfg.threads is not None and cfg.threads < 1:
         raise ConfigError(f"{path}: `threads` must be 1 or more, not {cfg.threads}")
     if cfg.backend not in ("auto", "numpy", "mlx"):

@@ -71,6 +71,9 @@ ERROR_CODES = {
     "remote_key_refused": "the remote engine refused the API key (HTTP 401/403)",
     "remote_timeout": "the remote engine did not answer (or send the next token) within its `timeout`",
     "remote_error": "the remote engine refused the request or broke off its answer; the message says why",
+    "unknown_action": "`action` names no action (built-in or in the user's action files); the message lists them, or the file that failed to load",
+    "missing_context": "the action needs context the request did not give (e.g. a selection, a staged git diff)",
+    "action_failed": "an action's code raised (the message names its file and line), or its file failed to load",
     "internal": "a bug in the daemon; the message says where, the log has the traceback",
 }
 
@@ -182,6 +185,30 @@ class RewriteParams(Sampling):
     language: str | None = _doc("a hint such as a file type (`python`)")
 
 
+ACTION_CONTEXT = ("text", "file", "filetype", "line", "column", "buffer", "diagnostics", "cwd", "shell", "os",
+                  "last_command", "last_status", "stdin", "instruction")
+
+
+@dataclass(kw_only=True)
+class ActionParams(Sampling):
+    """Run an action by name (built-in or from the user's action files, docs/actions.md):
+    its prompt is built in the daemon from `context`, the answer streams like `chat`'s, and
+    `done.result` = {"action", "output", "text"[, "json"]}: `text` is the answer after the
+    action's post-processor, `output` where the action wants it (replace | insert | show |
+    stdout | commandline). Request parameters override the action's own sampling."""
+    name: str = _req("the action's name (`actions` lists them)")
+    context: dict | None = _doc("what the caller knows, all optional: " + ", ".join(ACTION_CONTEXT) +
+                                " (text: the selection, the TEXT argument or stdin; file: an absolute path; "
+                                "line, column: 1-based; diagnostics: [{line, column, severity, message}])")
+
+
+@dataclass(kw_only=True)
+class ActionsParams:
+    """The actions the daemon knows; `done.result` = {"actions": [{"name", "help", "needs",
+    "output", "source"}], "errors": [{"file", "line", "message"}]} (errors: action files that
+    failed to load). Action files are reloaded when they change."""
+
+
 @dataclass(kw_only=True)
 class TokenizeParams:
     """Token ids of `text`; `done.result` = {"tokens": [...], "n_tokens": N}."""
@@ -226,8 +253,10 @@ METHODS = {
     "chat": Method(ChatParams, "generate", 1),
     "complete": Method(CompleteParams, "generate", 0),
     "rewrite": Method(RewriteParams, "generate", 1),
+    "action": Method(ActionParams, "generate", 1),
     "tokenize": Method(TokenizeParams, "model", 0),
     "models": Method(ModelsParams, "daemon", 0),
+    "actions": Method(ActionsParams, "daemon", 0),
     "status": Method(StatusParams, "daemon", 0),
     "cancel": Method(CancelParams, "daemon", 0),
     "shutdown": Method(ShutdownParams, "daemon", 0),

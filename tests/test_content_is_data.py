@@ -19,7 +19,7 @@ from localai.chat_template import render, render_parts
 from localai.client import Client
 from localai.daemon import handlers
 from localai.errors import InvalidRequest
-from localai.protocol import ChatParams, CompleteParams, RewriteParams
+from localai.protocol import ActionParams, ChatParams, CompleteParams, RewriteParams
 from localai.tokenizer.vocab import CONTROL
 from test_daemon_support import N_CTX, shared_daemon
 
@@ -48,6 +48,15 @@ def _controls(llm, ids) -> list:
     return [i for i in ids if attrs[i] & CONTROL]
 
 
+def _action(name: str, context: dict) -> ActionParams:
+    """An `action` request as the daemon's connection binds it (the prompt built from the context)."""
+    from localai.actions.registry import Registry, bind
+
+    p = ActionParams(name=name, context=context)
+    p.bound = bind(Registry(include_user_dir=False), name, context)
+    return p
+
+
 def _entry_points(content: str) -> dict:
     """Every way content reaches a chat prompt, as the daemon (and --no-daemon) builds it:
     `ask`/`chat`/Neovim ask (a user message, stdin appended), system prompt, history, a
@@ -65,6 +74,10 @@ def _entry_points(content: str) -> dict:
         "rewrite instruction": ("rewrite", RewriteParams(text="x", instruction=content)),
         "cmd": ("chat", ChatParams(**actions.params("cmd", content))),
         "explain": ("chat", ChatParams(**actions.params("explain", content))),
+        "action fix (selection, diagnostics)": ("action", _action("fix", {
+            "text": content, "diagnostics": [{"line": 1, "message": content}]})),
+        "action rewrite (instruction)": ("action", _action("rewrite", {"text": "x", "instruction": content})),
+        "action add-docstring (prefill)": ("action", _action("add-docstring", {"text": f"def f():\n    {content}"})),
     }
 
 

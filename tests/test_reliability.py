@@ -217,10 +217,10 @@ def test_a_busy_daemon_is_not_mistaken_for_a_dead_one(tiny_daemon, monkeypatch):
 # --- protocol fuzzing ---------------------------------------------------------------------------
 
 _METHODS = ["generate", "chat", "complete", "rewrite", "tokenize", "models", "status", "cancel",
-            "shutdown_", "", "GENERATE", "generate\u0000"]
+            "action", "actions", "shutdown_", "", "GENERATE", "generate\u0000"]
 _KEYS = ["prompt", "messages", "max_tokens", "temperature", "top_k", "top_p", "min_p", "seed", "stop",
          "stream", "cache_prompt", "t_max_predict_ms", "prefix", "suffix", "text", "instruction",
-         "target", "truncate", "special", "add_bos", "model", "\ud800", "", "a" * 300]
+         "target", "truncate", "special", "add_bos", "model", "name", "context", "\ud800", "", "a" * 300]
 _weird_text = st.text(alphabet=st.characters(codec=None, blacklist_categories=()), max_size=40)
 _scalars = (st.none() | st.booleans() | st.integers(min_value=-2**70, max_value=2**70)
             | st.floats(allow_nan=True, allow_infinity=True) | _weird_text
@@ -243,6 +243,10 @@ def request_obj(draw):
     if draw(st.booleans()):  # mostly-valid requests that the scheduler runs
         params.update({"prompt": draw(_weird_text), "prefix": draw(_weird_text), "text": draw(_weird_text),
                        "instruction": "fix it", "messages": draw(_msg_list()), "target": draw(_ids),
+                       "name": draw(st.sampled_from(["cmd", "fix", "add-docstring", "nope"]) | _weird_text),
+                       "context": draw(st.fixed_dictionaries({}, optional={
+                           "text": _weird_text | _values, "file": _weird_text, "line": _values,
+                           "diagnostics": _values, "cwd": _weird_text})),
                        "max_tokens": draw(st.integers(min_value=0, max_value=6))})
         params = {k: v for k, v in params.items() if draw(st.booleans()) or k in ("max_tokens",)}
     obj = {"id": draw(_ids), "method": method, "params": params}

@@ -233,7 +233,7 @@ def test_actions_table_and_the_client_path_imports_no_numpy():
     p = actions.params("cmd", "list files", actions.Context(shell="fish", os="Linux"), max_tokens=5, model=None)
     assert "fish command for Linux" in p["messages"][0]["content"] and p["messages"][-1]["content"] == "list files"
     assert p["max_tokens"] == 5 and p["temperature"] == 0.0 and "model" not in p
-    with pytest.raises(actions.ActionError, match="no action named 'nope'; actions: cmd, explain"):
+    with pytest.raises(actions.ActionError, match="no action named 'nope'; actions: add-docstring, cmd, commit-message, explain"):
         actions.get("nope")
     code = ("import sys, localai.cli, localai.cli.shell_cmds, localai.actions, localai.client; "
             "print(sorted(m for m in ('numpy', 'localai.engine') if m in sys.modules))")

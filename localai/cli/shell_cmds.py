@@ -1,8 +1,8 @@
 """The shell-facing commands: `init` prints a shell's integration, `cmd` turns a description
 into a command line, `explain` says what a command does.
 
-`cmd` and `explain` are actions (`localai.actions`) run through the socket client, so the
-shells, the editor and the CLI share their prompts and post-processing. Nothing here imports
+`cmd` and `explain` are actions (`localai.actions`) the daemon runs (the `action` method), so
+the shells, the editor and the CLI share their prompts and post-processing. Nothing here imports
 numpy or the engine: the shell's key binding waits on this path.
 """
 import os
@@ -11,7 +11,6 @@ from typing import List, Optional
 
 import typer
 
-from .. import actions
 from .. import config as _config
 from ..errors import LocalAIError
 from ..shell_init import SHELLS, integration  # noqa: F401  (SHELLS re-exported)
@@ -27,16 +26,24 @@ def init(shell: str = typer.Argument(..., help="bash, zsh or fish.")):
 
 def _action(name: str, text: str, shell: Optional[str], model: Optional[str], temperature: Optional[float],
             max_tokens: Optional[int], no_daemon: bool, on_text=None) -> str:
-    """Run an action with the config's sampling under its own; returns its result."""
+    """Run an action in the daemon (its sampling there, under these flags); returns its result."""
+    from ..actions_client import action_params, run_action, shell_name
+    from ..client import DaemonError
+
     cfg = _config.load()
-    context = actions.Context(shell=shell) if shell else actions.Context()
     model = model or cfg.model
-    sampling = {**cfg.sampling, **actions.get(name).sampling}
-    sampling.update({k: v for k, v in dict(temperature=temperature, max_tokens=max_tokens).items() if v is not None})
     if not no_daemon:
         _fetch_model(model, cfg)
+    params = action_params(name, text=text, shell=shell or shell_name(), model=model,
+                           temperature=temperature, max_tokens=max_tokens)
     with _client(cfg, no_daemon) as client:
-        return actions.run(client, name, text, context, on_text, model=model, **sampling)
+        try:
+            out = run_action(client, params, on_text)
+        except DaemonError as exc:
+            raise LocalAIError(exc.message) from None
+    if not out["text"] and out["finish_reason"] != "cancelled":
+        raise LocalAIError(f"the model's answer held no usable result for `{name}`: {out['answer'].strip()[:120]!r}")
+    return out["text"]
 
 
 def cmd(

@@ -10,7 +10,7 @@ import re
 from dataclasses import dataclass, field
 
 from ..errors import ContextOverflow
-from ..protocol import (ChatParams, CompleteParams, GenerateParams, RewriteParams, Sampling,
+from ..protocol import (ActionParams, ChatParams, CompleteParams, GenerateParams, RewriteParams, Sampling,
                         TokenizeParams)
 
 # Sampling fields that are llm.stream(...) keyword arguments (the rest are the daemon's).
@@ -152,6 +152,13 @@ def prepare(llm, method: str, params, defaults: dict) -> Prepared:
         messages = [{"role": "system", "content": REWRITE_SYSTEM}, {"role": "user", "content": user}]
         out = Prepared(_chat_ids(llm, messages), sampling_kwargs(params, defaults),
                        RewriteFilter(params.text, params.instruction))
+    elif isinstance(params, ActionParams):
+        from ..actions.registry import ActionFilter
+
+        run = params.bound  # the action's prompt, built by the daemon's connection (bind_action)
+        done: dict = {}
+        out = Prepared(_chat_ids(llm, run.messages), sampling_kwargs(params, {**defaults, **run.sampling}),
+                       ActionFilter(run, done), done=done)
     else:
         raise TypeError(f"{method} does not generate")
     check_fits(llm, len(out.prompt))

@@ -44,6 +44,16 @@ class InProcessClient(BaseClient):
         except protocol.ProtocolError as exc:
             raise DaemonError(exc.code, exc.message) from None
         id = next(self._ids) if id is None else id
+        if method == "action":  # the prompt is built here, as the daemon's connection does
+            from ..actions.registry import Registry, bind
+
+            if getattr(self, "_actions", None) is None:
+                self._actions = Registry(self.cfg.actions_path)
+            try:
+                p.bound = bind(self._actions, p.name, p.context)
+            except LocalAIError as exc:
+                raise DaemonError(exc.code, exc.message) from None
+            p.model = p.model or p.bound.action.model
         self._requests[id] = (method, p)
         return id
 
@@ -55,6 +65,13 @@ class InProcessClient(BaseClient):
         try:
             if method == "models":
                 yield Done(id, result={"models": store.list_models(), "loaded": []})
+                return
+            if method == "actions":
+                from ..actions.registry import Registry
+
+                if getattr(self, "_actions", None) is None:
+                    self._actions = Registry(self.cfg.actions_path)
+                yield Done(id, result=self._actions.listing())
                 return
             if protocol.METHODS[method].kind == "daemon":
                 raise DaemonError("unknown_method", f"`{method}` needs the daemon (drop --no-daemon)")
@@ -115,8 +132,10 @@ class InProcessClient(BaseClient):
         if first:
             timings["ttft_ms"] = round((first - t0) * 1000, 3)
         model = p.model or self.cfg.model or store.DEFAULT_MODEL
+        extra = dict(prep.done)
+        result = {**({"dropped": prep.dropped} if prep.dropped else {}), **(extra.pop("result", None) or {})}
         yield Done(id, finish_reason=reason or "stop", text="".join(text), model=model, timings=timings,
-                   result={"dropped": prep.dropped} if prep.dropped else None, **prep.done)
+                   result=result or None, **extra)
 
     def close(self) -> None:
         self._models.clear()

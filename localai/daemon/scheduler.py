@@ -375,10 +375,10 @@ class Scheduler:
         timings = self._timings(job, t)
         self.stats["tokens_evaluated"] += timings.get("prompt_n", 0)
         self.stats["tokens_cached"] += timings.get("cache_n", 0)
+        extra = dict(job.done_fields)
+        result = {**({"dropped": job.dropped} if job.dropped else {}), **(extra.pop("result", None) or {})}
         self._finish(job, Done(job.id, finish_reason=reason, text="".join(job.text),
-                               model=job.model.name, timings=timings,
-                               result={"dropped": job.dropped} if job.dropped else None,
-                               **job.done_fields))
+                               model=job.model.name, timings=timings, result=result or None, **extra))
 
     def _cancel(self, job: Job) -> None:
         self.stats["cancelled"] += 1

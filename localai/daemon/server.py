@@ -270,6 +270,8 @@ class Connection:
             self.server.scheduler.count("errors")
             self.send(Error(None, "invalid_json", "not valid JSON: nested too deeply"))
             return
+        if req.method == "action" and not self._bind_action(req):
+            return
         if METHODS[req.method].kind != "daemon":  # needs a model: the scheduler runs it
             try:  # a model of a configured remote runs there, beside the scheduler
                 job = self.server.remotes.job(self, req) or Job(self, req)
@@ -295,6 +297,21 @@ class Connection:
         if req.method == "shutdown":
             self.server.shutdown()
 
+    def _bind_action(self, req) -> bool:
+        """Build an action's prompt here, in the connection's thread (the user's code and
+        `git diff` never hold up the scheduler); an error answers the request at once."""
+        from ..actions.registry import bind
+
+        try:
+            run = bind(self.server.actions(), req.params.name, req.params.context)
+        except LocalAIError as exc:
+            self.server.scheduler.count("errors")
+            self.send(Error(req.id, exc.code, exc.message))
+            return False
+        req.params.bound = run
+        req.params.model = req.params.model or run.action.model
+        return True
+
 
 # --- the server -----------------------------------------------------------------------------------
 
@@ -310,6 +327,13 @@ class Server:
         self.conns: set = set()
         self._wake_r, self._wake_w = os.pipe()
         self.stopping = False
+        from ..actions.registry import Registry  # the standard library only; loads no file yet
+
+        self._actions = Registry(getattr(self.cfg, "actions_path", None) or [])
+
+    def actions(self):
+        """The action registry: built-ins, the user's action files and the config's `actions_path`."""
+        return self._actions
 
     def bind(self) -> None:
         http = getattr(self.cfg, "http", None)
@@ -330,6 +354,11 @@ class Server:
         if self.listener is None:
             self.bind()
         self.scheduler.start()
+        try:  # load the action files now, so the log says at once what failed
+            for e in self.actions().listing()["errors"]:
+                log.warning("action file %s:%s failed to load: %s", e["file"], e["line"], e["message"])
+        except Exception:
+            log.exception("loading the action files failed")
         log.info("listening on %s (pid %d)", self.path, os.getpid())
         if self.http is not None:
             self.http.start()
@@ -404,6 +433,9 @@ class Server:
 
         loaded = [m["name"] for m in self.scheduler.status()["models"]]
         return {"models": store.list_models() + remote.list_models(self.cfg), "loaded": loaded}
+
+    def m_actions(self, conn, params) -> dict:
+        return self.actions().listing()
 
     def m_cancel(self, conn, params) -> dict:
         with conn.lock:

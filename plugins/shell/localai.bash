@@ -8,8 +8,13 @@
 #   Alt-a                     the command line, read as a description, becomes a suggested
 #                             command; edit it, then Enter runs it (nothing runs before)
 #   localai explain           explain the previous command (`localai explain CMD` any other)
+#   localai run NAME [TEXT]   run an action (`localai actions` lists them); the previous command
+#                             and its exit status go along
+#   Alt-r                     offers the actions for the command line: type a number, Enter;
+#                             a `commandline` action's answer replaces the line, others show
 #
-# Set before the eval: LOCALAI_SUGGEST_KEY (a readline key sequence, default '\ea' = Alt-a).
+# Set before the eval: LOCALAI_SUGGEST_KEY (a readline key sequence, default '\ea' = Alt-a),
+# LOCALAI_ACTION_KEY (default '\er' = Alt-r).
 # Needs bash 4 or later for the key binding. Sourcing this runs no program.
 
 # --- the localai program ------------------------------------------------------------------
@@ -23,8 +28,13 @@ __localai_found() {
 # The shell's `localai`: `localai explain` with no command explains the previous one, which
 # only the shell knows; it goes to the program in LOCALAI_PREVIOUS_COMMAND.
 localai() {
+    local st=$?
     __localai_found || return
-    if [[ ${1-} == explain ]]; then
+    if [[ ${1-} == run ]]; then
+        local prev
+        prev=$(\builtin fc -ln -1 -1 2>/dev/null)
+        \command localai run --shell bash --last-command "${prev#"${prev%%[![:space:]]*}"}" --last-status "$st" "${@:2}"
+    elif [[ ${1-} == explain ]]; then
         local prev
         prev=$(\builtin fc -ln -1 -1 2>/dev/null)  # -1 is the one before this very line
         LOCALAI_PREVIOUS_COMMAND=${prev#"${prev%%[![:space:]]*}"} \command localai explain --shell bash "${@:2}"
@@ -103,7 +113,40 @@ __localai_suggest() {
     fi
 }
 
+# --- the action key: the actions offered for the command line -----------------------------
+
+__localai_actions() {
+    __localai_found || return
+    local out names=() n i=1 num key
+    out=$(\command localai actions --names 2>&1 </dev/null) || { \builtin printf '%s\n' "${out##*$'\n'}" >&2; return; }
+    while IFS= read -r n; do names+=("$n"); done <<<"$out"
+    for n in "${names[@]}"; do \builtin printf '%d) %s  ' "$i" "$n" >&2; ((i++)); done
+    \builtin printf '\n' >&2
+    \builtin printf 'localai: action number, Enter: ' >&2
+    num=""
+    while IFS= \builtin read -rsn1 key </dev/tty; do  # readline keeps the terminal raw: key by key
+        [[ -z $key || $key == $'\r' || $key == $'\n' ]] && break
+        [[ $key == [0-9] ]] || { num=; break; }  # any other key: never mind
+        num+=$key
+        \builtin printf '%s' "$key" >&2
+    done
+    \builtin printf '\n' >&2
+    [[ $num =~ ^[0-9]+$ ]] && ((num >= 1 && num <= ${#names[@]})) || { \builtin printf '%s\n' "localai: no action number ${num:-(none)}" >&2; return; }
+    if out=$(\command localai run --with-output --shell bash -- "${names[num - 1]}" "$READLINE_LINE" 2>&1 </dev/null); then
+        if [[ ${out%%$'\n'*} == commandline ]]; then
+            READLINE_LINE=${out#*$'\n'}
+            READLINE_POINT=${#READLINE_LINE}
+        else
+            \builtin printf '%s\n' "${out#*$'\n'}"
+        fi
+    else
+        \builtin printf '%s\n' "${out##*$'\n'}" >&2  # the line stays as it was
+    fi
+}
+
 if [[ $- == *i* ]] && ((BASH_VERSINFO[0] >= 4)); then
+    \builtin bind -m emacs -x "\"${LOCALAI_ACTION_KEY:-\\er}\": __localai_actions"
+    \builtin bind -m vi-insert -x "\"${LOCALAI_ACTION_KEY:-\\er}\": __localai_actions"
     \builtin bind -m emacs -x "\"${LOCALAI_SUGGEST_KEY:-\\ea}\": __localai_suggest"
     \builtin bind -m vi-insert -x "\"${LOCALAI_SUGGEST_KEY:-\\ea}\": __localai_suggest"
     for __localai_map in emacs vi-insert vi-command; do

@@ -23,8 +23,11 @@ end
 # The shell's `localai`: `localai explain` with no command explains the previous one, which
 # only the shell knows; it goes to the program in LOCALAI_PREVIOUS_COMMAND.
 function localai
+    set -l st $status
     __localai_found; or return
-    if test "$argv[1]" = explain
+    if test "$argv[1]" = run
+        command localai run --shell fish --last-command "$history[1]" --last-status $st $argv[2..-1]
+    else if test "$argv[1]" = explain
         # $history[1] is the line before this one
         LOCALAI_PREVIOUS_COMMAND=$history[1] command localai explain --shell fish $argv[2..-1]
     else
@@ -79,8 +82,56 @@ function __localai_suggest
     commandline -f repaint
 end
 
+# --- the action key: the actions offered for the command line -----------------------------
+
+function __localai_actions
+    set -l line (commandline | string collect)
+    if not __localai_found 2>/dev/null
+        printf '\n' >&2
+        __localai_found
+        commandline -f repaint
+        return
+    end
+    set -l names (command localai actions --names 2>&1 </dev/null)
+    if test $status -ne 0
+        printf '\n%s\n' $names[-1] >&2
+        commandline -f repaint
+        return
+    end
+    printf '\n' >&2
+    for i in (seq (count $names))
+        printf '%d) %s  ' $i $names[$i] >&2
+    end
+    printf '\n' >&2
+    read -P 'localai: action number, Enter: ' num </dev/tty
+    if not string match -qr '^[0-9]+$' -- $num; or test $num -lt 1; or test $num -gt (count $names)
+        printf 'localai: no action number %s\n' $num >&2
+        commandline -f repaint
+        return
+    end
+    set -l out (command localai run --with-output --shell fish -- $names[$num] $line 2>&1 </dev/null)
+    if test $status -eq 0
+        if test "$out[1]" = commandline
+            commandline --replace -- (string join \n -- $out[2..-1])
+        else
+            printf '%s\n' $out[2..-1]
+        end
+    else
+        printf '%s\n' $out[-1] >&2  # the line stays as it was
+    end
+    commandline -f repaint
+end
+
 bind \r __localai_enter
 bind -M insert \r __localai_enter
+
+if set -q LOCALAI_ACTION_KEY
+    bind $LOCALAI_ACTION_KEY __localai_actions
+    bind -M insert $LOCALAI_ACTION_KEY __localai_actions
+else
+    bind \er __localai_actions
+    bind -M insert \er __localai_actions
+end
 
 if set -q LOCALAI_SUGGEST_KEY
     bind $LOCALAI_SUGGEST_KEY __localai_suggest

@@ -8,8 +8,13 @@
 #   Alt-a                     the command line, read as a description, becomes a suggested
 #                             command; edit it, then Enter runs it (nothing runs before)
 #   localai explain           explain the previous command (`localai explain CMD` any other)
+#   localai run NAME [TEXT]   run an action (`localai actions` lists them); the previous command
+#                             and its exit status go along
+#   Alt-r                     offers the actions for the command line: type a number, Enter;
+#                             a `commandline` action's answer replaces the line, others show
 #
-# Set before the eval: LOCALAI_SUGGEST_KEY (a bindkey key string, default '^[a' = Alt-a).
+# Set before the eval: LOCALAI_SUGGEST_KEY (a bindkey key string, default '^[a' = Alt-a),
+# LOCALAI_ACTION_KEY (default '^[r' = Alt-r).
 # Sourcing this runs no program.
 
 # --- the localai program ------------------------------------------------------------------
@@ -24,9 +29,12 @@ __localai_found() {
 # only the shell knows; it goes to the program in LOCALAI_PREVIOUS_COMMAND.
 localai() {
     __localai_found || return
+    local st=$?
     if [[ ${1-} == explain ]]; then
         # $history[$HISTCMD] is this very line
         LOCALAI_PREVIOUS_COMMAND=${history[$((HISTCMD - 1))]-} \command localai explain --shell zsh "${@:2}"
+    elif [[ ${1-} == run ]]; then
+        \command localai run --shell zsh --last-command "${history[$((HISTCMD - 1))]-}" --last-status $st "${@:2}"
     else
         \command localai "$@"
     fi
@@ -76,6 +84,43 @@ __localai_suggest() {
     fi
 }
 
+# --- the action key: the actions offered for the command line -----------------------------
+
+__localai_actions() {
+    \builtin emulate -L zsh
+    local out
+    out=$(__localai_found 2>&1) || { \builtin zle -M -- "$out"; return 1; }
+    local -a names
+    names=("${(@f)$(\command localai actions --names 2>&1 </dev/null)}") || { \builtin zle -M -- "${names[-1]}"; return 1; }
+    local menu="" i=1 n
+    for n in $names; do menu+="$i) $n  "; ((i++)); done
+    local num="" key
+    while true; do
+        \builtin zle -M -- "localai: ${menu}| action number, Enter: $num"
+        \builtin zle -R  # -M shows at the next redisplay: now
+        \builtin read -k 1 key || return 1
+        [[ $key == $'\r' || $key == $'\n' ]] && break
+        [[ $key == [0-9] ]] || { \builtin zle -M ''; return 1; }  # any other key: never mind
+        num+=$key
+    done
+    local name=${names[$num]-}
+    [[ -n $name && $num == <1-> ]] || { \builtin zle -M "localai: no action number ${num:-(none)}"; return 1; }
+    \builtin zle -M "localai: $name..."
+    \builtin zle -R
+    if out=$(\command localai run --with-output --shell zsh -- "$name" "$BUFFER" 2>&1 </dev/null); then
+        if [[ ${out%%$'\n'*} == commandline ]]; then
+            BUFFER=${out#*$'\n'}
+            CURSOR=${#BUFFER}
+            \builtin zle -M ''
+        else
+            \builtin zle -M -- "${out#*$'\n'}"
+        fi
+    else
+        \builtin zle -M -- "${out##*$'\n'}"  # the line stays as it was
+        return 1
+    fi
+}
+
 if [[ -o zle ]]; then
     if [[ ${widgets[accept-line]-} != user:__localai_accept_line ]]; then  # once, if sourced again
         if [[ ${widgets[accept-line]-} == user:* ]]; then  # another plugin's: keep it in the chain
@@ -88,4 +133,7 @@ if [[ -o zle ]]; then
     \builtin zle -N __localai_suggest
     \builtin bindkey -M emacs "${LOCALAI_SUGGEST_KEY:-^[a}" __localai_suggest
     \builtin bindkey -M viins "${LOCALAI_SUGGEST_KEY:-^[a}" __localai_suggest
+    \builtin zle -N __localai_actions
+    \builtin bindkey -M emacs "${LOCALAI_ACTION_KEY:-^[r}" __localai_actions
+    \builtin bindkey -M viins "${LOCALAI_ACTION_KEY:-^[r}" __localai_actions
 fi

@@ -21,6 +21,16 @@ end, { desc = "localai: discard the pending rewrite" })
 command("LocalAIAsk", function(cmd)
   require("localai.ask").command(cmd)
 end, { range = true, nargs = "*", desc = "localai: ask a question (about the range)" })
+command("LocalAI", function(cmd)
+  require("localai.actions").command(cmd)
+end, {
+  range = true,
+  nargs = "*",
+  complete = function(...)
+    return require("localai.actions").complete(...)
+  end,
+  desc = "localai: run an action over the range or at the cursor",
+})
 command("LocalAIStatus", function()
   require("localai.status").show()
 end, { desc = "localai: show the daemon, the model and the last request's timings" })

@@ -60,6 +60,14 @@ M.defaults = {
     temperature = 0,
   },
 
+  actions = {
+    -- :LocalAI {action}: nil = the action's own sampling (docs/actions.md), else these win.
+    max_tokens = nil,
+    temperature = nil,
+    -- Lines above and below the cursor sent as `buffer` (the text around the cursor).
+    context_lines = 100,
+  },
+
   ask = {
     system = "You are a helpful programming assistant. Answer concisely, in Markdown.",
     -- Without a range, up to this many lines above and below the cursor go along as context
@@ -97,7 +105,7 @@ M.options = vim.deepcopy(M.defaults)
 function M.setup(opts)
   opts = opts or {}
   for key, kind in pairs({ socket = "string", model = "string", daemon = "table", complete = "table",
-    rewrite = "table", ask = "table", keymaps = "table" }) do
+    rewrite = "table", ask = "table", actions = "table", keymaps = "table" }) do
     if opts[key] ~= nil and type(opts[key]) ~= kind then
       error(("localai.setup: `%s` must be a %s, not %s"):format(key, kind, type(opts[key])), 2)
     end

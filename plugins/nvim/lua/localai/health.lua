@@ -58,6 +58,22 @@ function M.check()
   health.ok(("daemon running on %s (pid %d, version %s, protocol %s)"):format(path, st.pid, st.version or "?",
     tostring(st.protocol or "?")))
 
+  local listing, lerr = call("actions")
+  if lerr or not listing then
+    health.warn("the daemon did not list its actions: " .. (lerr and lerr.message or "no answer"),
+      { "a daemon older than this plugin? restart it: `localai stop; localai serve --background`" })
+  else
+    local names = {}
+    for _, a in ipairs(listing.actions or {}) do
+      names[#names + 1] = a.name
+    end
+    health.ok(("actions (%d): %s"):format(#names, table.concat(names, ", ")))
+    for _, e in ipairs(listing.errors or {}) do
+      health.error(("action file %s:%d: %s"):format(e.file, e.line, e.message),
+        { "fix the file: the daemon reloads it when it changes", "`localai actions` lists the same" })
+    end
+  end
+
   local want = config.options.model or st.default_model
   local models = call("models") or {}
   for _, m in ipairs(models.models or {}) do

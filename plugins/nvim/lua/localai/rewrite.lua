@@ -136,7 +136,8 @@ function M.reject(buf)
 end
 
 --- Rewrite [srow, scol) .. (erow, ecol) (0-based, end exclusive) of `buf` as `instruction` says.
----@param opts {buf?: integer, srow: integer, scol: integer, erow: integer, ecol: integer, linewise: boolean, instruction: string}
+---@param opts {buf?: integer, srow: integer, scol: integer, erow: integer, ecol: integer, linewise: boolean, instruction?: string, action?: table}
+--- (`action`: the params of an `action` request to send instead of `rewrite`)
 function M.start(opts)
   util.highlights()
   local buf = opts.buf or api.nvim_get_current_buf()
@@ -167,15 +168,19 @@ function M.start(opts)
     end
   end
   render(p)
-  local req
-  req = client.request("rewrite", {
+  local method, params = "rewrite", {
     text = old,
     instruction = opts.instruction,
     language = vim.bo[buf].filetype ~= "" and vim.bo[buf].filetype or nil,
     model = config.options.model,
     max_tokens = cfg.max_tokens,
     temperature = cfg.temperature,
-  }, {
+  }
+  if opts.action then -- an action with output "replace" (localai.actions): its request instead
+    method, params = "action", opts.action
+  end
+  local req
+  req = client.request(method, params, {
     on_token = function(text)
       if pending[buf] == p then
         p.text = p.text .. text
@@ -187,7 +192,8 @@ function M.start(opts)
         return
       end
       p.req, p.done = nil, true
-      p.text = (ev.text or p.text):gsub("\n$", "")
+      -- an action's answer after its post-processor, else the streamed text
+      p.text = (ev.result and ev.result.text or ev.text or p.text):gsub("\n$", "")
       if p.text == "" then
         M.clear(buf)
         return util.notify("the model returned no text: nothing changed", vim.log.levels.WARN)
@@ -202,7 +208,8 @@ function M.start(opts)
       if pending[buf] == p then
         p.req = nil
         M.clear(buf)
-        util.notify("rewrite failed: " .. err.message, vim.log.levels.ERROR)
+        util.notify((opts.action and (opts.action.name .. " failed: ") or "rewrite failed: ") .. err.message,
+          vim.log.levels.ERROR)
       end
     end,
   })
