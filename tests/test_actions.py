@@ -205,6 +205,8 @@ def test_action_filter_post_processes_and_stops():
     ("def f(a,\n      b):\n    return a", 'def f(a,\n      b):\n    """Doc."""\n    return a'),
     ("class A:\n\n    x = 1", 'class A:\n    """Doc."""\n\n    x = 1'),
     ("    async def g():  # hi\n        pass", '    async def g():  # hi\n        """Doc."""\n        pass'),
+    ("def f(a, b): return a + b", 'def f(a, b):\n    """Doc."""\n    return a + b'),   # a one-line def
+    ("def g(x) -> int: return x", 'def g(x) -> int:\n    """Doc."""\n    return x'),
 ])
 def test_the_docstring_lands_inside_the_function(code, want):
     assert actions.builtin.insert_docstring("Doc", actions.Context(text=code, filetype="python")) == want

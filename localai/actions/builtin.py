@@ -211,6 +211,7 @@ def write_tests(ctx: Context) -> list:
 COMMENT = {"lua": "--", "sql": "--", "haskell": "--", "c": "//", "cpp": "//", "java": "//", "javascript": "//",
            "typescript": "//", "rust": "///", "go": "//", "swift": "///", "kotlin": "//", "php": "//"}
 _DEF = re.compile(r"^(\s*)(?:async\s+def|def|class)\s")
+_ONE_LINER = re.compile(r"^(\s*(?:async\s+def|def|class)\s.*?(?:\)|\w)\s*(?:->\s*[^:]+)?:)[ \t]*([^\s#].*)$")
 
 
 def _sentence(answer: str, code: str = "") -> str:
@@ -249,6 +250,10 @@ def insert_docstring(answer: str, ctx: Context) -> str:
     sig = _signature(ctx.text)
     if sig is not None:
         lines, end, indent = sig
+        one_line = _ONE_LINER.match(lines[end])
+        if one_line:  # `def f(a): return a`: the body moves to its own line below the docstring
+            indent = _DEF.match(lines[end]).group(1) + "    "
+            lines[end:end + 1] = [one_line.group(1), indent + one_line.group(2)]
         return "\n".join(lines[:end + 1] + [f'{indent}"""{summary}"""'] + lines[end + 1:])
     if (ctx.filetype or "python") == "python":
         raise ActionError("add-docstring: the selection holds no `def` or `class`: select a whole function")
