@@ -247,7 +247,7 @@ class SourceTensor:
 @dataclass
 class Source:
     architecture: str
-    metadata: list          # [(key, value, GGUFValueType, sub type or None)]
+    write_metadata: Callable  # write_metadata(GGUFWriter): every key but architecture and file type
     tensors: dict           # name -> SourceTensor
     n_bytes: int
     n_layer: int
@@ -272,6 +272,10 @@ def gguf_source(path: Path) -> Source:
         meta.append((f.name, f.contents(), vtype, f.types[-1] if vtype == GGUFValueType.ARRAY else None))
     page = mmap.PAGESIZE
 
+    def write_metadata(writer):
+        for key, value, vtype, sub in meta:
+            writer.add_key_value(key, value, vtype, sub_type=sub)
+
     def release_of(t):
         def release():
             start = t.offset // page * page
@@ -284,7 +288,7 @@ def gguf_source(path: Path) -> Source:
     tensors = {n: SourceTensor(n, tuple(t.shape), t.type_name, lambda rows, t=t: to_float32(t, rows),
                                lambda t=t: np.asarray(t.data), release_of(t)) for n, t in g.tensors.items()}
     arch = g.architecture
-    return Source(arch, meta, tensors, Path(path).stat().st_size, int(g.get(f"{arch}.block_count", 0) or 0),
+    return Source(arch, write_metadata, tensors, Path(path).stat().st_size, int(g.get(f"{arch}.block_count", 0) or 0),
                   int(g.get(f"{arch}.expert_count", 0) or 0))
 
 
@@ -364,8 +368,7 @@ def quantize_file(src: str | Path, dst: str | Path, type_name: str, *, pure: boo
     except OSError as exc:
         raise InvalidRequest(f"cannot write {dst}: {exc.strerror}") from None
     writer = GGUFWriter(dst, source.architecture)
-    for key, value, vtype, sub in source.metadata:
-        writer.add_key_value(key, value, vtype, sub_type=sub)
+    source.write_metadata(writer)
     writer.add_uint32("general.quantization_version", 2)
     writer.add_uint32("general.file_type", FILE_TYPES[type_name][1])
 
