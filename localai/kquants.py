@@ -26,11 +26,10 @@ CHUNK = 2048  # super-blocks per numpy pass: ~0.5M values, a few MB per temporar
 
 
 def _seqsum(a: np.ndarray) -> np.ndarray:
-    """Sum over axis 0 in index order, in float32: a (n, B) -> (B,), as `for (i..) s += a[i]`."""
-    s = a[0].copy()
-    for row in a[1:]:
-        s += row
-    return s
+    """Sum over axis 0 in index order, in float32: a (n, B) -> (B,), as `for (i..) s += a[i]`.
+    numpy reduces a non-contiguous axis row by row into the accumulator (no pairwise
+    summation there), which is that order; tests/test_kquants.py holds it to the C loop."""
+    return np.add.reduce(a, axis=0)
 
 
 def _rint(a: np.ndarray) -> np.ndarray:
@@ -54,33 +53,47 @@ def make_qkx2_quants(x: np.ndarray, w: np.ndarray, nmax: int, rmin: float, rdelt
     sum_x = _seqsum(w * x)
     flat = mx == mn
     fnmax = F32(nmax)
+    t, wl, u = np.empty_like(x), np.empty_like(x), np.empty_like(x)  # scratch, reused every step
+
+    def rounded(iscale):  # t = clip(nearest_int(iscale * (x - min)), 0, nmax)
+        np.subtract(x, mn, out=t)
+        np.multiply(t, iscale, out=t)
+        np.rint(t, out=t)
+        return np.clip(t, 0, fnmax, out=t)
+
+    def error(scale, the_min, lv):  # sum of w * (scale*l + min - x)^2, in the C order
+        np.multiply(lv, scale, out=u)
+        np.add(u, the_min, out=u)
+        np.subtract(u, x, out=u)
+        np.multiply(u, u, out=u)
+        return _seqsum(np.multiply(w, u, out=u))
+
     with np.errstate(divide="ignore", invalid="ignore"):
         iscale = fnmax / np.where(flat, F32(1), mx - mn)
         scale = F32(1) / iscale
-        L = np.clip(_rint(iscale * (x - mn)), 0, nmax)
-        diff = scale * L + mn - x
-        best = _seqsum(w * (diff * diff))
+        L = rounded(iscale).copy()
+        best = error(scale, mn, L)
         for step in range(nstep + 1):
             # the search runs from the current min: C updates `min` when a candidate wins
-            iscale = (F32(rmin) + F32(rdelta) * F32(step) + fnmax) / (mx - mn)
-            laux = np.clip(_rint(iscale * (x - mn)), 0, nmax)
-            wl = w * laux
-            sum_l, sum_l2, sum_xl = _seqsum(wl), _seqsum(wl * laux), _seqsum(wl * x)
+            laux = rounded((F32(rmin) + F32(rdelta) * F32(step) + fnmax) / (mx - mn))
+            np.multiply(w, laux, out=wl)
+            sum_l = _seqsum(wl)
+            sum_l2 = _seqsum(np.multiply(wl, laux, out=u))
+            sum_xl = _seqsum(np.multiply(wl, x, out=u))
             D = sum_w * sum_l2 - sum_l * sum_l
             this_scale = (sum_w * sum_xl - sum_x * sum_l) / D
             this_min = (sum_l2 * sum_x - sum_l * sum_xl) / D
             pos = this_min > 0
             this_min = np.where(pos, F32(0), this_min)
             this_scale = np.where(pos, sum_xl / sum_l2, this_scale)
-            diff = this_scale * laux + this_min - x
-            cur = _seqsum(w * (diff * diff))
+            cur = error(this_scale, this_min, laux)
             better = (D > 0) & (cur < best) & ~flat
-            L = np.where(better, laux, L)
+            np.copyto(L, laux, where=better)
             best = np.where(better, cur, best)
             scale = np.where(better, this_scale, scale)
             mn = np.where(better, this_min, mn)
     scale = np.where(flat, F32(0), scale)
-    L = np.where(flat, F32(0), L)
+    L[:, flat] = 0
     return scale, -mn, L.astype(np.uint8)
 
 
@@ -98,13 +111,21 @@ def make_qx_quants(x: np.ndarray, nmax: int):
     w = x * x
     fnmax = F32(nmax)
 
+    wx = w * x  # C: w*x[i]*l is (w*x)*l
+    l, u = np.empty_like(x), np.empty_like(x)
+
     def trial(iscale):
-        l = np.clip(_rint(iscale * x), -nmax, nmax - 1)
-        return l, _seqsum(w * x * l), _seqsum(w * l * l)
+        np.multiply(x, iscale, out=l)
+        np.rint(l, out=l)
+        np.clip(l, -fnmax, fnmax - 1, out=l)
+        sumlx = _seqsum(np.multiply(wx, l, out=u))
+        np.multiply(w, l, out=u)
+        suml2 = _seqsum(np.multiply(u, l, out=u))
+        return l, sumlx, suml2
 
     with np.errstate(divide="ignore", invalid="ignore"):
         l, sumlx, suml2 = trial(-fnmax / xmax)
-        L = l
+        L = l.copy()
         scale = np.where(suml2 != 0, sumlx / suml2, F32(0))
         best = scale * sumlx
         for step in range(-9, 10):
@@ -112,7 +133,7 @@ def make_qx_quants(x: np.ndarray, nmax: int):
                 continue
             l, sumlx, suml2 = trial(-(fnmax + F32(0.1) * F32(step)) / xmax)
             better = (suml2 > 0) & (sumlx * sumlx > best * suml2)
-            L = np.where(better, l, L)
+            np.copyto(L, l, where=better)
             scale = np.where(better, sumlx / suml2, scale)
             best = np.where(better, scale * sumlx, best)
     scale = np.where(zero, F32(0), scale)
