@@ -139,3 +139,26 @@ def test_same_tensors_and_bytes_as_llama_quantize(tmp_path, llama_cpp_python, ty
     for name, t in a.tensors.items():
         assert np.array_equal(np.asarray(t.data), np.asarray(b.tensors[name].data)), name
     assert a.get("general.file_type") == b.get("general.file_type")
+
+
+def test_cli_progress_summary_and_one_line_errors(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    src = write_tiny(tmp_path / "f16.gguf", qtype=Q.F16, d_model=256, d_ff=512)
+    env = dict(os.environ)
+
+    def cli(*args):
+        return subprocess.run([sys.executable, "-m", "localai", "quantize", *args], env=env, capture_output=True,
+                              text=True, timeout=300, stdin=subprocess.DEVNULL)
+
+    r = cli(str(src), str(tmp_path / "o.gguf"), "--type", "q4_k", "--tensor-type", "ffn_up=Q8_0")
+    assert r.returncode == 0, r.stderr
+    assert "100.0%" in r.stderr and "Q4_K: " in r.stdout and "Q8_0: 2" in r.stdout  # the two ffn_up
+    assert GGUFFile(tmp_path / "o.gguf").get("general.file_type") == 15  # Q4_K is Q4_K_M
+    r = cli(str(tmp_path / "o.gguf"), str(tmp_path / "p.gguf"), "--type", "Q4_0")
+    assert r.returncode == 1 and "requantizing from type Q4_K is disabled" in r.stderr
+    assert "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    r = cli(str(tmp_path), str(tmp_path / "p.gguf"), "--type", "Q4_0")  # a folder without config.json
+    assert r.returncode == 1 and "not a Hugging Face model directory" in r.stderr and "Traceback" not in r.stderr
