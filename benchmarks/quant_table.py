@@ -33,7 +33,7 @@ def chunks(s):
 for name in ["smollm2.orig", "gemma3-270m.orig", "smollm2.Q4_K_M", "gemma3-270m.Q4_K_M"]:
     ours = rd(f"{M}/{name}.localai-ppl.txt")
     ll = rd(f"{M}/{name}.llama-ppl.txt") if "orig" in name else rd(f"{M}/{name}.ours.ppl.txt")
-    if not ours or not ll: continue
+    if "Final estimate" not in ours or not ll: continue
     a = chunks(ours); 
     if "orig" in name: b = chunks(ll)
     else:
