@@ -1,5 +1,7 @@
 """Tables for docs/quantization.md from benchmarks/quant_quality.sh outputs (and localai/llama perplexity logs)."""
-import re, os, glob, sys
+import os
+import re
+import sys
 M = sys.argv[1] if len(sys.argv) > 1 else "/work/cache/quantk-meas"
 def rd(p):
     try: return open(p).read()
