@@ -7,9 +7,9 @@ from gguf import GGMLQuantizationType as Q
 from gguf.quants import dequantize, quantize
 
 import localai
-from localai.errors import InvalidRequest, UnsupportedModel
+from localai.errors import InvalidRequest
 from localai.gguf_file import GGUFFile
-from localai.quantize import choose_type, parse_tensor_types, quantize_file, quantize_tensor, to_float32
+from localai.quantize import parse_tensor_types, plan_types, quantize_file, quantize_tensor, to_float32
 
 from tiny import write_tiny
 
@@ -43,18 +43,39 @@ def test_real_q8_0_tensor_requantizes_to_the_same_bytes(smollm2_path):
 
 
 def test_tensor_choices_follow_llama_quantize():
-    kw = dict(pure=False, leave_output=False, overrides=[], has_output=True)
-    assert choose_type("blk.0.attn_norm.weight", 1, 64, "Q4_0", **kw) is None
-    assert choose_type("blk.0.attn_q_norm.weight", 2, 64, "Q4_0", **kw) is None
-    assert choose_type("blk.0.ffn_down.weight", 2, 64, "Q4_0", **kw) == "Q4_0"
-    assert choose_type("output.weight", 2, 64, "Q4_0", **kw) == "Q8_0"  # Q6_K in llama-quantize
-    assert choose_type("output.weight", 2, 64, "Q4_0", **{**kw, "pure": True}) == "Q4_0"
-    assert choose_type("output.weight", 2, 64, "Q4_0", **{**kw, "leave_output": True}) is None
-    assert choose_type("blk.0.ffn_down.weight", 2, 48, "Q4_0", **kw) == "F16"  # rows not in 32-blocks
+    def one(name, ncols, typ="Q4_0", **kw):
+        tensors = [(name, 2, ncols), ("output.weight", 2, ncols)] if name != "output.weight" else [(name, 2, ncols)]
+        return plan_types(tensors, typ, n_layer=8, **kw)[name]
+
+    assert plan_types([("blk.0.attn_norm.weight", 1, 64)], "Q4_0", n_layer=1)["blk.0.attn_norm.weight"] is None
+    assert one("blk.0.attn_q_norm.weight", 64) is None
+    assert one("blk.0.ffn_down.weight", 64) == "Q4_0"
+    assert one("output.weight", 256) == "Q6_K"
+    assert one("output.weight", 64) == "Q8_0"  # Q6_K falls back: rows not in 256-blocks
+    assert one("output.weight", 256, pure=True) == "Q4_0"
+    assert one("output.weight", 256, leave_output=True) is None
+    assert one("blk.0.ffn_down.weight", 48) == "F16"  # rows not in 32-blocks
+    assert one("blk.0.ffn_down.weight", 640, "Q4_K_M") == "Q8_0"  # its Q6_K falls back on 640 columns
+    assert one("blk.1.ffn_up.weight", 640, "Q4_K_M") == "Q5_0"  # tensor_type_fallback of Q4_K
     ov = parse_tensor_types(["attn_v=Q8_0"])
-    assert choose_type("blk.3.attn_v.weight", 2, 64, "Q4_0", **{**kw, "overrides": ov}) == "Q8_0"
+    assert one("blk.3.attn_v.weight", 64, overrides=ov) == "Q8_0"
     with pytest.raises(InvalidRequest):
         parse_tensor_types(["attn_v"])
+
+
+def test_mix_layers_follow_use_more_bits():
+    # 8 layers: use_more_bits picks layers 0, 3, 6, 7 (first eighth, last eighth, every third)
+    names = [f"blk.{i}.{k}.weight" for i in range(8) for k in ("attn_v", "ffn_down", "attn_q")] + ["token_embd.weight"]
+    tensors = [(n, 2, 256) for n in names]
+    m = plan_types(tensors, "Q4_K_M", n_layer=8)
+    assert [m[f"blk.{i}.attn_v.weight"] for i in range(8)] == ["Q6_K" if i in (0, 3, 6, 7) else "Q4_K" for i in range(8)]
+    assert [m[f"blk.{i}.ffn_down.weight"] for i in range(8)] == ["Q6_K" if i in (0, 3, 6, 7) else "Q4_K" for i in range(8)]
+    assert m["blk.5.attn_q.weight"] == "Q4_K" and m["token_embd.weight"] == "Q6_K"  # tied: the output's type
+    s = plan_types(tensors + [("output.weight", 2, 256)], "Q4_K_S", n_layer=8)
+    assert [s[f"blk.{i}.attn_v.weight"] for i in range(8)] == ["Q5_K"] * 4 + ["Q4_K"] * 4
+    assert [s[f"blk.{i}.ffn_down.weight"] for i in range(8)] == ["Q5_K"] + ["Q4_K"] * 7
+    assert s["token_embd.weight"] == "Q4_K" and s["output.weight"] == "Q6_K"
+    assert plan_types(tensors, "Q5_K_M", n_layer=8)["blk.3.ffn_down.weight"] == "Q6_K"
 
 
 def test_quantized_file_loads_and_matches_source(tmp_path):
@@ -80,8 +101,6 @@ def test_refusals(tmp_path):
     src = write_tiny(tmp_path / "q8.gguf", qtype=Q.Q8_0)
     with pytest.raises(InvalidRequest, match="--allow-requantize"):
         quantize_file(src, tmp_path / "o.gguf", "Q4_0")
-    with pytest.raises(UnsupportedModel, match="not implemented"):
-        quantize_file(src, tmp_path / "o.gguf", "Q4_K_M")
     with pytest.raises(InvalidRequest, match="unknown --type"):
         quantize_file(src, tmp_path / "o.gguf", "Q3_X")
     res = quantize_file(src, tmp_path / "o.gguf", "Q4_0", allow_requantize=True, pure=True)
@@ -92,3 +111,54 @@ def test_unwritable_output_is_one_line(tmp_path):
     src = write_tiny(tmp_path / "f32.gguf", qtype=Q.F32)
     with pytest.raises(InvalidRequest, match="does not exist"):
         quantize_file(src, tmp_path / "missing" / "o.gguf", "Q8_0")
+
+
+LLAMA_QUANTIZE = """
+import ctypes, sys, llama_cpp
+p = llama_cpp.llama_model_quantize_default_params()
+p.ftype, p.nthread = int(sys.argv[3]), 2
+sys.exit(llama_cpp.llama_model_quantize(sys.argv[1].encode(), sys.argv[2].encode(), ctypes.byref(p)))
+"""
+
+
+@pytest.mark.parametrize("typ", ["Q4_K_M", "Q4_K_S", "Q5_K_M", "Q6_K", "Q4_0"])
+def test_same_tensors_and_bytes_as_llama_quantize(tmp_path, llama_cpp_python, typ):
+    import subprocess
+
+    from localai.quantize import FILE_TYPES
+
+    # 8 layers so use_more_bits picks some; rows of 256 take K-quants, the 128-wide attn_v/attn_k fall back
+    src = write_tiny(tmp_path / "f16.gguf", qtype=Q.F16, n_layers=8, d_model=256, n_heads=4, n_kv_heads=2, d_ff=512)
+    ours, theirs = tmp_path / "ours.gguf", tmp_path / "llama.gguf"
+    quantize_file(src, ours, typ, threads=2)
+    subprocess.run([str(llama_cpp_python), "-c", LLAMA_QUANTIZE, str(src), str(theirs), str(FILE_TYPES[typ][1])],
+                   check=True, capture_output=True)
+    a, b = GGUFFile(ours), GGUFFile(theirs)
+    assert list(a.tensors) == list(b.tensors)  # llama.cpp's order
+    assert {n: t.type_name for n, t in a.tensors.items()} == {n: t.type_name for n, t in b.tensors.items()}
+    for name, t in a.tensors.items():
+        assert np.array_equal(np.asarray(t.data), np.asarray(b.tensors[name].data)), name
+    assert a.get("general.file_type") == b.get("general.file_type")
+
+
+def test_cli_progress_summary_and_one_line_errors(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    src = write_tiny(tmp_path / "f16.gguf", qtype=Q.F16, d_model=256, d_ff=512)
+    env = dict(os.environ)
+
+    def cli(*args):
+        return subprocess.run([sys.executable, "-m", "localai", "quantize", *args], env=env, capture_output=True,
+                              text=True, timeout=300, stdin=subprocess.DEVNULL)
+
+    r = cli(str(src), str(tmp_path / "o.gguf"), "--type", "q4_k", "--tensor-type", "ffn_up=Q8_0")
+    assert r.returncode == 0, r.stderr
+    assert "100.0%" in r.stderr and "Q4_K: " in r.stdout and "Q8_0: 2" in r.stdout  # the two ffn_up
+    assert GGUFFile(tmp_path / "o.gguf").get("general.file_type") == 15  # Q4_K is Q4_K_M
+    r = cli(str(tmp_path / "o.gguf"), str(tmp_path / "p.gguf"), "--type", "Q4_0")
+    assert r.returncode == 1 and "requantizing from type Q4_K is disabled" in r.stderr
+    assert "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    r = cli(str(tmp_path), str(tmp_path / "p.gguf"), "--type", "Q4_0")  # a folder without config.json
+    assert r.returncode == 1 and "not a Hugging Face model directory" in r.stderr and "Traceback" not in r.stderr

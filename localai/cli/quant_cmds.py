@@ -52,20 +52,24 @@ def perplexity(
 
 
 def quantize(
-    src: Path = typer.Argument(..., help="Input GGUF (F32, F16, BF16; quantized only with --allow-requantize)."),
+    src: Path = typer.Argument(..., help="Input: a GGUF (F32, F16, BF16; quantized only with --allow-requantize) "
+                                         "or a Hugging Face model folder (config.json, tokenizer, *.safetensors)."),
     dst: Path = typer.Argument(..., help="Output GGUF."),
-    type_name: str = typer.Option(..., "--type", "-t", help="Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, F16, BF16, F32."),
+    type_name: str = typer.Option(..., "--type", "-t", help="Q4_K_M, Q4_K_S, Q5_K_M, Q5_K_S, Q6_K, Q8_0, Q4_0, Q4_1, "
+                                                            "Q5_0, Q5_1, F16, BF16, F32 (Q4_K, Q5_K: the _M mixes)."),
     pure: bool = typer.Option(False, "--pure", help="Every quantizable tensor gets --type (no per-tensor mix)."),
     leave_output_tensor: bool = typer.Option(False, "--leave-output-tensor", help="Keep output.weight as it is."),
     tensor_type: List[str] = typer.Option([], "--tensor-type", help="NAME=TYPE: tensors whose name matches NAME (regex) get TYPE."),
     allow_requantize: bool = typer.Option(False, "--allow-requantize", help="Accept quantized input (quality suffers)."),
-    threads: int = typer.Option(2, "--threads", help="Tensors quantized at the same time."),
+    threads: int = typer.Option(2, "--threads", help="Threads quantizing chunks of a tensor at the same time."),
 ):
-    """Quantize a GGUF model (llama-quantize's tensor choices; Q4_0..Q8_0 bit-exact with gguf-py)."""
+    """Quantize a model as llama-quantize does (its per-tensor mixes; K-quants bit-exact with llama.cpp)."""
     from ..quantize import quantize_file
 
-    def progress(i, n, name, typ):
-        sys.stderr.write(f"\r[{i:4d}/{n}] {name:<40.40} -> {typ:<5}")
+    def progress(done, total, name, typ):
+        frac = done / max(total, 1)
+        bar = "#" * int(frac * 30)
+        sys.stderr.write(f"\r[{bar:<30}] {frac:6.1%} {name:<32.32} -> {typ:<5}")
         sys.stderr.flush()
 
     res = quantize_file(src, dst, type_name, pure=pure, leave_output=leave_output_tensor, tensor_types=tensor_type,
