@@ -56,6 +56,19 @@ class Chunk:
 
 
 @dataclass
+class Eval:
+    """A forward pass a stream asks for when made with `stream(..., evals=True)`: evaluate
+    `ids` after what `session` holds (appending them to `session.tokens`), and send the stream
+    the logits of the last position, float32 (n_vocab,) (`LLM.evaluate` does both). `save`:
+    None for a prompt chunk before the last one (its logits are not used; send None), "prefill"
+    for the last prompt chunk, "decode" for a generated token; the daemon's scheduler
+    interleaves several streams' passes and batches their decode steps (localai/batch.py)."""
+    session: "Session"
+    ids: list
+    save: str | None
+
+
+@dataclass
 class Completion:
     text: str
     tokens: list
@@ -259,6 +272,12 @@ class LLM:
         session.tokens.append(token)
         return session._save_logits(logits[-1], prefill=False)
 
+    def evaluate(self, ev: Eval) -> np.ndarray | None:
+        """Run the forward pass a stream asked for (see `Eval`); the logits to send it."""
+        logits = self.model(np.asarray(ev.ids), ev.session.cache, last_only=True)
+        ev.session.tokens.extend(ev.ids)
+        return None if ev.save is None else ev.session._save_logits(logits[-1], prefill=ev.save == "prefill")
+
     def _check_ids(self, ids) -> list[int]:
         ids = [int(i) for i in ids]
         bad = [i for i in ids if not 0 <= i < self.n_vocab]
@@ -271,13 +290,17 @@ class LLM:
                top_k: int = 40, top_p: float = 0.95, min_p: float = 0.05, repeat_penalty: float = 1.0,
                repeat_last_n: int = 64, seed: int | None = None, stop: Sequence[str] = (),
                session: Session | None = None, schema: dict | bool | None = None,
-               grammar: str | None = None, logprobs: int | None = None) -> Iterator[Chunk]:
+               grammar: str | None = None, logprobs: int | None = None, evals: bool = False,
+               prefill_chunk: int = N_BATCH) -> Iterator[Chunk]:
         """Generate from a prompt (raw text: control-token text in it is parsed, as llama.cpp's
         raw prompts; or token ids), one token per step. Chunks carry every generated id once
         (the last one may have text "" and the stop string's ids).
         `schema` (a JSON schema; True = any JSON object) or `grammar` (GBNF or Lark) constrains
         the output (localai.grammar); `logprobs=k` adds each token's log-probability and the k
-        likeliest alternatives to its chunk (sampling.logprobs_entry)."""
+        likeliest alternatives to its chunk (sampling.logprobs_entry). The prompt is evaluated
+        in passes of `prefill_chunk` tokens; `evals=True` hands each forward pass to the caller:
+        the stream then also yields an `Eval`, and must be sent its logits (`gen.send(...)`)
+        before it goes on (the daemon's scheduler interleaves and batches several streams so)."""
         params = SamplingParams(temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p,
                                 repeat_penalty=repeat_penalty, repeat_last_n=repeat_last_n, seed=seed)
         constraint = None
@@ -285,11 +308,28 @@ class LLM:
             from .grammar import constraint as make_constraint
 
             constraint = make_constraint(self.tokenizer, schema, grammar)
-        return self._stream(prompt, params, int(max_tokens), list(stop or ()), session,
-                            constraint=constraint, logprobs=logprobs)
+        steps = self._stream(prompt, params, int(max_tokens), list(stop or ()), session,
+                             constraint=constraint, logprobs=logprobs, prefill_chunk=max(1, int(prefill_chunk)))
+        return steps if evals else self._run_evals(steps)
+
+    def _run_evals(self, steps) -> Iterator[Chunk]:
+        """A stream that evaluates its own forward passes."""
+        try:
+            out = next(steps)
+            while True:
+                if isinstance(out, Eval):
+                    out = steps.send(self.evaluate(out))
+                else:
+                    yield out
+                    out = next(steps)
+        except StopIteration:
+            return
+        finally:
+            steps.close()
 
     def _stream(self, prompt, params: SamplingParams, max_tokens: int, stop: list[str],
-                session: Session | None, *, constraint=None, logprobs: int | None = None) -> Iterator[Chunk]:
+                session: Session | None, *, constraint=None, logprobs: int | None = None,
+                prefill_chunk: int = N_BATCH) -> Iterator[Chunk | Eval]:
         if max_tokens < 0:
             raise InvalidRequest("max_tokens must be >= 0")
         sampler = make_sampler(params)
@@ -312,7 +352,10 @@ class LLM:
         else:
             keep = min(keep, len(ids) - 1)
             session.keep(keep)
-            logits = self.prefill(session, ids[keep:])
+            rest = ids[keep:]
+            for i in range(0, len(rest), prefill_chunk):
+                last = i + prefill_chunk >= len(rest)
+                logits = yield Eval(session, rest[i:i + prefill_chunk], "prefill" if last else None)
         timings.cache_n, timings.prompt_n = keep, len(ids) - keep
         timings.prompt_ms = (time.perf_counter() - t0) * 1e3
 
@@ -347,7 +390,7 @@ class LLM:
                 break
             if timings.predicted_n >= max_tokens or len(session.tokens) >= self.n_ctx:
                 break
-            logits = self.decode_one(session, token)
+            logits = yield Eval(session, [token], "decode")
         timings.predicted_ms = (time.perf_counter() - t1) * 1e3
         tail, stopped = matcher.push(decoder.flush())
         if stopped:
