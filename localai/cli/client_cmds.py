@@ -481,6 +481,9 @@ def status(
         print(f"prompt cache: {pc['sessions']} sessions, {_human_bytes(pc['bytes'])}, {pc['hits']} hits")
     print(f"keep-alive: {'never unload' if ka < 0 else _human_time(ka)}; memory: {_human_bytes(st['rss_bytes'])} RSS")
     print(f"requests: {st['requests_served']} served, {st['active']} running, {st['queued']} queued")
+    if (b := st.get("batch")) and b["steps"]:
+        print(f"batch: {b['requests_mean']:g} requests per step on average, at most {b['requests_max']} "
+              f"(last {b['steps']} steps)")
     print(f"tokens: {st['tokens_generated']} generated, {st['tokens_evaluated']} evaluated, "
           f"{st['tokens_cached']} from the prompt cache")
 
