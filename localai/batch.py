@@ -38,8 +38,8 @@ def evaluate_batch(llm, evals: list) -> list:
     """Run several streams' `engine.Eval`s in one forward pass; each one's logits, as
     `llm.evaluate` would give them (float32 (n_vocab,), or None where `save` is None).
 
-    Every row's logits are computed (no `last_only`), so batch decode steps (one id each),
-    not long prompt chunks. On an exception the sessions are rolled back to what they held."""
+    Every row's logits are computed (no `last_only`), so batch decode and verify steps (a few
+    ids each), not long prompt chunks. On an exception the sessions are rolled back to what they held."""
     if len(evals) == 1:
         return [llm.evaluate(evals[0])]
     sessions = [ev.session for ev in evals]
@@ -57,5 +57,9 @@ def evaluate_batch(llm, evals: list) -> list:
     for ev, n in zip(evals, lengths):
         end += n
         ev.session.tokens.extend(ev.ids)
-        out.append(None if ev.save is None else ev.session._save_logits(logits[end - 1], prefill=ev.save == "prefill"))
+        if ev.save == "verify":  # a token and its drafts: every position's logits
+            out.append(np.array(logits[end - n:end], dtype=np.float32, copy=True))
+        else:
+            out.append(None if ev.save is None else
+                       ev.session._save_logits(logits[end - 1], prefill=ev.save == "prefill"))
     return out

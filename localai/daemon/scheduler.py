@@ -37,6 +37,7 @@ from .prompt_cache import PromptCache
 log = logging.getLogger("localai.daemon")
 
 PREFILL_CHUNK = 256  # prompt tokens per step: the longest a decode step waits for a prefill
+STEPS = ("decode", "verify")  # passes of generated tokens (and drafts): batched together
 
 
 @dataclass
@@ -129,6 +130,7 @@ class Job:
         self.evals = False           # its stream hands over its passes (else one chunk per next())
         self.chunks = 0              # prompt chunks evaluated
         self.model: Loaded | None = None
+        self.draft: Loaded | None = None  # the draft model it holds (draft "model")
         self.gen = None              # the engine's chunk iterator
         self.session = None
         self.filter = None
@@ -258,7 +260,7 @@ class Scheduler:
     @staticmethod
     def _key(job: Job) -> tuple:
         prio = job.priority
-        if job.chunks and job.pending is not None and job.pending.save != "decode":
+        if job.chunks and job.pending is not None and job.pending.save not in STEPS:
             prio = max(prio, 1)  # a long prompt's later chunks take turns with the chats
         return (prio, job.last_step)
 
@@ -342,6 +344,8 @@ class Scheduler:
             return
         prep = handlers.prepare(llm, job.method, p, self.cfg.sampling)
         job.filter, job.dropped, job.done_fields = prep.filter, prep.dropped, prep.done
+        if prep.kwargs.get("draft") == "model":
+            prep.kwargs["draft_model"] = self._draft_model(job)
         job.session = job.model.cache.acquire(prep.prompt, use_cache=p.cache_prompt)
         job.started = time.monotonic()
         job.evals = hasattr(llm, "evaluate")  # a test's stand-in engine computes its own steps
@@ -363,22 +367,25 @@ class Scheduler:
             self.recent.append((1, 1))
             self._advance(job, None)
             return
-        if ev.save == "decode" and batch.supports(llm):
-            group = [j for j in self.active if j.model is job.model and j.pending is not None
-                     and j.pending.save == "decode" and not (j.cancelled or j.conn.dead)]
-            group = sorted(group, key=self._key)[: batch.MAX_ROWS]
+        if ev.save in STEPS and batch.supports(llm):
+            group, rows = [], 0
+            for j in sorted((j for j in self.active if j.model is job.model and j.pending is not None
+                             and j.pending.save in STEPS and not (j.cancelled or j.conn.dead)), key=self._key):
+                if j is job or rows + len(j.pending.ids) <= batch.MAX_ROWS:
+                    group.append(j)
+                    rows += len(j.pending.ids)
             if len(group) > 1:
                 try:
                     out = batch.evaluate_batch(llm, [j.pending for j in group])
                 except Exception:  # e.g. memory: run the picked request alone; the others wait
                     log.exception("a batched decode step of %d requests failed; running them one by one", len(group))
                 else:
-                    self.recent.append((len(group), len(group)))
+                    self.recent.append((len(group), rows))
                     for j, logits in zip(group, out):
                         j.last_step = self.steps
                         self._guarded(j, self._advance, logits)
                     return
-        if ev.save != "decode":
+        if ev.save not in STEPS:
             job.chunks += 1
         self.recent.append((1, len(ev.ids)))
         self._advance(job, llm.evaluate(ev))
@@ -483,6 +490,10 @@ class Scheduler:
         elif job in self.pending:
             self.pending.remove(job)
         try:
+            if job.draft is not None:
+                job.draft.jobs -= 1
+                job.draft.last_used = time.monotonic()
+                job.draft = None
             if job.model is not None:
                 job.model.jobs -= 1
                 job.model.last_used = time.monotonic()
@@ -533,6 +544,16 @@ class Scheduler:
             for old in idle[: max(0, len(self.models) - self.max_models)]:
                 self._unload(old, "to make room")
         return m
+
+    def _draft_model(self, job: Job):
+        """The config's `draft_model`, loaded like any model and held while `job` runs."""
+        name = getattr(self.cfg, "draft_model", None)
+        if not name:
+            return None  # the engine says what is missing
+        m = self._model(name, job)
+        m.jobs += 1
+        job.draft = m
+        return m.llm
 
     def _unload(self, m: Loaded, why: str) -> None:
         del self.models[m.path]
