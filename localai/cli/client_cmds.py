@@ -27,6 +27,7 @@ MAX_TOKENS = typer.Option(None, "--max-tokens", "-n", help="Most tokens to gener
 JSON_OUT = typer.Option(False, "--json", help="Print one JSON object: text, finish_reason, model, timings.")
 SCHEMA = typer.Option(None, "--schema", help="Constrain the answer to this JSON schema (a file, or the JSON itself; `object` = any JSON object).")
 GRAMMAR = typer.Option(None, "--grammar", help="Constrain the answer to the GBNF (or Lark) grammar in this file.")
+DRAFT = typer.Option(None, "--draft", help="Speculative decoding: auto | none | lookup | model (the same text; faster when the answer copies the request).")
 
 
 def constraint_params(schema: Optional[str], grammar: Optional[str]) -> dict:
@@ -144,6 +145,7 @@ def ask(
     system: Optional[str] = typer.Option(None, "--system", "-s", help="System prompt (default: config `system`)."),
     temperature: Optional[float] = TEMPERATURE,
     max_tokens: Optional[int] = MAX_TOKENS,
+    draft: Optional[str] = DRAFT,
     no_stream: bool = typer.Option(False, "--no-stream", help="Print the answer when it is complete."),
     json_out: bool = JSON_OUT,
     no_daemon: bool = NO_DAEMON,
@@ -168,7 +170,7 @@ def ask(
         _fetch_model(model)
     streamed = not (no_stream or json_out)
     params = {"messages": messages, "model": model, "stream": streamed, **constrained,
-              **_sampling(cfg, assistant=True, temperature=temperature, max_tokens=max_tokens)}
+              **_sampling(cfg, assistant=True, temperature=temperature, max_tokens=max_tokens, draft=draft)}
     with _client(cfg, no_daemon) as client:
         done = _run(client, "chat", params, sys.stdout if streamed else None)
     _emit_result(done, json_out, streamed)
@@ -221,6 +223,7 @@ def chat(
     system: Optional[str] = typer.Option(None, "--system", "-s", help="System prompt (default: config `system`)."),
     temperature: Optional[float] = TEMPERATURE,
     max_tokens: Optional[int] = MAX_TOKENS,
+    draft: Optional[str] = DRAFT,
     no_daemon: bool = NO_DAEMON,
 ):
     """An interactive chat: streamed replies, history kept within the context."""
@@ -234,7 +237,7 @@ def chat(
         _fetch_model(model)
     system = system or cfg.system
     history = [{"role": "system", "content": system}] if system else []
-    sampling = _sampling(cfg, assistant=True, temperature=temperature, max_tokens=max_tokens)
+    sampling = _sampling(cfg, assistant=True, temperature=temperature, max_tokens=max_tokens, draft=draft)
     print(f"localai chat ({model or 'smollm2'}). {CHAT_HELP}", flush=True)
     with _client(cfg, no_daemon) as client:
         while True:
@@ -311,6 +314,7 @@ def complete(
     model: Optional[str] = MODEL,
     temperature: Optional[float] = TEMPERATURE,
     max_tokens: Optional[int] = MAX_TOKENS,
+    draft: Optional[str] = DRAFT,
     json_out: bool = JSON_OUT,
     no_daemon: bool = NO_DAEMON,
 ):
@@ -332,7 +336,7 @@ def complete(
     if not no_daemon:
         _fetch_model(model)
     params = {"prefix": prefix, "suffix": suffix or "", "model": model, "stream": not json_out,
-              "temperature": temperature, "max_tokens": max_tokens}
+              "temperature": temperature, "max_tokens": max_tokens, "draft": draft}
     with _client(cfg, no_daemon) as client:
         done = _run(client, "complete", params, None if json_out else sys.stdout)
     dropped = {k: getattr(done, k) for k in DROPPED if getattr(done, k)}
@@ -360,6 +364,7 @@ def rewrite(
     model: Optional[str] = MODEL,
     temperature: Optional[float] = TEMPERATURE,
     max_tokens: Optional[int] = MAX_TOKENS,
+    draft: Optional[str] = DRAFT,
     json_out: bool = JSON_OUT,
     no_daemon: bool = NO_DAEMON,
 ):
@@ -375,7 +380,7 @@ def rewrite(
     if not no_daemon:
         _fetch_model(model)
     params = {"text": text, "instruction": instruction, "language": language, "model": model,
-              "stream": not json_out, **_sampling(cfg, temperature=temperature, max_tokens=max_tokens)}
+              "stream": not json_out, **_sampling(cfg, temperature=temperature, max_tokens=max_tokens, draft=draft)}
     with _client(cfg, no_daemon) as client:
         done = _run(client, "rewrite", params, None if json_out else sys.stdout)
     if json_out:
@@ -396,13 +401,15 @@ def serve(
     socket_path: Optional[str] = typer.Option(None, "--socket", help="Socket path (default: $LOCALAI_SOCKET, else $XDG_RUNTIME_DIR/localai/localai.sock)."),
     http: Optional[str] = typer.Option(None, "--http", help="[HOST:]PORT: also serve the OpenAI and llama-server HTTP API there (host default 127.0.0.1)."),
     api_key: Optional[str] = typer.Option(None, "--api-key", help="Key the HTTP API requires (default: $LOCALAI_API_KEY); needed for a non-loopback --http."),
+    draft_model: Optional[str] = typer.Option(None, "--draft-model", help="A small model of the same family that drafts for requests with --draft model (config `draft_model`)."),
 ):
     """Run the daemon that keeps models loaded and serves the CLI, shells and editors."""
     from .. import daemon
 
     if api_key:  # to a background daemon through its environment, not its command line
         os.environ["LOCALAI_API_KEY"] = api_key
-    flags = dict(model=model, backend=backend, n_ctx=n_ctx, threads=threads, keep_alive=keep_alive, http=http)
+    flags = dict(model=model, backend=backend, n_ctx=n_ctx, threads=threads, keep_alive=keep_alive, http=http,
+                 draft_model=draft_model)
     path = socket_path or protocol.socket_path()
     if background:
         from ..client import pid_of, running
