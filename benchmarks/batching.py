@@ -27,7 +27,7 @@ from localai import config
 from localai.client import Client
 from localai.daemon.server import Server
 
-PROMPTS = [f"Write a short story about a {a} who finds a {b}." for a, b in
+PROMPTS = [f"Here is a long story about a {a} and a {b}.\n\nOnce upon a time, the {a}" for a, b in
            [("cat", "key"), ("robot", "map"), ("baker", "letter"), ("pilot", "shell"), ("child", "coin"),
             ("dragon", "book"), ("farmer", "clock"), ("sailor", "lamp"), ("teacher", "seed"), ("fox", "ring"),
             ("miner", "feather"), ("queen", "stone"), ("wizard", "cup"), ("doctor", "box"), ("owl", "bell"),
@@ -81,7 +81,7 @@ def streams(args):
         rows.append((n, toks, wall, toks / wall, batch["requests_max"]))
         print(f"n={n}: {toks} tokens in {wall:.1f} s = {toks / wall:.2f} tok/s (batch up to {batch['requests_max']})",
               flush=True)
-    base = rows[0][3]
+    base = rows[0][3] or float("nan")
     print("\n| streams | tokens | wall s | aggregate tok/s | x one stream | largest batch |")
     print("|---|---|---|---|---|---|")
     for n, toks, wall, tps, mx in rows:

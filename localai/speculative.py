@@ -27,13 +27,14 @@ class Adaptive:
 
 
 class PromptLookup(Adaptive):
-    """Propose the tokens that followed the last occurrence of the context's last n-gram in
-    `source` (token ids), preferring the occurrence just after the previous match."""
+    """Propose the tokens that followed an occurrence of the context's last n-gram in `source`
+    (token ids): the first one at or after the previous draft's start (text is copied in
+    order; repetitive code has the same n-gram on many lines), else the last one."""
 
     def __init__(self, source: list[int]):
         super().__init__()
         self.src = np.asarray(source, dtype=np.int64)
-        self.next = None  # index in src just after the last draft taken
+        self.next = None  # index in src where the last draft started
 
     def propose(self, history: list[int], k: int) -> list[int]:
         src = self.src
@@ -51,9 +52,8 @@ class PromptLookup(Adaptive):
             starts = hit + n
             after = starts[starts >= self.next] if self.next is not None else starts[:0]
             start = int(after[0]) if len(after) else int(starts[-1])
-            out = src[start:start + k].tolist()
-            self.next = start + len(out)
-            return out
+            self.next = start
+            return src[start:start + k].tolist()
         return []
 
 
