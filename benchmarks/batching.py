@@ -3,6 +3,7 @@
     python benchmarks/batching.py streams --model smollm2 --tokens 64 --ns 1 2 4 8 16
     python benchmarks/batching.py editor --model smollm2 --chats 8
     python benchmarks/batching.py rewrite --model smollm2 --tokens 160 --repeats 3
+    python benchmarks/batching.py rewrite --model gemma3-270m --base --tokens 160 --repeats 3
 
 `streams`: N concurrent greedy `generate` streams (distinct prompts, `--tokens` each): the
 aggregate generated tok/s from the first request sent to the last `done`, and whether every
@@ -134,13 +135,18 @@ FUNC = "\n".join(
 
 def rewrite(args):
     server, path = start(args.model, 2048)
-    params = {"text": FUNC, "instruction": "Rename the parameter discount_rate to rebate. Change nothing else.",
-              "language": "python", "max_tokens": args.tokens, "temperature": 0, "cache_prompt": False}
+    instruction = "Rename the parameter discount_rate to rebate. Change nothing else."
+    if args.base:  # a base model cannot take the rewrite chat: the same task as text to continue
+        method, params = "generate", {"prompt": f"```python\n{FUNC}\n```\n\n{instruction}\n\n```python\n"}
+    else:
+        method, params = "rewrite", {"text": FUNC, "instruction": instruction, "language": "python"}
+    params.update({"max_tokens": args.tokens, "temperature": 0, "cache_prompt": False})
     times = {"none": [], "auto": []}
     texts, drafted = {"none": set(), "auto": set()}, []
     for _ in range(args.repeats):
         for mode in ("none", "auto"):
-            out, wall = concurrent(path, [("rewrite", {**params, "draft": mode})])
+            draft = "lookup" if mode == "auto" and method == "generate" else mode  # generate's auto is none
+            out, wall = concurrent(path, [(method, {**params, "draft": draft})])
             d = out[0][0]
             times[mode].append(wall)
             texts[mode].add(d.text)
@@ -164,6 +170,8 @@ def main():
     ap.add_argument("--ns", type=int, nargs="+", default=[1, 2, 4, 8, 16])
     ap.add_argument("--chats", type=int, default=8)
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--base", action="store_true", help="rewrite: a base model (gemma3-270m): `generate` "
+                    "continuing the function and the instruction, draft lookup vs none")
     args = ap.parse_args()
     {"streams": streams, "editor": editor, "rewrite": rewrite}[args.what](args)
     sys.exit(0)
