@@ -202,12 +202,13 @@ class ModelsParams:
 @dataclass(kw_only=True)
 class StatusParams:
     """The daemon's state; `done.result`: pid, uptime_s, models loaded, backend, rss_bytes,
-    requests_served, tokens_generated, tokens_evaluated, active, prompt_cache, ..."""
+    requests_served, tokens_generated, tokens_evaluated, active, prompt_cache, batch (the
+    requests and tokens per forward pass over the last 32 steps), ..."""
 
 
 @dataclass(kw_only=True)
 class CancelParams:
-    """Stop a request of this connection within one decode step; it ends with
+    """Stop a request of this connection within one step (a decode step or a prompt chunk); it ends with
     `done` (finish_reason `cancelled`). `done.result` = {"cancelled": true|false}."""
     target: int | str = _req("the `id` of the request to stop")
 
