@@ -8,6 +8,8 @@ override it.
     threads = 2                # CPU threads for the numpy backend's kernels (default: the physical cores)
     keep_alive = "10m"         # unload an idle model after this long ("30s", "1h", 0 = at once, -1 = never)
     system = "You are terse."  # system prompt for `localai ask` and `localai chat`
+    draft_model = "smollm2"    # a small model of the same family drafting for speculative decoding
+                               # (requests with `draft: "model"`)
     http = "127.0.0.1:8080"    # also serve the HTTP API (OpenAI + llama-server endpoints) there;
                                # a non-loopback address needs LOCALAI_API_KEY (or --api-key)
     http_cors = ["http://localhost:3000"]   # origins allowed by CORS (default: none)
@@ -66,6 +68,7 @@ class Config:
     threads: int | None = None  # None: the physical cores
     keep_alive: float = DEFAULT_KEEP_ALIVE  # seconds; < 0 = never unload
     system: str | None = None
+    draft_model: str | None = None  # for requests with draft "model" (localai/speculative.py)
     sampling: dict = field(default_factory=dict)
     cache_sessions: int = 8
     cache_bytes: int | None = None  # None: sized to the model and the machine (daemon.admission)
@@ -174,7 +177,7 @@ def load(path: str | None = None) -> Config:
 
     cfg.path = path
     known = {"model": str, "backend": str, "n_ctx": int, "threads": int, "keep_alive": None, "system": str,
-             "sampling": dict, "prompt_cache": dict, "http": str, "http_cors": list,
+             "draft_model": str, "sampling": dict, "prompt_cache": dict, "http": str, "http_cors": list,
              "actions_path": list}
     for key, value in data.items():
         if key not in known:

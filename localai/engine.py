@@ -28,6 +28,7 @@ log = logging.getLogger("localai")
 
 N_BATCH = 512          # prompt tokens per forward pass during prefill
 DEFAULT_N_CTX = 4096   # capped by the model's training context
+DRAFTS = ("none", "lookup", "model")  # stream(draft=...); the protocol adds "auto" (daemon/handlers.py)
 # backend name -> module exposing model_class(arch); models take and return numpy arrays:
 # model(tokens, cache, last_only) -> logits, model.make_cache(max_len) -> per-layer caches
 # with .offset, .trim(n), .nbytes.
@@ -41,6 +42,8 @@ class Timings:
     prompt_ms: float = 0.0
     predicted_n: int = 0
     predicted_ms: float = 0.0
+    draft_n: int = 0          # draft tokens proposed (speculative decoding)
+    draft_accepted_n: int = 0  # of those, the ones the sampler agreed with
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -53,6 +56,20 @@ class Chunk:
     finish_reason: str | None = None   # on the last chunk: "eos" | "stop" | "length"
     timings: Timings | None = None
     logprobs: list | None = None       # with stream(logprobs=k): one sampling.logprobs_entry per token
+
+
+@dataclass
+class Eval:
+    """A forward pass a stream asks for when made with `stream(..., evals=True)`: evaluate
+    `ids` after what `session` holds (appending them to `session.tokens`), and send the stream
+    the logits of the last position, float32 (n_vocab,) (`LLM.evaluate` does both). `save`:
+    None for a prompt chunk before the last one (its logits are not used; send None), "prefill"
+    for the last prompt chunk, "decode" for a generated token, "verify" for a generated token
+    and its drafts (send every position's logits, (len(ids), n_vocab)); the daemon's scheduler
+    interleaves several streams' passes and batches their decode steps (localai/batch.py)."""
+    session: "Session"
+    ids: list
+    save: str | None
 
 
 @dataclass
@@ -259,6 +276,14 @@ class LLM:
         session.tokens.append(token)
         return session._save_logits(logits[-1], prefill=False)
 
+    def evaluate(self, ev: Eval) -> np.ndarray | None:
+        """Run the forward pass a stream asked for (see `Eval`); the logits to send it."""
+        logits = self.model(np.asarray(ev.ids), ev.session.cache, last_only=ev.save != "verify")
+        ev.session.tokens.extend(ev.ids)
+        if ev.save == "verify":
+            return np.array(logits, dtype=np.float32, copy=True)
+        return None if ev.save is None else ev.session._save_logits(logits[-1], prefill=ev.save == "prefill")
+
     def _check_ids(self, ids) -> list[int]:
         ids = [int(i) for i in ids]
         bad = [i for i in ids if not 0 <= i < self.n_vocab]
@@ -271,13 +296,21 @@ class LLM:
                top_k: int = 40, top_p: float = 0.95, min_p: float = 0.05, repeat_penalty: float = 1.0,
                repeat_last_n: int = 64, seed: int | None = None, stop: Sequence[str] = (),
                session: Session | None = None, schema: dict | bool | None = None,
-               grammar: str | None = None, logprobs: int | None = None) -> Iterator[Chunk]:
+               grammar: str | None = None, logprobs: int | None = None, evals: bool = False,
+               prefill_chunk: int = N_BATCH, draft: str = "none", prediction: str | None = None,
+               draft_model: "LLM | None" = None) -> Iterator[Chunk]:
         """Generate from a prompt (raw text: control-token text in it is parsed, as llama.cpp's
         raw prompts; or token ids), one token per step. Chunks carry every generated id once
         (the last one may have text "" and the stop string's ids).
         `schema` (a JSON schema; True = any JSON object) or `grammar` (GBNF or Lark) constrains
         the output (localai.grammar); `logprobs=k` adds each token's log-probability and the k
-        likeliest alternatives to its chunk (sampling.logprobs_entry)."""
+        likeliest alternatives to its chunk (sampling.logprobs_entry). The prompt is evaluated
+        in passes of `prefill_chunk` tokens; `evals=True` hands each forward pass to the caller:
+        the stream then also yields an `Eval`, and must be sent its logits (`gen.send(...)`)
+        before it goes on (the daemon's scheduler interleaves and batches several streams so).
+        `draft` turns on speculative decoding (localai/speculative.py): "lookup" drafts from the
+        prompt and the `prediction` text, "model" from `draft_model` (same vocabulary), "none"
+        (default) not at all; greedy output is unchanged, sampling keeps its distribution."""
         params = SamplingParams(temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p,
                                 repeat_penalty=repeat_penalty, repeat_last_n=repeat_last_n, seed=seed)
         constraint = None
@@ -285,11 +318,49 @@ class LLM:
             from .grammar import constraint as make_constraint
 
             constraint = make_constraint(self.tokenizer, schema, grammar)
-        return self._stream(prompt, params, int(max_tokens), list(stop or ()), session,
-                            constraint=constraint, logprobs=logprobs)
+        drafter = self._drafter(draft, prediction, draft_model) if constraint is None else None
+        steps = self._stream(prompt, params, int(max_tokens), list(stop or ()), session,
+                             constraint=constraint, logprobs=logprobs, prefill_chunk=max(1, int(prefill_chunk)),
+                             drafter=drafter)
+        return steps if evals else self._run_evals(steps)
+
+    def _drafter(self, draft: str, prediction: str | None, draft_model):
+        """A drafter for `draft` (its source is completed with the prompt in _stream)."""
+        from . import speculative
+
+        if draft not in DRAFTS:
+            raise InvalidRequest(f"draft must be one of {', '.join(DRAFTS)}, not {draft!r}")
+        if draft == "none":
+            return None
+        if draft == "model":
+            if draft_model is None:
+                raise InvalidRequest("draft \"model\" needs a draft model: set `draft_model` in the config "
+                                     "file or start the daemon with `localai serve --draft-model NAME`")
+            if draft_model.n_vocab != self.n_vocab:
+                raise InvalidRequest(f"the draft model {draft_model.name} has {draft_model.n_vocab} tokens in its "
+                                     f"vocabulary, {self.name} has {self.n_vocab}: use a draft model of its family")
+            return speculative.DraftModel(draft_model)
+        pred = self.tokenize(prediction, add_bos=False) if prediction else []
+        return speculative.PromptLookup(pred)
+
+    def _run_evals(self, steps) -> Iterator[Chunk]:
+        """A stream that evaluates its own forward passes."""
+        try:
+            out = next(steps)
+            while True:
+                if isinstance(out, Eval):
+                    out = steps.send(self.evaluate(out))
+                else:
+                    yield out
+                    out = next(steps)
+        except StopIteration:
+            return
+        finally:
+            steps.close()
 
     def _stream(self, prompt, params: SamplingParams, max_tokens: int, stop: list[str],
-                session: Session | None, *, constraint=None, logprobs: int | None = None) -> Iterator[Chunk]:
+                session: Session | None, *, constraint=None, logprobs: int | None = None,
+                prefill_chunk: int = N_BATCH, drafter=None) -> Iterator[Chunk | Eval]:
         if max_tokens < 0:
             raise InvalidRequest("max_tokens must be >= 0")
         sampler = make_sampler(params)
@@ -312,13 +383,26 @@ class LLM:
         else:
             keep = min(keep, len(ids) - 1)
             session.keep(keep)
-            logits = self.prefill(session, ids[keep:])
+            rest = ids[keep:]
+            for i in range(0, len(rest), prefill_chunk):
+                last = i + prefill_chunk >= len(rest)
+                logits = yield Eval(session, rest[i:i + prefill_chunk], "prefill" if last else None)
         timings.cache_n, timings.prompt_n = keep, len(ids) - keep
         timings.prompt_ms = (time.perf_counter() - t0) * 1e3
 
         decoder, matcher = StreamDecoder(self.tokenizer, render_special=False), StopMatcher(stop)
         history = list(ids)
         eog = self.tokenizer.eog_ids
+        if drafter is not None and hasattr(drafter, "src"):  # prompt lookup: the prediction, then the prompt
+            drafter.src = np.concatenate([drafter.src, np.asarray(ids, dtype=np.int64)])
+        verified: list = []   # (draft id, logits after it): evaluated by the last pass, not yet sampled
+        proposed = accepted = 0  # drafts of the last verify pass, and how many were taken
+
+        def drop_unverified():
+            if verified:  # the drafts after the first disagreement leave the KV cache
+                session.keep(len(session.tokens) - len(verified))
+                verified.clear()
+
         t1 = time.perf_counter()
         finish = "length"
         while True:
@@ -327,7 +411,7 @@ class LLM:
             raw = logits
             if constraint is not None:  # disallowed tokens -> -inf
                 logits = constraint.mask(logits)
-            token = sampler(logits, history)
+            token = sampler.verify(logits, history, verified[0][0]) if verified else sampler(logits, history)
             if token in eog:
                 finish = "eos"
                 break
@@ -338,6 +422,7 @@ class LLM:
             timings.predicted_n += 1
             text, stopped = matcher.push(decoder.push(token))
             if stopped:  # the text before the stop string is still the answer's
+                drop_unverified()
                 timings.predicted_ms = (time.perf_counter() - t1) * 1e3
                 yield Chunk(text, [token], finish_reason="stop", timings=timings, logprobs=lp)
                 return
@@ -345,9 +430,28 @@ class LLM:
             if constraint is not None and constraint.done:  # the grammar is complete: only EOS may follow
                 finish = "eos"
                 break
+            if verified and verified[0][0] == token:  # the last pass evaluated this token already
+                logits = verified.pop(0)[1]
+                timings.draft_accepted_n += 1
+                accepted += 1
+                continue
+            drop_unverified()
             if timings.predicted_n >= max_tokens or len(session.tokens) >= self.n_ctx:
                 break
-            logits = self.decode_one(session, token)
+            drafts = []
+            if drafter is not None:
+                if proposed:
+                    drafter.update(proposed, accepted)
+                k = min(drafter.k, max_tokens - timings.predicted_n - 1, self.n_ctx - len(session.tokens) - 1)
+                drafts = drafter.propose(history, k) if k > 0 else []
+                proposed, accepted = len(drafts), 0
+            if drafts:
+                timings.draft_n += len(drafts)
+                rows = yield Eval(session, [token] + drafts, "verify")
+                logits, verified[:] = rows[0], list(zip(drafts, rows[1:]))
+            else:
+                logits = yield Eval(session, [token], "decode")
+        drop_unverified()
         timings.predicted_ms = (time.perf_counter() - t1) * 1e3
         tail, stopped = matcher.push(decoder.flush())
         if stopped:

@@ -22,6 +22,7 @@ PROTOCOL_VERSION = 1
 MAX_LINE_BYTES = 4 * 1024 * 1024  # a request line longer than this gets `line_too_long`
 MAX_INT = 2**31 - 1  # largest max_tokens, top_k, repeat_last_n, t_max_predict_ms
 MAX_SEED = 2**63
+DRAFTS = ("auto", "none", "lookup", "model")  # Sampling.draft
 
 Id = Union[int, str, None]
 
@@ -110,6 +111,11 @@ class Sampling:
     grammar: str | None = _doc("constrain the output to this GBNF (or Lark) grammar")
     logprobs: int | None = _doc("add to each `token` event the token's log-probability and the k "
                                 "likeliest alternatives (0..20) under the distribution before sampling")
+    draft: str | None = _doc("speculative decoding: `auto` (default: `lookup` for rewrite, complete and a "
+                             "`prediction`, else `none`), `none`, `lookup` (drafts copied from the prompt and "
+                             "`prediction`), `model` (the daemon's `draft_model`); the text is the same")
+    prediction: str | None = _doc("text the output is expected to repeat (OpenAI's predicted outputs): "
+                                  "drafts for speculative decoding")
 
     def check(self) -> None:
         for name in ("max_tokens", "top_k", "repeat_last_n", "t_max_predict_ms"):
@@ -126,6 +132,8 @@ class Sampling:
             raise ValueError("`stop` takes at most 64 strings of at most 4096 characters")
         if self.logprobs is not None and not 0 <= self.logprobs <= 20:
             raise ValueError(f"`logprobs` must be in 0..20, not {self.logprobs}")
+        if self.draft is not None and self.draft not in DRAFTS:
+            raise ValueError(f"`draft` must be one of {', '.join(DRAFTS)}, not {self.draft!r}")
         if self.schema is not None and self.grammar is not None:
             raise ValueError("give `schema` or `grammar`, not both")
         if self.schema is False:
@@ -226,12 +234,13 @@ class ModelsParams:
 @dataclass(kw_only=True)
 class StatusParams:
     """The daemon's state; `done.result`: pid, uptime_s, models loaded, backend, rss_bytes,
-    requests_served, tokens_generated, tokens_evaluated, active, prompt_cache, ..."""
+    requests_served, tokens_generated, tokens_evaluated, active, prompt_cache, batch (the
+    requests and tokens per forward pass over the last 32 steps), ..."""
 
 
 @dataclass(kw_only=True)
 class CancelParams:
-    """Stop a request of this connection within one decode step; it ends with
+    """Stop a request of this connection within one step (a decode step or a prompt chunk); it ends with
     `done` (finish_reason `cancelled`). `done.result` = {"cancelled": true|false}."""
     target: int | str = _req("the `id` of the request to stop")
 

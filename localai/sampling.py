@@ -193,6 +193,34 @@ class Sampler:
         return i if ids is None else int(ids[i])
 
 
+    def verify(self, logits: np.ndarray, history: Sequence[int], draft: int) -> int:
+        """Sample the next token given that a draft proposed `draft` for it (speculative
+        decoding, localai/speculative.py). Greedy: the argmax, as `__call__`. Otherwise the
+        rejection rule for a deterministic proposal (q = one-hot at `draft`): accept it with
+        probability p(draft), else sample from p with `draft` removed and renormalized
+        (Leviathan et al. 2023, "Fast Inference from Transformers via Speculative Decoding",
+        algorithm 1), so each token still follows p; the random stream differs from `__call__`'s."""
+        p = self.params
+        logits = apply_penalties(logits, history, p.repeat_penalty, p.repeat_last_n,
+                                 p.frequency_penalty, p.presence_penalty)
+        if p.temperature <= 0 or not np.isfinite(logits.max()):
+            return int(np.argmax(logits))
+        ids, probs = candidates(logits, p)
+        at = draft if ids is None else np.flatnonzero(ids == draft)
+        p_d = float(probs[at]) if ids is None else (float(probs[at[0]]) if len(at) else 0.0)
+        if self.rng.random() < p_d:
+            return int(draft)
+        probs = probs.copy()
+        if p_d > 0:
+            probs[at] = 0.0
+        total = probs.sum()
+        if total <= 0:  # p was one-hot at the draft: unreachable (the draft was accepted)
+            return int(draft)
+        i = int(np.searchsorted(np.cumsum(probs / total), self.rng.random(), side="right"))
+        i = min(i, len(probs) - 1)
+        return i if ids is None else int(ids[i])
+
+
 def make_sampler(params: SamplingParams | None = None, **overrides) -> Sampler:
     """A sampler for `params` (llama.cpp's defaults when None), with keyword overrides:
     `make_sampler(temperature=0)` is greedy."""

@@ -27,6 +27,7 @@ MAX_TOKENS = typer.Option(None, "--max-tokens", "-n", help="Most tokens to gener
 JSON_OUT = typer.Option(False, "--json", help="Print one JSON object: text, finish_reason, model, timings.")
 SCHEMA = typer.Option(None, "--schema", help="Constrain the answer to this JSON schema (a file, or the JSON itself; `object` = any JSON object).")
 GRAMMAR = typer.Option(None, "--grammar", help="Constrain the answer to the GBNF (or Lark) grammar in this file.")
+DRAFT = typer.Option(None, "--draft", help="Speculative decoding: auto | none | lookup | model (the same text; faster when the answer copies the request).")
 
 
 def constraint_params(schema: Optional[str], grammar: Optional[str]) -> dict:
@@ -147,6 +148,7 @@ def ask(
     system: Optional[str] = typer.Option(None, "--system", "-s", help="System prompt (default: config `system`)."),
     temperature: Optional[float] = TEMPERATURE,
     max_tokens: Optional[int] = MAX_TOKENS,
+    draft: Optional[str] = DRAFT,
     no_stream: bool = typer.Option(False, "--no-stream", help="Print the answer when it is complete."),
     json_out: bool = JSON_OUT,
     no_daemon: bool = NO_DAEMON,
@@ -171,7 +173,7 @@ def ask(
         _fetch_model(model, cfg)
     streamed = not (no_stream or json_out)
     params = {"messages": messages, "model": model, "stream": streamed, **constrained,
-              **_sampling(cfg, assistant=True, temperature=temperature, max_tokens=max_tokens)}
+              **_sampling(cfg, assistant=True, temperature=temperature, max_tokens=max_tokens, draft=draft)}
     with _client(cfg, no_daemon) as client:
         done = _run(client, "chat", params, sys.stdout if streamed else None)
     _emit_result(done, json_out, streamed)
@@ -224,6 +226,7 @@ def chat(
     system: Optional[str] = typer.Option(None, "--system", "-s", help="System prompt (default: config `system`)."),
     temperature: Optional[float] = TEMPERATURE,
     max_tokens: Optional[int] = MAX_TOKENS,
+    draft: Optional[str] = DRAFT,
     no_daemon: bool = NO_DAEMON,
 ):
     """An interactive chat: streamed replies, history kept within the context."""
@@ -237,7 +240,7 @@ def chat(
         _fetch_model(model, cfg)
     system = system or cfg.system
     history = [{"role": "system", "content": system}] if system else []
-    sampling = _sampling(cfg, assistant=True, temperature=temperature, max_tokens=max_tokens)
+    sampling = _sampling(cfg, assistant=True, temperature=temperature, max_tokens=max_tokens, draft=draft)
     print(f"localai chat ({model or 'smollm2'}). {CHAT_HELP}", flush=True)
     with _client(cfg, no_daemon) as client:
         while True:
@@ -314,6 +317,7 @@ def complete(
     model: Optional[str] = MODEL,
     temperature: Optional[float] = TEMPERATURE,
     max_tokens: Optional[int] = MAX_TOKENS,
+    draft: Optional[str] = DRAFT,
     json_out: bool = JSON_OUT,
     no_daemon: bool = NO_DAEMON,
 ):
@@ -335,7 +339,7 @@ def complete(
     if not no_daemon:
         _fetch_model(model, cfg)
     params = {"prefix": prefix, "suffix": suffix or "", "model": model, "stream": not json_out,
-              "temperature": temperature, "max_tokens": max_tokens}
+              "temperature": temperature, "max_tokens": max_tokens, "draft": draft}
     with _client(cfg, no_daemon) as client:
         done = _run(client, "complete", params, None if json_out else sys.stdout)
     dropped = {k: getattr(done, k) for k in DROPPED if getattr(done, k)}
@@ -363,6 +367,7 @@ def rewrite(
     model: Optional[str] = MODEL,
     temperature: Optional[float] = TEMPERATURE,
     max_tokens: Optional[int] = MAX_TOKENS,
+    draft: Optional[str] = DRAFT,
     json_out: bool = JSON_OUT,
     no_daemon: bool = NO_DAEMON,
 ):
@@ -378,7 +383,7 @@ def rewrite(
     if not no_daemon:
         _fetch_model(model, cfg)
     params = {"text": text, "instruction": instruction, "language": language, "model": model,
-              "stream": not json_out, **_sampling(cfg, temperature=temperature, max_tokens=max_tokens)}
+              "stream": not json_out, **_sampling(cfg, temperature=temperature, max_tokens=max_tokens, draft=draft)}
     with _client(cfg, no_daemon) as client:
         done = _run(client, "rewrite", params, None if json_out else sys.stdout)
     if json_out:
@@ -399,13 +404,15 @@ def serve(
     socket_path: Optional[str] = typer.Option(None, "--socket", help="Socket path (default: $LOCALAI_SOCKET, else $XDG_RUNTIME_DIR/localai/localai.sock)."),
     http: Optional[str] = typer.Option(None, "--http", help="[HOST:]PORT: also serve the OpenAI and llama-server HTTP API there (host default 127.0.0.1)."),
     api_key: Optional[str] = typer.Option(None, "--api-key", help="Key the HTTP API requires (default: $LOCALAI_API_KEY); needed for a non-loopback --http."),
+    draft_model: Optional[str] = typer.Option(None, "--draft-model", help="A small model of the same family that drafts for requests with --draft model (config `draft_model`)."),
 ):
     """Run the daemon that keeps models loaded and serves the CLI, shells and editors."""
     from .. import daemon
 
     if api_key:  # to a background daemon through its environment, not its command line
         os.environ["LOCALAI_API_KEY"] = api_key
-    flags = dict(model=model, backend=backend, n_ctx=n_ctx, threads=threads, keep_alive=keep_alive, http=http)
+    flags = dict(model=model, backend=backend, n_ctx=n_ctx, threads=threads, keep_alive=keep_alive, http=http,
+                 draft_model=draft_model)
     path = socket_path or protocol.socket_path()
     if background:
         from ..client import pid_of, running
@@ -487,6 +494,9 @@ def status(
         print(f"prompt cache: {pc['sessions']} sessions, {_human_bytes(pc['bytes'])}, {pc['hits']} hits")
     print(f"keep-alive: {'never unload' if ka < 0 else _human_time(ka)}; memory: {_human_bytes(st['rss_bytes'])} RSS")
     print(f"requests: {st['requests_served']} served, {st['active']} running, {st['queued']} queued")
+    if (b := st.get("batch")) and b["steps"]:
+        print(f"batch: {b['requests_mean']:g} requests per step on average, at most {b['requests_max']} "
+              f"(last {b['steps']} steps)")
     print(f"tokens: {st['tokens_generated']} generated, {st['tokens_evaluated']} evaluated, "
           f"{st['tokens_cached']} from the prompt cache")
     for r in st.get("remotes") or []:

@@ -26,6 +26,7 @@ def generate(
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object: text, tokens, finish_reason, timings."),
     schema: Optional[str] = typer.Option(None, "--schema", help="Constrain the output to this JSON schema (a file, or the JSON itself; `object` = any JSON object)."),
     grammar: Optional[str] = typer.Option(None, "--grammar", help="Constrain the output to the GBNF (or Lark) grammar in this file."),
+    draft: str = typer.Option("none", "--draft", help="Speculative decoding: none | lookup (drafts copied from the prompt); the same text."),
 ):
     """Raw text completion, in-process (for scripting). The prompt is raw: control-token text
     in it is parsed (as llama.cpp does); the model's BOS is added, with a warning on stderr
@@ -37,7 +38,8 @@ def generate(
     constrained = constraint_params(schema, grammar)
     llm = localai.load(model, backend=backend, n_ctx=n_ctx)
     chunks = llm.stream(prompt, max_tokens=max_tokens, temperature=temperature, top_k=top_k, top_p=top_p,
-                        min_p=min_p, repeat_penalty=repeat_penalty, seed=seed, stop=stop, **constrained)
+                        min_p=min_p, repeat_penalty=repeat_penalty, seed=seed, stop=stop, draft=draft,
+                        **constrained)
     text, tokens = [], []
     for c in chunks:
         text.append(c.text)

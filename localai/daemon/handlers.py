@@ -17,6 +17,7 @@ from ..protocol import (ActionParams, ChatParams, CompleteParams, GenerateParams
 ENGINE_KWARGS = ("max_tokens", "temperature", "top_k", "top_p", "min_p", "repeat_penalty",
                  "repeat_last_n", "seed", "stop", "schema", "grammar", "logprobs")
 COMPLETE_DEFAULTS = {"temperature": 0.0, "max_tokens": 128}
+AUTO_LOOKUP = ("rewrite", "complete")  # draft "auto": methods whose output copies text of the request
 
 REWRITE_SYSTEM = (
     "You rewrite text as instructed. Reply with the rewritten text only: no explanation, "
@@ -162,7 +163,18 @@ def prepare(llm, method: str, params, defaults: dict) -> Prepared:
     else:
         raise TypeError(f"{method} does not generate")
     check_fits(llm, len(out.prompt))
+    out.kwargs.update(draft_kwargs(method, params))
     return out
+
+
+def draft_kwargs(method: str, params) -> dict:
+    """llm.stream's speculative decoding arguments for the request's `draft` and `prediction`."""
+    draft = params.draft or "auto"
+    if draft == "auto":
+        draft = "lookup" if params.prediction or method in AUTO_LOOKUP else "none"
+    if draft == "none":
+        return {}
+    return {"draft": draft, "prediction": params.prediction}
 
 
 # --- complete: fit the context, never repeat the suffix ---------------------------------------

@@ -1,11 +1,18 @@
 """The scheduler: one thread owns the engine and interleaves every running request between
-decode steps.
+forward passes.
 
-Each step picks the request with the smallest (priority, last step) pair, so editor
-completions (priority 0) run ahead of chats (priority 1) and requests of one priority take
-turns. A step is one `next()` on the engine's stream (the first one is the prefill), so a
-cancelled or disconnected request stops within one decode step. Models load on first use,
-one per path, and unload after `keep_alive` seconds without a request.
+The engine's streams hand their forward passes to the scheduler (`llm.stream(...,
+evals=True)`: an `engine.Eval` per pass). A step is one pass: one chunk of a request's
+prompt (`PREFILL_CHUNK` tokens), or the next token of every decoding request on the picked
+request's model at once (continuous batching, localai/batch.py: up to `batch.MAX_ROWS` rows
+share one read of the weights; the kernels are batch-invariant, so each request's tokens are
+those of its run alone). Each step picks the request with the smallest (priority, last step)
+pair, so editor completions (priority 0) run ahead of chats (priority 1) and requests of one
+priority take turns; a long prompt's chunks after its first wait their turn at priority 1, so
+an 8k-token completion does not hold a chat's first token for its whole prefill. A cancelled
+or disconnected request stops before the next step, within one prompt chunk or one decode
+step. Models load on first use, one per path, and unload after `keep_alive` seconds without
+a request.
 """
 from __future__ import annotations
 
@@ -16,9 +23,11 @@ import os
 import threading
 import time
 import traceback
+from collections import deque
 from dataclasses import dataclass, field
 
-from .. import store
+from .. import batch, store
+from ..engine import Eval
 from ..errors import LocalAIError
 from ..protocol import METHODS, Done, Error, Notice, Request, Token, TokenizeParams
 from . import handlers
@@ -26,6 +35,9 @@ from .admission import Admission, InsufficientMemory, admit
 from .prompt_cache import PromptCache
 
 log = logging.getLogger("localai.daemon")
+
+PREFILL_CHUNK = 256  # prompt tokens per step: the longest a decode step waits for a prefill
+STEPS = ("decode", "verify")  # passes of generated tokens (and drafts): batched together
 
 
 @dataclass
@@ -114,7 +126,11 @@ class Job:
         self.received = time.monotonic()
         self.cancelled = False
         self.last_step = -1          # scheduler step counter when this job last ran
+        self.pending: Eval | None = None  # the forward pass its stream waits for
+        self.evals = False           # its stream hands over its passes (else one chunk per next())
+        self.chunks = 0              # prompt chunks evaluated
         self.model: Loaded | None = None
+        self.draft: Loaded | None = None  # the draft model it holds (draft "model")
         self.gen = None              # the engine's chunk iterator
         self.session = None
         self.filter = None
@@ -155,6 +171,8 @@ class Scheduler:
         self.active: list = []
         self.models: dict = {}  # path -> Loaded
         self.steps = 0
+        self.prefill_chunk = PREFILL_CHUNK
+        self.recent: deque = deque(maxlen=32)  # (requests, tokens) of the last forward passes
         self.stopping = False
         self.step_started: float | None = None  # monotonic time the running step began
         self.started = time.time()
@@ -198,6 +216,10 @@ class Scheduler:
                    "busy": m.jobs > 0, "idle_s": round(now - m.last_used, 1) if not m.jobs else 0.0,
                    "prompt_cache": m.cache.stats()}
                   for m in list(self.models.values()) if m.llm is not None]
+        recent = list(self.recent)
+        batches = {"steps": len(recent), "requests_max": max((r for r, _ in recent), default=0),
+                   "requests_mean": round(sum(r for r, _ in recent) / len(recent), 2) if recent else 0.0,
+                   "tokens_mean": round(sum(t for _, t in recent) / len(recent), 1) if recent else 0.0}
         return {"pid": os.getpid(), "uptime_s": round(time.time() - self.started, 1),
                 "model": models[0]["name"] if models else None, "models": models,
                 "default_model": self.cfg.model or store.DEFAULT_MODEL, "backend": self.cfg.backend,
@@ -205,7 +227,7 @@ class Scheduler:
                 "active": len(self.active), "queued": len(self.pending),
                 "scheduler_alive": self.thread.is_alive(),
                 "step_s": round(now - self.step_started, 1) if self.step_started else 0.0,
-                "threads": threading.active_count(), "fds": _open_fds(), **self.stats}
+                "threads": threading.active_count(), "fds": _open_fds(), "batch": batches, **self.stats}
 
     # --- the scheduler thread ----------------------------------------------------------------
 
@@ -223,9 +245,8 @@ class Scheduler:
                 self._step(job)  # whatever their priority, cancelled requests end now
             if not self.active:
                 continue
-            job = min(self.active, key=lambda j: (j.priority, j.last_step))
+            job = min(self.active, key=self._key)
             self.steps += 1
-            job.last_step = self.steps
             self.step_started = time.monotonic()
             self._step(job)
             self.step_started = None
@@ -235,6 +256,13 @@ class Scheduler:
                 log.exception("unloading an idle model failed")
         for job in self.active + self.pending:
             self._fail(job, "shutting_down", "the daemon is stopping")
+
+    @staticmethod
+    def _key(job: Job) -> tuple:
+        prio = job.priority
+        if job.chunks and job.pending is not None and job.pending.save not in STEPS:
+            prio = max(prio, 1)  # a long prompt's later chunks take turns with the chats
+        return (prio, job.last_step)
 
     def _notice(self, text: str) -> None:
         """Tell the client whose request is running now (the kernels call this as they compile)."""
@@ -260,8 +288,12 @@ class Scheduler:
             log.exception("checking the model files failed")
         if job not in self.active:
             return  # ended by the check
+        self._guarded(job, self._work)
+
+    def _guarded(self, job: Job, fn, *args) -> None:
+        """fn(job, *args), or the job's cancel; whatever goes wrong ends this job alone."""
         try:
-            self._try_step(job)
+            self._try_step(job, fn, *args)
         except BaseException as exc:  # even the error path failed: drop the job, keep serving
             if not isinstance(exc, Exception):
                 raise
@@ -274,15 +306,13 @@ class Scheduler:
             finally:
                 job.conn.job_done(job)
 
-    def _try_step(self, job: Job) -> None:
+    def _try_step(self, job: Job, fn, *args) -> None:
         self.current = job
         try:
             if job.cancelled or job.conn.dead:
                 self._cancel(job)
-            elif job.model is None:
-                self._start(job)
             else:
-                self._decode(job)
+                fn(job, *args)
         except LocalAIError as exc:
             self._fail(job, exc.code, exc.message)
         except MemoryError:  # fail soft: drop the cached prompts, answer with an error
@@ -314,17 +344,73 @@ class Scheduler:
             return
         prep = handlers.prepare(llm, job.method, p, self.cfg.sampling)
         job.filter, job.dropped, job.done_fields = prep.filter, prep.dropped, prep.done
+        if prep.kwargs.get("draft") == "model":
+            prep.kwargs["draft_model"] = self._draft_model(job)
         job.session = job.model.cache.acquire(prep.prompt, use_cache=p.cache_prompt)
         job.started = time.monotonic()
-        job.gen = llm.stream(prep.prompt, session=job.session, **prep.kwargs)
-        self._decode(job)  # the prefill and the first token
+        job.evals = hasattr(llm, "evaluate")  # a test's stand-in engine computes its own steps
+        more = {"evals": True, "prefill_chunk": self.prefill_chunk} if job.evals else {}
+        job.gen = llm.stream(prep.prompt, session=job.session, **prep.kwargs, **more)
+        self._advance(job, None)  # to its first pass (a prompt held whole by the cache: its first token)
+        if job.pending is not None and job in self.active:
+            self._work(job)  # the first prompt chunk, in this step
 
-    def _decode(self, job: Job) -> None:
-        try:
-            chunk = next(job.gen)
-        except StopIteration:
-            self._done(job, "stop", None)
+    def _work(self, job: Job) -> None:
+        """One step: `job`'s next forward pass; a decode step takes every decoding request on
+        the model along (one batched pass)."""
+        if job.model is None:
+            self._start(job)
             return
+        job.last_step = self.steps
+        ev, llm = job.pending, job.model.llm
+        if ev is None:  # a stream that runs its own passes: one chunk
+            self.recent.append((1, 1))
+            self._advance(job, None)
+            return
+        if ev.save in STEPS and batch.supports(llm):
+            group, rows = [], 0
+            for j in sorted((j for j in self.active if j.model is job.model and j.pending is not None
+                             and j.pending.save in STEPS and not (j.cancelled or j.conn.dead)), key=self._key):
+                if j is job or rows + len(j.pending.ids) <= batch.MAX_ROWS:
+                    group.append(j)
+                    rows += len(j.pending.ids)
+            if len(group) > 1:
+                try:
+                    out = batch.evaluate_batch(llm, [j.pending for j in group])
+                except Exception:  # e.g. memory: run the picked request alone; the others wait
+                    log.exception("a batched decode step of %d requests failed; running them one by one", len(group))
+                else:
+                    self.recent.append((len(group), rows))
+                    for j, logits in zip(group, out):
+                        j.last_step = self.steps
+                        self._guarded(j, self._advance, logits)
+                    return
+        if ev.save not in STEPS:
+            job.chunks += 1
+        self.recent.append((1, len(ev.ids)))
+        self._advance(job, llm.evaluate(ev))
+
+    def _advance(self, job: Job, logits) -> None:
+        """Send the job's stream the logits of the pass it asked for; handle the chunks it
+        yields until it asks for its next pass (job.pending) or ends."""
+        value = logits
+        while True:
+            try:
+                out = job.gen.send(value)
+            except StopIteration:
+                job.pending = None
+                self._done(job, "stop", None)
+                return
+            value = None
+            if isinstance(out, Eval):
+                job.pending = out
+                return
+            job.pending = None
+            if not self._chunk(job, out) or not job.evals:
+                return
+
+    def _chunk(self, job: Job, chunk) -> bool:
+        """Send a generated chunk; False when it ended the request."""
         now = time.monotonic()
         if job.first_token is None:
             job.first_token = now
@@ -344,6 +430,9 @@ class Scheduler:
                 (now - job.first_token) * 1000 >= job.params.t_max_predict_ms:
             job.gen.close()
             self._done(job, "time", None)
+        else:
+            return True
+        return False
 
     def _emit(self, job: Job, text: str, tokens: list, last: bool = False, logprobs: list | None = None) -> None:
         # ids whose text was held back (half a character, a possible stop string) ride with
@@ -401,13 +490,17 @@ class Scheduler:
         elif job in self.pending:
             self.pending.remove(job)
         try:
+            if job.draft is not None:
+                job.draft.jobs -= 1
+                job.draft.last_used = time.monotonic()
+                job.draft = None
             if job.model is not None:
                 job.model.jobs -= 1
                 job.model.last_used = time.monotonic()
                 if job.session is not None:
                     job.model.cache.release(job.session, keep=keep_session)
         finally:
-            job.model = job.session = job.gen = None
+            job.model = job.session = job.gen = job.pending = None
             self.stats["requests_served"] += 1
             job.conn.send(event)
             job.conn.job_done(job)
@@ -451,6 +544,16 @@ class Scheduler:
             for old in idle[: max(0, len(self.models) - self.max_models)]:
                 self._unload(old, "to make room")
         return m
+
+    def _draft_model(self, job: Job):
+        """The config's `draft_model`, loaded like any model and held while `job` runs."""
+        name = getattr(self.cfg, "draft_model", None)
+        if not name:
+            return None  # the engine says what is missing
+        m = self._model(name, job)
+        m.jobs += 1
+        job.draft = m
+        return m.llm
 
     def _unload(self, m: Loaded, why: str) -> None:
         del self.models[m.path]

@@ -48,7 +48,21 @@ def sampling(body: dict) -> dict:
            "min_p": _number(body, "min_p", 0, 1), "repeat_penalty": _number(body, "repeat_penalty", 0.01, 10),
            "stop": stop, "seed": seed & ((1 << 63) - 1) if seed is not None else None}
     out.update(constraint(body))
+    out["prediction"] = prediction(body.get("prediction"))
     return {k: v for k, v in out.items() if v is not None}
+
+
+def prediction(pred) -> str | None:
+    """OpenAI's predicted output, {"type": "content", "content": text or [{"type": "text", "text"}]}:
+    drafts for speculative decoding (the protocol's `prediction`)."""
+    if pred is None:
+        return None
+    content = pred.get("content") if isinstance(pred, dict) and pred.get("type") == "content" else None
+    if isinstance(content, list) and all(isinstance(c, dict) and isinstance(c.get("text"), str) for c in content):
+        content = "".join(c["text"] for c in content)
+    if not isinstance(content, str):
+        raise _bad('`prediction` must be {"type": "content", "content": "text"}', "prediction")
+    return content
 
 
 def constraint(body: dict) -> dict:

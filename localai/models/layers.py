@@ -44,9 +44,13 @@ class Rope:
             self._cos, self._sin = np.cos(ang).astype(np.float32), np.sin(ang).astype(np.float32)
         return self._cos, self._sin
 
-    def __call__(self, x: np.ndarray, offset: int) -> np.ndarray:
-        """x: (L, H, hd) -> rotated copy."""
+    def __call__(self, x: np.ndarray, offset) -> np.ndarray:
+        """x: (L, H, hd) -> rotated copy; offset: the first row's position (int), or each
+        row's position, int (L,) (several sequences in one pass: localai/batch.py)."""
         L = x.shape[0]
+        if isinstance(offset, np.ndarray):
+            cos, sin = self._tables(int(offset.max()) + 1)
+            return kernels.rope(x, cos[offset], sin[offset], self.mode == "neox")
         cos, sin = self._tables(offset + L)
         return kernels.rope(x, cos[offset:offset + L], sin[offset:offset + L], self.mode == "neox")
 
