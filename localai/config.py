@@ -11,6 +11,7 @@ override it.
     http = "127.0.0.1:8080"    # also serve the HTTP API (OpenAI + llama-server endpoints) there;
                                # a non-loopback address needs LOCALAI_API_KEY (or --api-key)
     http_cors = ["http://localhost:3000"]   # origins allowed by CORS (default: none)
+    log = true                 # keep every request and answer in the history (`localai logs`); false: none
 
     [sampling]                 # defaults for generate, chat, rewrite (and ask/chat)
     temperature = 0.7
@@ -60,6 +61,7 @@ class Config:
     cache_bytes: int | None = None  # None: sized to the model and the machine (daemon.admission)
     http: str | None = None  # [HOST:]PORT of the HTTP API; None = no HTTP listener
     http_cors: list = field(default_factory=list)
+    log: bool = True  # the daemon records requests in the history (localai.history)
     api_key: str | None = None  # from --api-key or $LOCALAI_API_KEY, never from the file
     path: str | None = None  # the file it came from, if any
 
@@ -139,7 +141,7 @@ def load(path: str | None = None) -> Config:
         raise ConfigError(f"cannot read config file {path}: {exc.strerror or exc}") from None
     cfg.path = path
     known = {"model": str, "backend": str, "n_ctx": int, "threads": int, "keep_alive": None, "system": str,
-             "sampling": dict, "prompt_cache": dict, "http": str, "http_cors": list}
+             "sampling": dict, "prompt_cache": dict, "http": str, "http_cors": list, "log": bool}
     for key, value in data.items():
         if key not in known:
             raise ConfigError(f"{path}: unknown key `{key}`{_did_you_mean(key, known)} (known: {', '.join(known)})")

@@ -2,12 +2,25 @@
 llama.cpp reference data copied from shared/reference (see tests/data/README.md)."""
 from __future__ import annotations
 
+import atexit
 import json
+import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
 
 DATA = Path(__file__).parent / "data"
+
+# Every daemon the tests start keeps its history (localai.history) in a directory of the test
+# run, never in the user's $XDG_DATA_HOME; the models stay where they are.
+if not os.environ.get("LOCALAI_MODELS"):
+    from localai import store as _store
+
+    os.environ["LOCALAI_MODELS"] = str(_store.models_dir())
+os.environ["XDG_DATA_HOME"] = tempfile.mkdtemp(prefix="localai-test-data-")
+atexit.register(shutil.rmtree, os.environ["XDG_DATA_HOME"], ignore_errors=True)
 
 
 def reference(model: str, kind: str) -> dict:

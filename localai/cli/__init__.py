@@ -12,7 +12,7 @@ import sys
 from ..errors import LocalAIError
 
 _MODULES = ("localai.cli.engine_cmds", "localai.cli.client_cmds", "localai.cli.shell_cmds",
-            "localai.cli.bench_cmds", "localai.cli.quant_cmds")
+            "localai.cli.bench_cmds", "localai.cli.quant_cmds", "localai.cli.history_cmds")
 _app = None
 
 

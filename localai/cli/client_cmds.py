@@ -222,6 +222,7 @@ def chat(
     temperature: Optional[float] = TEMPERATURE,
     max_tokens: Optional[int] = MAX_TOKENS,
     no_daemon: bool = NO_DAEMON,
+    resume: bool = typer.Option(False, "--continue", "-c", help="Resume the last conversation (from `localai logs`)."),
 ):
     """An interactive chat: streamed replies, history kept within the context."""
     try:
@@ -232,10 +233,22 @@ def chat(
     model = model or cfg.model
     if not no_daemon:
         _fetch_model(model)
-    system = system or cfg.system
+    given_system, system = system, system or cfg.system
     history = [{"role": "system", "content": system}] if system else []
+    resumed = ""
+    if resume:
+        from .. import history as _history
+
+        last = _history.last_conversation()
+        if last is None:
+            raise LocalAIError("no conversation to continue: the history holds no chat yet "
+                               "(`localai logs`; `log = false` in the config keeps none)")
+        history, row = last
+        if given_system:  # a new --system replaces the old one
+            history = [{"role": "system", "content": given_system}] + [m for m in history if m["role"] != "system"]
+        resumed = f"\n(continuing the conversation of {_when(row['time'])}: {len(history)} messages)"
     sampling = _sampling(cfg, assistant=True, temperature=temperature, max_tokens=max_tokens)
-    print(f"localai chat ({model or 'smollm2'}). {CHAT_HELP}", flush=True)
+    print(f"localai chat ({model or 'smollm2'}). {CHAT_HELP}{resumed}", flush=True)
     with _client(cfg, no_daemon) as client:
         while True:
             try:
@@ -439,6 +452,10 @@ def _human_bytes(n: float) -> str:
         if n < 1000 or unit == "GB":
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
         n /= 1000
+
+
+def _when(t: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M", time.localtime(t))
 
 
 def _human_time(s: float) -> str:

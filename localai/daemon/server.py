@@ -164,7 +164,12 @@ class Connection:
 
     def send(self, event) -> None:
         """Queue an event for the writer; never raises (an event that cannot be encoded is
-        replaced by an `internal` error for the same request)."""
+        replaced by an `internal` error for the same request). A generating request's last
+        event goes to the history too."""
+        if isinstance(event, (Done, Error)) and self.server.history is not None:
+            job = self.jobs.get(event.id) if event.id is not None else None
+            if job is not None and METHODS[job.method].kind == "generate":
+                self.server.history.record(job.method, job.params, event)
         if not self.dead:
             self.out.put(_encode(event))
 
@@ -302,6 +307,11 @@ class Server:
         self.listener: Listener | None = None
         self.http = None  # localai.http.app.HTTPServer when cfg.http is set
         self.conns: set = set()
+        self.history = None  # localai.history.Recorder, unless the config says `log = false`
+        if getattr(cfg, "log", True):
+            from ..history import Recorder
+
+            self.history = Recorder()
         self._wake_r, self._wake_w = os.pipe()
         self.stopping = False
 
@@ -345,6 +355,8 @@ class Server:
                 conn.out.put(None)
                 conn.writer.join(timeout=2)
             self.listener.close()
+            if self.history is not None:
+                self.history.close()
             os.close(self._wake_r)
             os.close(self._wake_w)
             log.info("stopped")
