@@ -33,9 +33,23 @@ def get_app():
         )
         for mod_name in _MODULES:
             for name, func in importlib.import_module(mod_name).COMMANDS.items():
-                app.command(name)(func)
+                app.command(name)(_ctrl_c_exits(func))
         _app = app
     return _app
+
+
+def _ctrl_c_exits(func):
+    """Ctrl-C ends a command with status 130 and no message (Click would print "Aborted!")."""
+    import functools
+
+    @functools.wraps(func)
+    def wrapper(*args, **kwargs):
+        try:
+            return func(*args, **kwargs)
+        except KeyboardInterrupt:
+            sys.exit(130)
+
+    return wrapper
 
 
 def __getattr__(name: str):
@@ -44,14 +58,20 @@ def __getattr__(name: str):
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-def _fast_path(argv: list[str]) -> bool:
-    """`localai init <shell>`: print the integration straight away (no Typer, no config)."""
+def _fast_path(argv: list[str]) -> int | None:
+    """`localai init <shell>`: print the integration straight away (no Typer, no config);
+    `ask`, `complete` and `run`: parsed by hand and sent with the light client (cli.fast).
+    The exit status, or None when the Typer app should handle the command."""
     if len(argv) == 2 and argv[0] == "init" and not argv[1].startswith("-"):
         from ..shell_init import integration
 
         sys.stdout.write(integration(argv[1]))
-        return True
-    return False
+        return 0
+    if argv and argv[0] in ("ask", "complete", "run"):
+        from . import fast
+
+        return fast.main(argv)
+    return None
 
 
 def main() -> None:
@@ -59,8 +79,11 @@ def main() -> None:
         from . import user_input
 
         user_input.setup()  # arguments and stdin decode invalid UTF-8 the same way
-        if not _fast_path(sys.argv[1:]):
+        code = _fast_path(sys.argv[1:])
+        if code is None:
             get_app()()
+        elif code:
+            sys.exit(code)
     except LocalAIError as exc:
         print(f"localai: error: {exc.message}", file=sys.stderr)
         sys.exit(1)

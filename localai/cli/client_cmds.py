@@ -6,10 +6,8 @@ the engine, so `localai ask` starts fast.
 """
 import json
 import os
-import signal
 import sys
 import time
-from contextlib import contextmanager
 from typing import List, Optional
 
 import typer
@@ -18,7 +16,10 @@ from .. import config as _config
 from .. import protocol
 from ..client import Client, DaemonError, NotRunning
 from ..errors import LocalAIError
-from . import user_input
+from . import talk, user_input
+from .talk import ASSISTANT_SAMPLING, DROPPED, constraint_params  # noqa: F401  (re-exported)
+from .talk import client_for as _client, fetch_model as _fetch_model  # noqa: F401  (shell_cmds uses them)
+from .talk import emit_result as _emit_result, run as _run, sampling as _sampling, say_if_cut
 
 NO_DAEMON = typer.Option(False, "--no-daemon", help="Run the engine in this process instead of the daemon.")
 MODEL = typer.Option(None, "--model", "-m", help="Catalog name or path to a .gguf (default: config, else smollm2).")
@@ -28,112 +29,12 @@ JSON_OUT = typer.Option(False, "--json", help="Print one JSON object: text, fini
 SCHEMA = typer.Option(None, "--schema", help="Constrain the answer to this JSON schema (a file, or the JSON itself; `object` = any JSON object).")
 GRAMMAR = typer.Option(None, "--grammar", help="Constrain the answer to the GBNF (or Lark) grammar in this file.")
 
-
-def constraint_params(schema: Optional[str], grammar: Optional[str]) -> dict:
-    """--schema FILE|JSON and --grammar FILE as request params (read here, checked by the daemon)."""
-    if schema and grammar:
-        raise LocalAIError("give --schema or --grammar, not both")
-    out = {}
-    if grammar:
-        try:
-            with open(grammar, encoding="utf-8") as f:
-                out["grammar"] = f.read()
-        except OSError as exc:
-            raise LocalAIError(f"--grammar {grammar}: {exc.strerror or exc}") from None
-    if schema:
-        text = schema
-        if schema == "object":
-            text = "true"
-        elif not schema.lstrip().startswith("{"):
-            try:
-                with open(schema, encoding="utf-8") as f:
-                    text = f.read()
-            except OSError as exc:
-                raise LocalAIError(f"--schema {schema}: not a file or a JSON object ({exc.strerror or exc})") from None
-        try:
-            out["schema"] = json.loads(text)
-        except ValueError as exc:
-            raise LocalAIError(f"--schema: not valid JSON: {exc}") from None
-    return out
-
-
-# --- shared plumbing ---------------------------------------------------------------------------
-
-def _client(cfg, no_daemon: bool):
-    if no_daemon:
-        from ..daemon.inprocess import InProcessClient  # the engine loads here, on purpose
-
-        return InProcessClient(cfg)
-    return Client()
-
-
-def _fetch_model(model: Optional[str]) -> None:
-    """A catalog model that is not downloaded yet is fetched here, with progress, before the
-    daemon needs it; a path that does not exist fails here with a clear message."""
-    from .. import store
-
-    store.resolve(model or store.DEFAULT_MODEL)
-
-
-# ask and chat answer people: a cooler, less repetitive default than the engine's raw
-# llama.cpp defaults (small models loop at 0.8). The config file and flags override these.
-ASSISTANT_SAMPLING = {"temperature": 0.3, "top_p": 0.9}
-
-
-def _sampling(cfg, assistant: bool = False, **flags) -> dict:
-    out = dict(ASSISTANT_SAMPLING) if assistant else {}
-    out.update(cfg.sampling)
-    out.update({k: v for k, v in flags.items() if v is not None})
-    return out
-
-
-@contextmanager
-def _ctrl_c_cancels(client):
-    """While a request runs, Ctrl-C asks the daemon to stop it (it ends with done/cancelled)
-    instead of killing the program. Yields a list: put the request id in it once sent."""
-    sent, hit = [], []
-
-    def handler(signum, frame):
-        hit.append(True)
-        if sent:
-            client.cancel(sent[0])
-
-    old = signal.signal(signal.SIGINT, handler)
-    try:
-        yield sent, hit
-    finally:
-        signal.signal(signal.SIGINT, old)
-
-
-def _run(client, method: str, params: dict, out=None):
-    """Send a request, write its text to `out` as it streams; returns the Done event."""
-    done = None
-    with _ctrl_c_cancels(client) as (sent, hit):
-        sent.append(client.send(method, params))
-        if hit:  # Ctrl-C came before the request was out
-            client.cancel(sent[0])
-        for ev in client.events(sent[0]):
-            if ev.event == "token" and out is not None:
-                out.write(ev.text)
-                out.flush()
-            elif ev.event == "done":
-                done = ev
-    return done
-
-
-def _emit_result(done, json_out: bool, streamed: bool, out=sys.stdout) -> None:
-    if json_out:
-        print(json.dumps({"text": done.text, "finish_reason": done.finish_reason, "model": done.model,
-                          "timings": done.timings}, ensure_ascii=False))
-        return
-    if not streamed:
-        out.write(done.text)
-    if not done.text.endswith("\n"):
-        out.write("\n")
-    out.flush()
-
-
 _read_stdin = user_input.read_stdin  # every command decodes user bytes the same way
+
+
+def _exit(code: int) -> None:
+    if code:
+        raise typer.Exit(code)
 
 
 # --- ask -----------------------------------------------------------------------------------------
@@ -151,29 +52,7 @@ def ask(
     grammar: Optional[str] = GRAMMAR,
 ):
     """Ask a question; the answer streams to stdout. `git diff | localai ask "write a commit message"`."""
-    cfg = _config.load()
-    constrained = constraint_params(schema, grammar)
-    text = " ".join(question or []).strip()
-    piped = _read_stdin()
-    if piped.strip():
-        text = f"{text}\n\n{piped}" if text else piped
-    if not text.strip():
-        raise LocalAIError('nothing to ask: give a question (`localai ask "..."`) or pipe text in')
-    messages = []
-    if system or cfg.system:
-        messages.append({"role": "system", "content": system or cfg.system})
-    messages.append({"role": "user", "content": text})
-    model = model or cfg.model
-    if not no_daemon:
-        _fetch_model(model)
-    streamed = not (no_stream or json_out)
-    params = {"messages": messages, "model": model, "stream": streamed, **constrained,
-              **_sampling(cfg, assistant=True, temperature=temperature, max_tokens=max_tokens)}
-    with _client(cfg, no_daemon) as client:
-        done = _run(client, "chat", params, sys.stdout if streamed else None)
-    _emit_result(done, json_out, streamed)
-    if done.finish_reason == "cancelled":
-        raise typer.Exit(130)
+    _exit(talk.ask(question, model, system, temperature, max_tokens, no_stream, json_out, no_daemon, schema, grammar))
 
 
 # --- chat ------------------------------------------------------------------------------------------
@@ -309,6 +188,7 @@ def chat(
                 print("\n(stopped)", flush=True)
             else:
                 print(flush=True)
+                say_if_cut(done)
             if done.result and done.result.get("dropped"):
                 print(f"(the context is full: the {done.result['dropped']} oldest messages were left out)")
 
@@ -328,42 +208,7 @@ def complete(
     no_daemon: bool = NO_DAEMON,
 ):
     """Fill in the middle: print the text that belongs between the prefix and the suffix."""
-    cfg = _config.load()
-    if file is not None:
-        content = user_input.read_file(file)
-        lines = content.splitlines(keepends=True)
-        if line is None:
-            cut = len(content)
-        else:
-            if not 1 <= line <= len(lines) + 1:
-                raise LocalAIError(f"--line {line} is outside {file} (1..{len(lines)})")
-            cut = sum(len(x) for x in lines[: line - 1]) + column - 1
-        prefix, suffix = content[:cut], content[cut:]
-    elif prefix is None:
-        prefix = _read_stdin()
-    model = model or cfg.model
-    if not no_daemon:
-        _fetch_model(model)
-    params = {"prefix": prefix, "suffix": suffix or "", "model": model, "stream": not json_out,
-              "temperature": temperature, "max_tokens": max_tokens}
-    with _client(cfg, no_daemon) as client:
-        done = _run(client, "complete", params, None if json_out else sys.stdout)
-    dropped = {k: getattr(done, k) for k in DROPPED if getattr(done, k)}
-    if json_out:
-        print(json.dumps({"text": done.text, "finish_reason": done.finish_reason, "model": done.model,
-                          "timings": done.timings, **dropped}, ensure_ascii=False))
-        return
-    if sys.stdout.isatty():
-        print()
-    if dropped:
-        said = ", ".join(f"{n} {DROPPED[k]}" for k, n in dropped.items())
-        print(f"localai: the context is full: left out {said}", file=sys.stderr)
-
-
-# done fields of `complete` -> what they count
-DROPPED = {"dropped_prefix_tokens": "tokens at the start of the prefix",
-           "dropped_suffix_tokens": "tokens at the end of the suffix",
-           "dropped_extra": "extra chunks"}
+    _exit(talk.complete(prefix, suffix, file, line, column, model, temperature, max_tokens, json_out, no_daemon))
 
 
 def rewrite(
@@ -393,8 +238,10 @@ def rewrite(
         done = _run(client, "rewrite", params, None if json_out else sys.stdout)
     if json_out:
         _emit_result(done, True, False)
-    elif text.endswith("\n") and not done.text.endswith("\n"):
+    elif (text.endswith("\n") or done.finish_reason == "cancelled") and not done.text.endswith("\n"):
         print()
+    say_if_cut(done, json_out)
+    _exit(talk.status_of(done))
 
 
 # --- the daemon ------------------------------------------------------------------------------------
