@@ -54,7 +54,7 @@ def perplexity(
 def quantize(
     src: Path = typer.Argument(..., help="Input GGUF (F32, F16, BF16; quantized only with --allow-requantize)."),
     dst: Path = typer.Argument(..., help="Output GGUF."),
-    type_name: str = typer.Option(..., "--type", "-t", help="Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, F16, BF16, F32."),
+    type_name: str = typer.Option(..., "--type", help="Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, F16, BF16, F32."),
     pure: bool = typer.Option(False, "--pure", help="Every quantizable tensor gets --type (no per-tensor mix)."),
     leave_output_tensor: bool = typer.Option(False, "--leave-output-tensor", help="Keep output.weight as it is."),
     tensor_type: List[str] = typer.Option([], "--tensor-type", help="NAME=TYPE: tensors whose name matches NAME (regex) get TYPE."),

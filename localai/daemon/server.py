@@ -291,7 +291,8 @@ class Connection:
         except Exception as exc:
             log.exception("%s failed", req.method)
             self.send(Error(req.id, "internal", f"internal error in {req.method}: {exc}"))
-        self.server.scheduler.count("requests_served")
+        if req.method != "status":  # asking how many were served is not one of them
+            self.server.scheduler.count("requests_served")
         if req.method == "shutdown":
             self.server.shutdown()
 
