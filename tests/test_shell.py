@@ -283,3 +283,31 @@ def test_the_question_reaches_the_model_as_typed(shell, setup, tmp_path):
         assert record.read_bytes().split(b"\0")[:-1] == [b"ask", b"--", TYPED.encode()], t.screen()
     finally:
         t.close()
+
+
+@pytest.mark.skipif(not have("tmux", *SHELLS), reason="needs tmux, bash, zsh and fish (apt-get install bash zsh fish tmux)")
+@pytest.mark.parametrize("shell", SHELLS)
+def test_a_suggestion_that_deletes_comes_with_a_warning(shell, setup, tmp_path):
+    from localai.danger import warning
+
+    cwd = tmp_path / "work"
+    (cwd / "build").mkdir(parents=True)
+    desc = "delete the build directory and everything in it"
+    expected = _action(setup, "cmd", desc, shell)
+    warn = warning(expected)
+    assert warn, f"the model's suggestion is no longer a deleting one: {expected!r}"  # the case under test
+    t = _start(shell, setup, tmp_path / "home")
+    try:
+        _run(t, f"cd {cwd}")
+        n = t.prompts()
+        t.type(desc)
+        t.wait(re.escape(PROMPT + desc))
+        t.keys("M-a")
+        t.wait(rf"^{re.escape(PROMPT + expected)}\s*$", 120)
+        t.wait(re.escape(warn), 10)  # shown before Enter could run it
+        time.sleep(0.3)
+        assert t.prompts() <= n + 1  # bash redraws its prompt under the warning; Enter was not pressed
+        assert (cwd / "build").is_dir()  # nothing ran
+        t.keys("C-u")
+    finally:
+        t.close()

@@ -6,7 +6,9 @@
 #   ask "question"            the same, and options: ask -n 50 "..."
 #   git diff | ask "write a commit message"      piped text is the question's context
 #   Alt-a                     the command line, read as a description, becomes a suggested
-#                             command; edit it, then Enter runs it (nothing runs before)
+#                             command; edit it, then Enter runs it (nothing runs before); one
+#                             that deletes or overwrites (rm -r, dd, > file, ...) comes with a
+#                             warning line
 #   localai explain           explain the previous command (`localai explain CMD` any other)
 #
 # Set before the eval: LOCALAI_SUGGEST_KEY (a readline key sequence, default '\ea' = Alt-a).
@@ -98,6 +100,9 @@ __localai_suggest() {
     if out=$(\command localai cmd --shell bash -- "$READLINE_LINE" 2>&1 </dev/null) && [[ -n ${out##*$'\n'} ]]; then
         READLINE_LINE=${out##*$'\n'}
         READLINE_POINT=${#READLINE_LINE}
+        local warn=${out%$'\n'*}  # a command that deletes or overwrites: the line before it warns
+        warn=${warn##*$'\n'}
+        [[ $warn == 'localai: warning: '* ]] && \builtin printf '%s\n' "$warn" >&2
     else
         \builtin printf '%s\n' "${out##*$'\n'}" >&2  # the line stays as it was
     fi

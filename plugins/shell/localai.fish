@@ -6,7 +6,9 @@
 #   ask "question"            ask; the answer streams; options too: ask -n 50 "..."
 #   git diff | ask "write a commit message"      piped text is the question's context
 #   Alt-a                     the command line, read as a description, becomes a suggested
-#                             command; edit it, then Enter runs it (nothing runs before)
+#                             command; edit it, then Enter runs it (nothing runs before); one
+#                             that deletes or overwrites (rm -r, dd, > file, ...) comes with a
+#                             warning line
 #   localai explain           explain the previous command (`localai explain CMD` any other)
 #
 # Set before sourcing: LOCALAI_SUGGEST_KEY (a `bind` key sequence, default \ea = Alt-a).
@@ -73,6 +75,10 @@ function __localai_suggest
     set -l out (command localai cmd --shell fish -- $line 2>&1 </dev/null)
     if test $status -eq 0; and test -n "$out[-1]"
         commandline --replace -- $out[-1]
+        # a command that deletes or overwrites: the line before it warns
+        if test (count $out) -ge 2; and string match -q 'localai: warning: *' -- $out[-2]
+            printf '\n%s\n' $out[-2] >&2
+        end
     else
         printf '\n%s\n' $out[-1] >&2  # the line stays as it was
     end

@@ -6,7 +6,9 @@
 #   ask "question"            the same, and options: ask -n 50 "..."
 #   git diff | ask "write a commit message"      piped text is the question's context
 #   Alt-a                     the command line, read as a description, becomes a suggested
-#                             command; edit it, then Enter runs it (nothing runs before)
+#                             command; edit it, then Enter runs it (nothing runs before); one
+#                             that deletes or overwrites (rm -r, dd, > file, ...) comes with a
+#                             warning line
 #   localai explain           explain the previous command (`localai explain CMD` any other)
 #
 # Set before the eval: LOCALAI_SUGGEST_KEY (a bindkey key string, default '^[a' = Alt-a).
@@ -69,7 +71,13 @@ __localai_suggest() {
     if out=$(\command localai cmd --shell zsh -- "$BUFFER" 2>&1 </dev/null) && [[ -n ${out##*$'\n'} ]]; then
         BUFFER=${out##*$'\n'}
         CURSOR=${#BUFFER}
-        \builtin zle -M ''
+        local warn=${out%$'\n'*}  # a command that deletes or overwrites: the line before it warns
+        warn=${warn##*$'\n'}
+        if [[ $warn == 'localai: warning: '* ]]; then
+            \builtin zle -M -- "$warn"
+        else
+            \builtin zle -M ''
+        fi
     else
         \builtin zle -M -- "${out##*$'\n'}"  # the line stays as it was
         return 1
