@@ -311,3 +311,56 @@ def test_a_suggestion_that_deletes_comes_with_a_warning(shell, setup, tmp_path):
         t.keys("C-u")
     finally:
         t.close()
+
+
+def _completion_tables() -> dict:
+    """shell -> (commands, {command: options}) as the integration files list them."""
+    out = {}
+    for shell in ("bash", "zsh"):
+        text = (PLUGINS / f"localai.{shell}").read_text()
+        commands = set(re.search(r"^__localai_commands='([^']*)'", text, re.M).group(1).split())
+        options = {m.group(1): set(m.group(2).split())
+                   for m in re.finditer(r"^\s+([a-z-]+)\) REPLY='([^']*)' ;;", text, re.M)}
+        out[shell] = (commands, options)
+    text = (PLUGINS / "localai.fish").read_text()
+    commands = set(re.search(r"-n __fish_use_subcommand -a '([^']*)'", text).group(1).split())
+    options: dict = {}
+    for m in re.finditer(r"__fish_seen_subcommand_from (\S+)' (.*)$", text, re.M):
+        for kind, name in re.findall(r"-([ls]) ([\w-]+)", m.group(2)):
+            options.setdefault(m.group(1), set()).add(("--" if kind == "l" else "-") + name)
+    out["fish"] = (commands, options)
+    return out
+
+
+def test_completion_lists_every_command_and_option_of_the_cli():
+    import click
+    import typer.main
+
+    from localai.cli import get_app
+
+    app = typer.main.get_command(get_app())
+    for shell, (commands, options) in _completion_tables().items():
+        assert set(app.commands) <= commands, (shell, set(app.commands) - commands)
+        for name, command in app.commands.items():
+            want = {o for p in command.params if not isinstance(p, click.Argument) and type(p).__name__ != "TyperArgument"
+                    for o in p.opts + p.secondary_opts}
+            assert want | {"--help", "-h"} <= options.get(name, set()), (shell, name, want - options.get(name, set()))
+
+
+@pytest.mark.skipif(not have("tmux", *SHELLS), reason="needs tmux, bash, zsh and fish (apt-get install bash zsh fish tmux)")
+@pytest.mark.parametrize("shell", SHELLS)
+def test_tab_completes_commands_options_and_models(shell, setup, tmp_path):
+    t = _start(shell, setup, tmp_path / "home")
+    try:
+        if shell == "zsh":  # completion needs compinit, loaded before the integration
+            _run(t, f"autoload -Uz compinit && compinit -u -D && source {setup['inits'][shell]}")
+        for typed, completed in (("localai comp", "localai complete "), ("localai ask --max-t", "localai ask --max-tokens "),
+                                 ("localai show smol", "localai show smollm2 "),
+                                 ("localai ask -m gemma3-2", "localai ask -m gemma3-270m ")):
+            t.type(typed)
+            t.keys("Tab")
+            t.wait(rf"^{re.escape(PROMPT + completed)}\s*$", 10)
+            t.keys("C-u")
+        assert _run(t, "echo done") == "done"  # completing ran nothing and broke nothing
+    finally:
+        t.close()

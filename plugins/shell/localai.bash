@@ -118,3 +118,62 @@ if [[ $- == *i* ]] && ((BASH_VERSINFO[0] >= 4)); then
     done
     \builtin unset __localai_map
 fi
+
+# --- completion: commands, their options, model names -------------------------------------
+# A table, so completing runs no program (tests/test_shell.py checks it against the CLI).
+
+__localai_commands='ask chat run actions cmd explain complete rewrite logs models ps show pull rm serve status stop init generate tokenize bench perplexity quantize'
+__localai_models='smollm2 gemma3-270m'
+
+__localai_options() {  # the options of command $1, in REPLY
+    case $1 in
+        ask) REPLY='--model -m --system -s --temperature -t --max-tokens -n --no-stream --json --no-daemon --schema --grammar --help -h' ;;
+        chat) REPLY='--model -m --system -s --temperature -t --max-tokens -n --no-daemon --continue -c --help -h' ;;
+        run) REPLY='--file -f --line --column --model -m --temperature -t --max-tokens -n --json --help -h' ;;
+        actions) REPLY='--json --help -h' ;;
+        cmd) REPLY='--shell --model -m --temperature -t --max-tokens -n --no-daemon --help -h' ;;
+        explain) REPLY='--shell --model -m --temperature -t --max-tokens -n --no-daemon --help -h' ;;
+        complete) REPLY='--prefix --suffix --file -f --line --column --model -m --temperature -t --max-tokens -n --json --no-daemon --help -h' ;;
+        rewrite) REPLY='--instruction -i --file -f --language -l --model -m --temperature -t --max-tokens -n --json --no-daemon --help -h' ;;
+        logs) REPLY='--count -n --query -q --json --help -h' ;;
+        models) REPLY='--json --help -h' ;;
+        ps) REPLY='--json --socket --help -h' ;;
+        show) REPLY='--json --template --help -h' ;;
+        pull) REPLY='--force --help -h' ;;
+        rm) REPLY='--help -h' ;;
+        serve) REPLY='--background -b --model -m --backend --n-ctx --threads --keep-alive --socket --http --api-key --help -h' ;;
+        status) REPLY='--json --socket --help -h' ;;
+        stop) REPLY='--socket --help -h' ;;
+        init) REPLY='--help -h' ;;
+        generate) REPLY='--prompt -p --model -m --max-tokens -n --temperature -t --top-k --top-p --min-p --repeat-penalty --seed --stop --n-ctx --backend --json --schema --grammar --help -h' ;;
+        tokenize) REPLY='--model -m --special --json --help -h' ;;
+        bench) REPLY='--model -m --backend --threads --n-prompt -p --n-gen -n --ttft-prompt --ttft-new --repeats -r --json --help -h' ;;
+        perplexity) REPLY='--model -m --ctx -c --chunks --kl-divergence --base --backend --json --help -h' ;;
+        quantize) REPLY='--type --pure --leave-output-tensor --tensor-type --allow-requantize --threads --help -h' ;;
+        *) REPLY='--help -h' ;;
+    esac
+}
+
+__localai_complete() {
+    local cur=${COMP_WORDS[COMP_CWORD]} prev=${COMP_WORDS[COMP_CWORD-1]} REPLY
+    if ((COMP_CWORD == 1)); then
+        COMPREPLY=($(\builtin compgen -W "$__localai_commands --help -h --version -V" -- "$cur"))
+        return
+    fi
+    case $prev in
+        -m|--model) COMPREPLY=($(\builtin compgen -W "$__localai_models" -- "$cur") $(\builtin compgen -f -X '!*.gguf' -- "$cur")); return ;;
+        -f|--file|--socket|--schema|--grammar) COMPREPLY=($(\builtin compgen -f -- "$cur")); return ;;
+    esac
+    if [[ $cur == -* ]]; then
+        __localai_options "${COMP_WORDS[1]}"
+        COMPREPLY=($(\builtin compgen -W "$REPLY" -- "$cur"))
+    elif [[ ${COMP_WORDS[1]} == init ]]; then
+        COMPREPLY=($(\builtin compgen -W 'bash zsh fish' -- "$cur"))
+    elif [[ ${COMP_WORDS[1]} =~ ^(pull|show|rm)$ ]]; then
+        COMPREPLY=($(\builtin compgen -W "$__localai_models" -- "$cur"))
+    else
+        COMPREPLY=($(\builtin compgen -f -- "$cur"))
+    fi
+}
+
+\builtin complete -F __localai_complete localai

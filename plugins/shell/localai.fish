@@ -95,3 +95,147 @@ else
     bind \ea __localai_suggest
     bind -M insert \ea __localai_suggest
 end
+
+# --- completion: commands, their options, model names -------------------------------------
+# A table, so completing runs no program (tests/test_shell.py checks it against the CLI).
+
+complete -c localai -f
+complete -c localai -n __fish_use_subcommand -a 'ask chat run actions cmd explain complete rewrite logs models ps show pull rm serve status stop init generate tokenize bench perplexity quantize'
+complete -c localai -n __fish_use_subcommand -l version -s V
+complete -c localai -n '__fish_seen_subcommand_from init' -a 'bash zsh fish'
+complete -c localai -n '__fish_seen_subcommand_from pull show rm' -a 'smollm2 gemma3-270m'
+complete -c localai -n '__fish_seen_subcommand_from ask' -l model -s m -r -a 'smollm2 gemma3-270m (__fish_complete_suffix .gguf)'
+complete -c localai -n '__fish_seen_subcommand_from ask' -l system -s s
+complete -c localai -n '__fish_seen_subcommand_from ask' -l temperature -s t
+complete -c localai -n '__fish_seen_subcommand_from ask' -l max-tokens -s n
+complete -c localai -n '__fish_seen_subcommand_from ask' -l no-stream
+complete -c localai -n '__fish_seen_subcommand_from ask' -l json
+complete -c localai -n '__fish_seen_subcommand_from ask' -l no-daemon
+complete -c localai -n '__fish_seen_subcommand_from ask' -l schema -r -F
+complete -c localai -n '__fish_seen_subcommand_from ask' -l grammar -r -F
+complete -c localai -n '__fish_seen_subcommand_from ask' -l help -s h
+complete -c localai -n '__fish_seen_subcommand_from chat' -l model -s m -r -a 'smollm2 gemma3-270m (__fish_complete_suffix .gguf)'
+complete -c localai -n '__fish_seen_subcommand_from chat' -l system -s s
+complete -c localai -n '__fish_seen_subcommand_from chat' -l temperature -s t
+complete -c localai -n '__fish_seen_subcommand_from chat' -l max-tokens -s n
+complete -c localai -n '__fish_seen_subcommand_from chat' -l no-daemon
+complete -c localai -n '__fish_seen_subcommand_from chat' -l continue -s c
+complete -c localai -n '__fish_seen_subcommand_from chat' -l help -s h
+complete -c localai -n '__fish_seen_subcommand_from run' -l file -s f -r -F
+complete -c localai -n '__fish_seen_subcommand_from run' -l line
+complete -c localai -n '__fish_seen_subcommand_from run' -l column
+complete -c localai -n '__fish_seen_subcommand_from run' -l model -s m -r -a 'smollm2 gemma3-270m (__fish_complete_suffix .gguf)'
+complete -c localai -n '__fish_seen_subcommand_from run' -l temperature -s t
+complete -c localai -n '__fish_seen_subcommand_from run' -l max-tokens -s n
+complete -c localai -n '__fish_seen_subcommand_from run' -l json
+complete -c localai -n '__fish_seen_subcommand_from run' -l help -s h
+complete -c localai -n '__fish_seen_subcommand_from actions' -l json
+complete -c localai -n '__fish_seen_subcommand_from actions' -l help -s h
+complete -c localai -n '__fish_seen_subcommand_from cmd' -l shell
+complete -c localai -n '__fish_seen_subcommand_from cmd' -l model -s m -r -a 'smollm2 gemma3-270m (__fish_complete_suffix .gguf)'
+complete -c localai -n '__fish_seen_subcommand_from cmd' -l temperature -s t
+complete -c localai -n '__fish_seen_subcommand_from cmd' -l max-tokens -s n
+complete -c localai -n '__fish_seen_subcommand_from cmd' -l no-daemon
+complete -c localai -n '__fish_seen_subcommand_from cmd' -l help -s h
+complete -c localai -n '__fish_seen_subcommand_from explain' -l shell
+complete -c localai -n '__fish_seen_subcommand_from explain' -l model -s m -r -a 'smollm2 gemma3-270m (__fish_complete_suffix .gguf)'
+complete -c localai -n '__fish_seen_subcommand_from explain' -l temperature -s t
+complete -c localai -n '__fish_seen_subcommand_from explain' -l max-tokens -s n
+complete -c localai -n '__fish_seen_subcommand_from explain' -l no-daemon
+complete -c localai -n '__fish_seen_subcommand_from explain' -l help -s h
+complete -c localai -n '__fish_seen_subcommand_from complete' -l prefix
+complete -c localai -n '__fish_seen_subcommand_from complete' -l suffix
+complete -c localai -n '__fish_seen_subcommand_from complete' -l file -s f -r -F
+complete -c localai -n '__fish_seen_subcommand_from complete' -l line
+complete -c localai -n '__fish_seen_subcommand_from complete' -l column
+complete -c localai -n '__fish_seen_subcommand_from complete' -l model -s m -r -a 'smollm2 gemma3-270m (__fish_complete_suffix .gguf)'
+complete -c localai -n '__fish_seen_subcommand_from complete' -l temperature -s t
+complete -c localai -n '__fish_seen_subcommand_from complete' -l max-tokens -s n
+complete -c localai -n '__fish_seen_subcommand_from complete' -l json
+complete -c localai -n '__fish_seen_subcommand_from complete' -l no-daemon
+complete -c localai -n '__fish_seen_subcommand_from complete' -l help -s h
+complete -c localai -n '__fish_seen_subcommand_from rewrite' -l instruction -s i
+complete -c localai -n '__fish_seen_subcommand_from rewrite' -l file -s f -r -F
+complete -c localai -n '__fish_seen_subcommand_from rewrite' -l language -s l
+complete -c localai -n '__fish_seen_subcommand_from rewrite' -l model -s m -r -a 'smollm2 gemma3-270m (__fish_complete_suffix .gguf)'
+complete -c localai -n '__fish_seen_subcommand_from rewrite' -l temperature -s t
+complete -c localai -n '__fish_seen_subcommand_from rewrite' -l max-tokens -s n
+complete -c localai -n '__fish_seen_subcommand_from rewrite' -l json
+complete -c localai -n '__fish_seen_subcommand_from rewrite' -l no-daemon
+complete -c localai -n '__fish_seen_subcommand_from rewrite' -l help -s h
+complete -c localai -n '__fish_seen_subcommand_from logs' -l count -s n
+complete -c localai -n '__fish_seen_subcommand_from logs' -l query -s q
+complete -c localai -n '__fish_seen_subcommand_from logs' -l json
+complete -c localai -n '__fish_seen_subcommand_from logs' -l help -s h
+complete -c localai -n '__fish_seen_subcommand_from models' -l json
+complete -c localai -n '__fish_seen_subcommand_from models' -l help -s h
+complete -c localai -n '__fish_seen_subcommand_from ps' -l json
+complete -c localai -n '__fish_seen_subcommand_from ps' -l socket -r -F
+complete -c localai -n '__fish_seen_subcommand_from ps' -l help -s h
+complete -c localai -n '__fish_seen_subcommand_from show' -l json
+complete -c localai -n '__fish_seen_subcommand_from show' -l template
+complete -c localai -n '__fish_seen_subcommand_from show' -l help -s h
+complete -c localai -n '__fish_seen_subcommand_from pull' -l force
+complete -c localai -n '__fish_seen_subcommand_from pull' -l help -s h
+complete -c localai -n '__fish_seen_subcommand_from rm' -l help -s h
+complete -c localai -n '__fish_seen_subcommand_from serve' -l background -s b
+complete -c localai -n '__fish_seen_subcommand_from serve' -l model -s m -r -a 'smollm2 gemma3-270m (__fish_complete_suffix .gguf)'
+complete -c localai -n '__fish_seen_subcommand_from serve' -l backend
+complete -c localai -n '__fish_seen_subcommand_from serve' -l n-ctx
+complete -c localai -n '__fish_seen_subcommand_from serve' -l threads
+complete -c localai -n '__fish_seen_subcommand_from serve' -l keep-alive
+complete -c localai -n '__fish_seen_subcommand_from serve' -l socket -r -F
+complete -c localai -n '__fish_seen_subcommand_from serve' -l http
+complete -c localai -n '__fish_seen_subcommand_from serve' -l api-key
+complete -c localai -n '__fish_seen_subcommand_from serve' -l help -s h
+complete -c localai -n '__fish_seen_subcommand_from status' -l json
+complete -c localai -n '__fish_seen_subcommand_from status' -l socket -r -F
+complete -c localai -n '__fish_seen_subcommand_from status' -l help -s h
+complete -c localai -n '__fish_seen_subcommand_from stop' -l socket -r -F
+complete -c localai -n '__fish_seen_subcommand_from stop' -l help -s h
+complete -c localai -n '__fish_seen_subcommand_from init' -l help -s h
+complete -c localai -n '__fish_seen_subcommand_from generate' -l prompt -s p
+complete -c localai -n '__fish_seen_subcommand_from generate' -l model -s m -r -a 'smollm2 gemma3-270m (__fish_complete_suffix .gguf)'
+complete -c localai -n '__fish_seen_subcommand_from generate' -l max-tokens -s n
+complete -c localai -n '__fish_seen_subcommand_from generate' -l temperature -s t
+complete -c localai -n '__fish_seen_subcommand_from generate' -l top-k
+complete -c localai -n '__fish_seen_subcommand_from generate' -l top-p
+complete -c localai -n '__fish_seen_subcommand_from generate' -l min-p
+complete -c localai -n '__fish_seen_subcommand_from generate' -l repeat-penalty
+complete -c localai -n '__fish_seen_subcommand_from generate' -l seed
+complete -c localai -n '__fish_seen_subcommand_from generate' -l stop
+complete -c localai -n '__fish_seen_subcommand_from generate' -l n-ctx
+complete -c localai -n '__fish_seen_subcommand_from generate' -l backend
+complete -c localai -n '__fish_seen_subcommand_from generate' -l json
+complete -c localai -n '__fish_seen_subcommand_from generate' -l schema -r -F
+complete -c localai -n '__fish_seen_subcommand_from generate' -l grammar -r -F
+complete -c localai -n '__fish_seen_subcommand_from generate' -l help -s h
+complete -c localai -n '__fish_seen_subcommand_from tokenize' -l model -s m -r -a 'smollm2 gemma3-270m (__fish_complete_suffix .gguf)'
+complete -c localai -n '__fish_seen_subcommand_from tokenize' -l special
+complete -c localai -n '__fish_seen_subcommand_from tokenize' -l json
+complete -c localai -n '__fish_seen_subcommand_from tokenize' -l help -s h
+complete -c localai -n '__fish_seen_subcommand_from bench' -l model -s m -r -a 'smollm2 gemma3-270m (__fish_complete_suffix .gguf)'
+complete -c localai -n '__fish_seen_subcommand_from bench' -l backend
+complete -c localai -n '__fish_seen_subcommand_from bench' -l threads
+complete -c localai -n '__fish_seen_subcommand_from bench' -l n-prompt -s p
+complete -c localai -n '__fish_seen_subcommand_from bench' -l n-gen -s n
+complete -c localai -n '__fish_seen_subcommand_from bench' -l ttft-prompt
+complete -c localai -n '__fish_seen_subcommand_from bench' -l ttft-new
+complete -c localai -n '__fish_seen_subcommand_from bench' -l repeats -s r
+complete -c localai -n '__fish_seen_subcommand_from bench' -l json
+complete -c localai -n '__fish_seen_subcommand_from bench' -l help -s h
+complete -c localai -n '__fish_seen_subcommand_from perplexity' -l model -s m -r -a 'smollm2 gemma3-270m (__fish_complete_suffix .gguf)'
+complete -c localai -n '__fish_seen_subcommand_from perplexity' -l ctx -s c
+complete -c localai -n '__fish_seen_subcommand_from perplexity' -l chunks
+complete -c localai -n '__fish_seen_subcommand_from perplexity' -l kl-divergence
+complete -c localai -n '__fish_seen_subcommand_from perplexity' -l base
+complete -c localai -n '__fish_seen_subcommand_from perplexity' -l backend
+complete -c localai -n '__fish_seen_subcommand_from perplexity' -l json
+complete -c localai -n '__fish_seen_subcommand_from perplexity' -l help -s h
+complete -c localai -n '__fish_seen_subcommand_from quantize' -l type
+complete -c localai -n '__fish_seen_subcommand_from quantize' -l pure
+complete -c localai -n '__fish_seen_subcommand_from quantize' -l leave-output-tensor
+complete -c localai -n '__fish_seen_subcommand_from quantize' -l tensor-type
+complete -c localai -n '__fish_seen_subcommand_from quantize' -l allow-requantize
+complete -c localai -n '__fish_seen_subcommand_from quantize' -l threads
+complete -c localai -n '__fish_seen_subcommand_from quantize' -l help -s h
