@@ -12,7 +12,8 @@ reported (min and median):
 
     python benchmarks/startup.py [-n 20] [--json]
 
-Run it with the Python of the environment localai is installed in.
+Run it with the Python of the environment localai is installed in. Bytecode is written and
+reused (PYTHONDONTWRITEBYTECODE is dropped), as it is for an installed package.
 """
 from __future__ import annotations
 
@@ -95,6 +96,7 @@ def main() -> None:
         server = StandIn(path)
         env = dict(os.environ, LOCALAI_SOCKET=path, XDG_CONFIG_HOME=os.path.join(root, "config"))
         env.pop("LOCALAI_CONFIG", None)
+        env.pop("PYTHONDONTWRITEBYTECODE", None)  # as installed: compiled once, then read from __pycache__
         script = shutil.which("localai", path=os.path.dirname(sys.executable)) or shutil.which("localai")
         variants = {
             "python -c pass": [sys.executable, "-c", "pass"],
