@@ -14,13 +14,21 @@ import pytest
 DATA = Path(__file__).parent / "data"
 
 # Every daemon the tests start keeps its history (localai.history) in a directory of the test
-# run, never in the user's $XDG_DATA_HOME; the models stay where they are.
-if not os.environ.get("LOCALAI_MODELS"):
-    from localai import store as _store
+# run, never in the user's $XDG_DATA_HOME; the model store stays the user's (a link to it), also
+# for tests that clear LOCALAI_* from the environment.
+def _private_data_home() -> None:
+    from localai import store
 
-    os.environ["LOCALAI_MODELS"] = str(_store.models_dir())
-os.environ["XDG_DATA_HOME"] = tempfile.mkdtemp(prefix="localai-test-data-")
-atexit.register(shutil.rmtree, os.environ["XDG_DATA_HOME"], ignore_errors=True)
+    models = store.models_dir()
+    models.mkdir(parents=True, exist_ok=True)
+    data = Path(tempfile.mkdtemp(prefix="localai-test-data-"))
+    (data / "localai").mkdir()
+    (data / "localai" / "models").symlink_to(models.resolve(), target_is_directory=True)
+    os.environ["XDG_DATA_HOME"] = str(data)
+    atexit.register(shutil.rmtree, data, ignore_errors=True)  # removes the link, not the models
+
+
+_private_data_home()
 
 
 def reference(model: str, kind: str) -> dict:
