@@ -323,11 +323,9 @@ def _completion_tables() -> dict:
                    for m in re.finditer(r"^\s+([a-z-]+)\) REPLY='([^']*)' ;;", text, re.M)}
         out[shell] = (commands, options)
     text = (PLUGINS / "localai.fish").read_text()
-    commands = set(re.search(r"-n __fish_use_subcommand -a '([^']*)'", text).group(1).split())
-    options: dict = {}
-    for m in re.finditer(r"__fish_seen_subcommand_from (\S+)' (.*)$", text, re.M):
-        for kind, name in re.findall(r"-([ls]) ([\w-]+)", m.group(2)):
-            options.setdefault(m.group(1), set()).add(("--" if kind == "l" else "-") + name)
+    commands = set(re.search(r"^set -g __localai_commands (.*)$", text, re.M).group(1).split())
+    options = {m.group(1): set(m.group(2).split())
+               for m in re.finditer(r"^\s+case ([a-z-]+)\n\s+echo '([^']*)'", text, re.M)}
     out["fish"] = (commands, options)
     return out
 

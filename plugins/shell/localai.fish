@@ -97,145 +97,90 @@ else
 end
 
 # --- completion: commands, their options, model names -------------------------------------
-# A table, so completing runs no program (tests/test_shell.py checks it against the CLI).
+# A table, so completing runs no program (tests/test_shell.py checks it against the CLI); one
+# `complete` line and two functions, so sourcing stays quick.
 
-complete -c localai -f
-complete -c localai -n __fish_use_subcommand -a 'ask chat run actions cmd explain complete rewrite logs models ps show pull rm serve status stop init generate tokenize bench perplexity quantize'
-complete -c localai -n __fish_use_subcommand -l version -s V
-complete -c localai -n '__fish_seen_subcommand_from init' -a 'bash zsh fish'
-complete -c localai -n '__fish_seen_subcommand_from pull show rm' -a 'smollm2 gemma3-270m'
-complete -c localai -n '__fish_seen_subcommand_from ask' -l model -s m -r -a 'smollm2 gemma3-270m (__fish_complete_suffix .gguf)'
-complete -c localai -n '__fish_seen_subcommand_from ask' -l system -s s
-complete -c localai -n '__fish_seen_subcommand_from ask' -l temperature -s t
-complete -c localai -n '__fish_seen_subcommand_from ask' -l max-tokens -s n
-complete -c localai -n '__fish_seen_subcommand_from ask' -l no-stream
-complete -c localai -n '__fish_seen_subcommand_from ask' -l json
-complete -c localai -n '__fish_seen_subcommand_from ask' -l no-daemon
-complete -c localai -n '__fish_seen_subcommand_from ask' -l schema -r -F
-complete -c localai -n '__fish_seen_subcommand_from ask' -l grammar -r -F
-complete -c localai -n '__fish_seen_subcommand_from ask' -l help -s h
-complete -c localai -n '__fish_seen_subcommand_from chat' -l model -s m -r -a 'smollm2 gemma3-270m (__fish_complete_suffix .gguf)'
-complete -c localai -n '__fish_seen_subcommand_from chat' -l system -s s
-complete -c localai -n '__fish_seen_subcommand_from chat' -l temperature -s t
-complete -c localai -n '__fish_seen_subcommand_from chat' -l max-tokens -s n
-complete -c localai -n '__fish_seen_subcommand_from chat' -l no-daemon
-complete -c localai -n '__fish_seen_subcommand_from chat' -l continue -s c
-complete -c localai -n '__fish_seen_subcommand_from chat' -l help -s h
-complete -c localai -n '__fish_seen_subcommand_from run' -l file -s f -r -F
-complete -c localai -n '__fish_seen_subcommand_from run' -l line
-complete -c localai -n '__fish_seen_subcommand_from run' -l column
-complete -c localai -n '__fish_seen_subcommand_from run' -l model -s m -r -a 'smollm2 gemma3-270m (__fish_complete_suffix .gguf)'
-complete -c localai -n '__fish_seen_subcommand_from run' -l temperature -s t
-complete -c localai -n '__fish_seen_subcommand_from run' -l max-tokens -s n
-complete -c localai -n '__fish_seen_subcommand_from run' -l json
-complete -c localai -n '__fish_seen_subcommand_from run' -l help -s h
-complete -c localai -n '__fish_seen_subcommand_from actions' -l json
-complete -c localai -n '__fish_seen_subcommand_from actions' -l help -s h
-complete -c localai -n '__fish_seen_subcommand_from cmd' -l shell
-complete -c localai -n '__fish_seen_subcommand_from cmd' -l model -s m -r -a 'smollm2 gemma3-270m (__fish_complete_suffix .gguf)'
-complete -c localai -n '__fish_seen_subcommand_from cmd' -l temperature -s t
-complete -c localai -n '__fish_seen_subcommand_from cmd' -l max-tokens -s n
-complete -c localai -n '__fish_seen_subcommand_from cmd' -l no-daemon
-complete -c localai -n '__fish_seen_subcommand_from cmd' -l help -s h
-complete -c localai -n '__fish_seen_subcommand_from explain' -l shell
-complete -c localai -n '__fish_seen_subcommand_from explain' -l model -s m -r -a 'smollm2 gemma3-270m (__fish_complete_suffix .gguf)'
-complete -c localai -n '__fish_seen_subcommand_from explain' -l temperature -s t
-complete -c localai -n '__fish_seen_subcommand_from explain' -l max-tokens -s n
-complete -c localai -n '__fish_seen_subcommand_from explain' -l no-daemon
-complete -c localai -n '__fish_seen_subcommand_from explain' -l help -s h
-complete -c localai -n '__fish_seen_subcommand_from complete' -l prefix
-complete -c localai -n '__fish_seen_subcommand_from complete' -l suffix
-complete -c localai -n '__fish_seen_subcommand_from complete' -l file -s f -r -F
-complete -c localai -n '__fish_seen_subcommand_from complete' -l line
-complete -c localai -n '__fish_seen_subcommand_from complete' -l column
-complete -c localai -n '__fish_seen_subcommand_from complete' -l model -s m -r -a 'smollm2 gemma3-270m (__fish_complete_suffix .gguf)'
-complete -c localai -n '__fish_seen_subcommand_from complete' -l temperature -s t
-complete -c localai -n '__fish_seen_subcommand_from complete' -l max-tokens -s n
-complete -c localai -n '__fish_seen_subcommand_from complete' -l json
-complete -c localai -n '__fish_seen_subcommand_from complete' -l no-daemon
-complete -c localai -n '__fish_seen_subcommand_from complete' -l help -s h
-complete -c localai -n '__fish_seen_subcommand_from rewrite' -l instruction -s i
-complete -c localai -n '__fish_seen_subcommand_from rewrite' -l file -s f -r -F
-complete -c localai -n '__fish_seen_subcommand_from rewrite' -l language -s l
-complete -c localai -n '__fish_seen_subcommand_from rewrite' -l model -s m -r -a 'smollm2 gemma3-270m (__fish_complete_suffix .gguf)'
-complete -c localai -n '__fish_seen_subcommand_from rewrite' -l temperature -s t
-complete -c localai -n '__fish_seen_subcommand_from rewrite' -l max-tokens -s n
-complete -c localai -n '__fish_seen_subcommand_from rewrite' -l json
-complete -c localai -n '__fish_seen_subcommand_from rewrite' -l no-daemon
-complete -c localai -n '__fish_seen_subcommand_from rewrite' -l help -s h
-complete -c localai -n '__fish_seen_subcommand_from logs' -l count -s n
-complete -c localai -n '__fish_seen_subcommand_from logs' -l query -s q
-complete -c localai -n '__fish_seen_subcommand_from logs' -l json
-complete -c localai -n '__fish_seen_subcommand_from logs' -l help -s h
-complete -c localai -n '__fish_seen_subcommand_from models' -l json
-complete -c localai -n '__fish_seen_subcommand_from models' -l help -s h
-complete -c localai -n '__fish_seen_subcommand_from ps' -l json
-complete -c localai -n '__fish_seen_subcommand_from ps' -l socket -r -F
-complete -c localai -n '__fish_seen_subcommand_from ps' -l help -s h
-complete -c localai -n '__fish_seen_subcommand_from show' -l json
-complete -c localai -n '__fish_seen_subcommand_from show' -l template
-complete -c localai -n '__fish_seen_subcommand_from show' -l help -s h
-complete -c localai -n '__fish_seen_subcommand_from pull' -l force
-complete -c localai -n '__fish_seen_subcommand_from pull' -l help -s h
-complete -c localai -n '__fish_seen_subcommand_from rm' -l help -s h
-complete -c localai -n '__fish_seen_subcommand_from serve' -l background -s b
-complete -c localai -n '__fish_seen_subcommand_from serve' -l model -s m -r -a 'smollm2 gemma3-270m (__fish_complete_suffix .gguf)'
-complete -c localai -n '__fish_seen_subcommand_from serve' -l backend
-complete -c localai -n '__fish_seen_subcommand_from serve' -l n-ctx
-complete -c localai -n '__fish_seen_subcommand_from serve' -l threads
-complete -c localai -n '__fish_seen_subcommand_from serve' -l keep-alive
-complete -c localai -n '__fish_seen_subcommand_from serve' -l socket -r -F
-complete -c localai -n '__fish_seen_subcommand_from serve' -l http
-complete -c localai -n '__fish_seen_subcommand_from serve' -l api-key
-complete -c localai -n '__fish_seen_subcommand_from serve' -l help -s h
-complete -c localai -n '__fish_seen_subcommand_from status' -l json
-complete -c localai -n '__fish_seen_subcommand_from status' -l socket -r -F
-complete -c localai -n '__fish_seen_subcommand_from status' -l help -s h
-complete -c localai -n '__fish_seen_subcommand_from stop' -l socket -r -F
-complete -c localai -n '__fish_seen_subcommand_from stop' -l help -s h
-complete -c localai -n '__fish_seen_subcommand_from init' -l help -s h
-complete -c localai -n '__fish_seen_subcommand_from generate' -l prompt -s p
-complete -c localai -n '__fish_seen_subcommand_from generate' -l model -s m -r -a 'smollm2 gemma3-270m (__fish_complete_suffix .gguf)'
-complete -c localai -n '__fish_seen_subcommand_from generate' -l max-tokens -s n
-complete -c localai -n '__fish_seen_subcommand_from generate' -l temperature -s t
-complete -c localai -n '__fish_seen_subcommand_from generate' -l top-k
-complete -c localai -n '__fish_seen_subcommand_from generate' -l top-p
-complete -c localai -n '__fish_seen_subcommand_from generate' -l min-p
-complete -c localai -n '__fish_seen_subcommand_from generate' -l repeat-penalty
-complete -c localai -n '__fish_seen_subcommand_from generate' -l seed
-complete -c localai -n '__fish_seen_subcommand_from generate' -l stop
-complete -c localai -n '__fish_seen_subcommand_from generate' -l n-ctx
-complete -c localai -n '__fish_seen_subcommand_from generate' -l backend
-complete -c localai -n '__fish_seen_subcommand_from generate' -l json
-complete -c localai -n '__fish_seen_subcommand_from generate' -l schema -r -F
-complete -c localai -n '__fish_seen_subcommand_from generate' -l grammar -r -F
-complete -c localai -n '__fish_seen_subcommand_from generate' -l help -s h
-complete -c localai -n '__fish_seen_subcommand_from tokenize' -l model -s m -r -a 'smollm2 gemma3-270m (__fish_complete_suffix .gguf)'
-complete -c localai -n '__fish_seen_subcommand_from tokenize' -l special
-complete -c localai -n '__fish_seen_subcommand_from tokenize' -l json
-complete -c localai -n '__fish_seen_subcommand_from tokenize' -l help -s h
-complete -c localai -n '__fish_seen_subcommand_from bench' -l model -s m -r -a 'smollm2 gemma3-270m (__fish_complete_suffix .gguf)'
-complete -c localai -n '__fish_seen_subcommand_from bench' -l backend
-complete -c localai -n '__fish_seen_subcommand_from bench' -l threads
-complete -c localai -n '__fish_seen_subcommand_from bench' -l n-prompt -s p
-complete -c localai -n '__fish_seen_subcommand_from bench' -l n-gen -s n
-complete -c localai -n '__fish_seen_subcommand_from bench' -l ttft-prompt
-complete -c localai -n '__fish_seen_subcommand_from bench' -l ttft-new
-complete -c localai -n '__fish_seen_subcommand_from bench' -l repeats -s r
-complete -c localai -n '__fish_seen_subcommand_from bench' -l json
-complete -c localai -n '__fish_seen_subcommand_from bench' -l help -s h
-complete -c localai -n '__fish_seen_subcommand_from perplexity' -l model -s m -r -a 'smollm2 gemma3-270m (__fish_complete_suffix .gguf)'
-complete -c localai -n '__fish_seen_subcommand_from perplexity' -l ctx -s c
-complete -c localai -n '__fish_seen_subcommand_from perplexity' -l chunks
-complete -c localai -n '__fish_seen_subcommand_from perplexity' -l kl-divergence
-complete -c localai -n '__fish_seen_subcommand_from perplexity' -l base
-complete -c localai -n '__fish_seen_subcommand_from perplexity' -l backend
-complete -c localai -n '__fish_seen_subcommand_from perplexity' -l json
-complete -c localai -n '__fish_seen_subcommand_from perplexity' -l help -s h
-complete -c localai -n '__fish_seen_subcommand_from quantize' -l type
-complete -c localai -n '__fish_seen_subcommand_from quantize' -l pure
-complete -c localai -n '__fish_seen_subcommand_from quantize' -l leave-output-tensor
-complete -c localai -n '__fish_seen_subcommand_from quantize' -l tensor-type
-complete -c localai -n '__fish_seen_subcommand_from quantize' -l allow-requantize
-complete -c localai -n '__fish_seen_subcommand_from quantize' -l threads
-complete -c localai -n '__fish_seen_subcommand_from quantize' -l help -s h
+set -g __localai_commands ask chat run actions cmd explain complete rewrite logs models ps show pull rm serve status stop init generate tokenize bench perplexity quantize
+set -g __localai_models smollm2 gemma3-270m
+
+function __localai_options --argument-names cmd  # the options of a command, on one line
+    switch $cmd
+        case ask
+            echo '--model -m --system -s --temperature -t --max-tokens -n --no-stream --json --no-daemon --schema --grammar --help -h'
+        case chat
+            echo '--model -m --system -s --temperature -t --max-tokens -n --no-daemon --continue -c --help -h'
+        case run
+            echo '--file -f --line --column --model -m --temperature -t --max-tokens -n --json --help -h'
+        case actions
+            echo '--json --help -h'
+        case cmd
+            echo '--shell --model -m --temperature -t --max-tokens -n --no-daemon --help -h'
+        case explain
+            echo '--shell --model -m --temperature -t --max-tokens -n --no-daemon --help -h'
+        case complete
+            echo '--prefix --suffix --file -f --line --column --model -m --temperature -t --max-tokens -n --json --no-daemon --help -h'
+        case rewrite
+            echo '--instruction -i --file -f --language -l --model -m --temperature -t --max-tokens -n --json --no-daemon --help -h'
+        case logs
+            echo '--count -n --query -q --json --help -h'
+        case models
+            echo '--json --help -h'
+        case ps
+            echo '--json --socket --help -h'
+        case show
+            echo '--json --template --help -h'
+        case pull
+            echo '--force --help -h'
+        case rm
+            echo '--help -h'
+        case serve
+            echo '--background -b --model -m --backend --n-ctx --threads --keep-alive --socket --http --api-key --help -h'
+        case status
+            echo '--json --socket --help -h'
+        case stop
+            echo '--socket --help -h'
+        case init
+            echo '--help -h'
+        case generate
+            echo '--prompt -p --model -m --max-tokens -n --temperature -t --top-k --top-p --min-p --repeat-penalty --seed --stop --n-ctx --backend --json --schema --grammar --help -h'
+        case tokenize
+            echo '--model -m --special --json --help -h'
+        case bench
+            echo '--model -m --backend --threads --n-prompt -p --n-gen -n --ttft-prompt --ttft-new --repeats -r --json --help -h'
+        case perplexity
+            echo '--model -m --ctx -c --chunks --kl-divergence --base --backend --json --help -h'
+        case quantize
+            echo '--type --pure --leave-output-tensor --tensor-type --allow-requantize --threads --help -h'
+        case '*'
+            echo '--help -h'
+    end
+end
+
+function __localai_complete_args
+    set -l words (commandline -opc)
+    set -l cur (commandline -ct)
+    if test (count $words) -le 1
+        printf '%s\n' $__localai_commands --help -h --version -V
+        return
+    end
+    switch $words[-1]
+        case -m --model
+            printf '%s\n' $__localai_models
+            __fish_complete_suffix .gguf
+            return
+        case -f --file --socket --schema --grammar
+            __fish_complete_path $cur
+            return
+    end
+    if string match -q -- '-*' $cur
+        string split ' ' -- (__localai_options $words[2])
+    else if test "$words[2]" = init
+        printf '%s\n' bash zsh fish
+    else if contains -- $words[2] pull show rm
+        printf '%s\n' $__localai_models
+    else
+        __fish_complete_path $cur
+    end
+end
+
+complete -c localai -f -a '(__localai_complete_args)'
