@@ -97,3 +97,14 @@ def test_ctrl_c_stops_with_130_and_prints_nothing_after_it(env, args):
     assert err == b""  # no "Aborted!", no traceback, no note
     out = (first + rest).decode()
     assert out.endswith("\n")  # the line is ended, so the shell's prompt starts on its own
+
+
+@pytest.mark.parametrize("fast_path", [True, False], ids=["instant", "typer"])
+def test_a_reader_that_goes_away_ends_it_quietly(env, fast_path):
+    args = ["ask", "-n", "200", "Write a very long story about a dragon."]
+    argv = [sys.executable, "-m", "localai", *args] if fast_path else [sys.executable, "-c", TYPER, *args]
+    proc = subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert proc.stdout.read(1)  # `| head -c 1`
+    proc.stdout.close()
+    err = proc.stderr.read()
+    assert proc.wait(timeout=60) == 1 and b"Traceback" not in err and err == b"", err

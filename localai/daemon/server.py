@@ -168,7 +168,8 @@ class Connection:
         event goes to the history too."""
         if isinstance(event, (Done, Error)) and self.server.history is not None:
             job = self.jobs.get(event.id) if event.id is not None else None
-            if job is not None and METHODS[job.method].kind == "generate":
+            if job is not None and METHODS[job.method].kind == "generate" and \
+                    (isinstance(event, Error) or event.finish_reason is not None):
                 self.server.history.record(job.method, job.params, event)
         if not self.dead:
             self.out.put(_encode(event))
