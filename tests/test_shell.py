@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from localai import actions
+from localai.cli.talk import cut_note
 from localai.client import Client
 from shell_tmux import PROMPT, SOURCE_TIME, Tmux, have, shell_argv, shell_env, source_time_ms
 from test_daemon_support import run_cli, shared_daemon
@@ -51,9 +52,15 @@ def setup(smollm2_path, tmp_path_factory):
 
 
 def _ask(setup, content: str, **kw) -> str:
+    """What `ask` shows in the terminal: the daemon's answer, then the note on stderr when
+    the token limit cut it."""
     with Client(setup["socket"], autostart=False) as c:
-        return c.call("chat", messages=[{"role": "user", "content": content}], temperature=0,
-                      max_tokens=kw.get("max_tokens", MAX_TOKENS), cache_prompt=kw.get("cache_prompt", True))["text"]
+        done = c.call("chat", messages=[{"role": "user", "content": content}], temperature=0,
+                      max_tokens=kw.get("max_tokens", MAX_TOKENS), cache_prompt=kw.get("cache_prompt", True))
+    if done["finish_reason"] == "length":
+        text = done["text"] if done["text"].endswith("\n") else done["text"] + "\n"
+        return text + cut_note(done["timings"]["predicted_n"])
+    return done["text"]
 
 
 def _action(setup, name: str, text: str, shell: str, **kw) -> str:

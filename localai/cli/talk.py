@@ -150,12 +150,16 @@ def emit_result(done, json_out: bool, streamed: bool, out=None) -> None:
     out.flush()
 
 
+def cut_note(n_tokens) -> str:
+    """The line on stderr under an answer cut by the token limit."""
+    return (f"localai: the answer was cut at the token limit ({n_tokens} tokens): raise it with "
+            f"--max-tokens (-n) or `max_tokens` in the config file")
+
+
 def say_if_cut(done, json_out: bool = False) -> None:
     """An answer cut by the token limit says so on stderr (JSON output has finish_reason)."""
     if done.finish_reason == "length" and not json_out:
-        n = (done.timings or {}).get("predicted_n")
-        print(f"localai: the answer was cut at the token limit ({n} tokens): raise it with "
-              f"--max-tokens (-n) or `max_tokens` in the config file", file=sys.stderr, flush=True)
+        print(cut_note((done.timings or {}).get("predicted_n")), file=sys.stderr, flush=True)
 
 
 def status_of(done) -> int:
