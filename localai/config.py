@@ -15,6 +15,7 @@ override it.
     http_cors = ["http://localhost:3000"]   # origins allowed by CORS (default: none)
     actions_path = ["~/src/my-actions"]     # more action files or folders of them, besides
                                # $XDG_CONFIG_HOME/localai/actions/ (docs/actions.md)
+    log = true                 # keep every request and answer in the history (`localai logs`); false: none
 
     [sampling]                 # defaults for generate, chat, rewrite (and ask/chat)
     temperature = 0.7
@@ -75,6 +76,7 @@ class Config:
     http: str | None = None  # [HOST:]PORT of the HTTP API; None = no HTTP listener
     http_cors: list = field(default_factory=list)
     actions_path: list = field(default_factory=list)  # action files or folders besides the user's actions dir
+    log: bool = True  # the daemon records requests in the history (localai.history)
     api_key: str | None = None  # from --api-key or $LOCALAI_API_KEY, never from the file
     path: str | None = None  # the file it came from, if any
     remotes: dict = field(default_factory=dict)  # name -> Remote
@@ -178,7 +180,7 @@ def load(path: str | None = None) -> Config:
     cfg.path = path
     known = {"model": str, "backend": str, "n_ctx": int, "threads": int, "keep_alive": None, "system": str,
              "draft_model": str, "sampling": dict, "prompt_cache": dict, "http": str, "http_cors": list,
-             "actions_path": list}
+             "actions_path": list, "log": bool}
     for key, value in data.items():
         if key not in known:
             raise ConfigError(f"{path}: unknown key `{key}`{_did_you_mean(key, known)} (known: {', '.join(known)})")

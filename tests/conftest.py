@@ -2,12 +2,33 @@
 llama.cpp reference data copied from shared/reference (see tests/data/README.md)."""
 from __future__ import annotations
 
+import atexit
 import json
+import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
 
 DATA = Path(__file__).parent / "data"
+
+# Every daemon the tests start keeps its history (localai.history) in a directory of the test
+# run, never in the user's $XDG_DATA_HOME; the model store stays the user's (a link to it), also
+# for tests that clear LOCALAI_* from the environment.
+def _private_data_home() -> None:
+    from localai import store
+
+    models = store.models_dir()
+    models.mkdir(parents=True, exist_ok=True)
+    data = Path(tempfile.mkdtemp(prefix="localai-test-data-"))
+    (data / "localai").mkdir()
+    (data / "localai" / "models").symlink_to(models.resolve(), target_is_directory=True)
+    os.environ["XDG_DATA_HOME"] = str(data)
+    atexit.register(shutil.rmtree, data, ignore_errors=True)  # removes the link, not the models
+
+
+_private_data_home()
 
 
 def reference(model: str, kind: str) -> dict:

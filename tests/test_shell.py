@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from localai import actions
+from localai.cli.talk import cut_note
 from localai.client import Client
 from shell_tmux import PROMPT, SOURCE_TIME, Tmux, have, shell_argv, shell_env, source_time_ms
 from test_daemon_support import run_cli, shared_daemon
@@ -51,9 +52,15 @@ def setup(smollm2_path, tmp_path_factory):
 
 
 def _ask(setup, content: str, **kw) -> str:
+    """What `ask` shows in the terminal: the daemon's answer, then the note on stderr when
+    the token limit cut it."""
     with Client(setup["socket"], autostart=False) as c:
-        return c.call("chat", messages=[{"role": "user", "content": content}], temperature=0,
-                      max_tokens=kw.get("max_tokens", MAX_TOKENS), cache_prompt=kw.get("cache_prompt", True))["text"]
+        done = c.call("chat", messages=[{"role": "user", "content": content}], temperature=0,
+                      max_tokens=kw.get("max_tokens", MAX_TOKENS), cache_prompt=kw.get("cache_prompt", True))
+    if done["finish_reason"] == "length":
+        text = done["text"] if done["text"].endswith("\n") else done["text"] + "\n"
+        return text + cut_note(done["timings"]["predicted_n"])
+    return done["text"]
 
 
 def _action(setup, name: str, text: str, shell: str, **kw) -> str:
@@ -281,5 +288,84 @@ def test_the_question_reaches_the_model_as_typed(shell, setup, tmp_path):
         t.keys("Enter")
         t.wait_prompt(n + 2, 90)
         assert record.read_bytes().split(b"\0")[:-1] == [b"ask", b"--", TYPED.encode()], t.screen()
+    finally:
+        t.close()
+
+
+@pytest.mark.skipif(not have("tmux", *SHELLS), reason="needs tmux, bash, zsh and fish (apt-get install bash zsh fish tmux)")
+@pytest.mark.parametrize("shell", SHELLS)
+def test_a_suggestion_that_deletes_comes_with_a_warning(shell, setup, tmp_path):
+    from localai.danger import warning
+
+    cwd = tmp_path / "work"
+    (cwd / "build").mkdir(parents=True)
+    desc = "delete the build directory and everything in it"
+    expected = _action(setup, "cmd", desc, shell)
+    warn = warning(expected)
+    assert warn, f"the model's suggestion is no longer a deleting one: {expected!r}"  # the case under test
+    t = _start(shell, setup, tmp_path / "home")
+    try:
+        _run(t, f"cd {cwd}")
+        n = t.prompts()
+        t.type(desc)
+        t.wait(re.escape(PROMPT + desc))
+        t.keys("M-a")
+        t.wait(rf"^{re.escape(PROMPT + expected)}\s*$", 120)
+        t.wait(re.escape(warn), 10)  # shown before Enter could run it
+        time.sleep(0.3)
+        assert t.prompts() <= n + 1  # bash redraws its prompt under the warning; Enter was not pressed
+        assert (cwd / "build").is_dir()  # nothing ran
+        t.keys("C-u")
+    finally:
+        t.close()
+
+
+def _completion_tables() -> dict:
+    """shell -> (commands, {command: options}) as the integration files list them."""
+    out = {}
+    for shell in ("bash", "zsh"):
+        text = (PLUGINS / f"localai.{shell}").read_text()
+        commands = set(re.search(r"^__localai_commands='([^']*)'", text, re.M).group(1).split())
+        options = {m.group(1): set(m.group(2).split())
+                   for m in re.finditer(r"^\s+([a-z-]+)\) REPLY='([^']*)' ;;", text, re.M)}
+        out[shell] = (commands, options)
+    text = (PLUGINS / "localai.fish").read_text()
+    commands = set(re.search(r"^set -g __localai_commands (.*)$", text, re.M).group(1).split())
+    options = {m.group(1): set(m.group(2).split())
+               for m in re.finditer(r"^\s+case ([a-z-]+)\n\s+echo '([^']*)'", text, re.M)}
+    out["fish"] = (commands, options)
+    return out
+
+
+def test_completion_lists_every_command_and_option_of_the_cli():
+    import click
+    import typer.main
+
+    from localai.cli import get_app
+
+    app = typer.main.get_command(get_app())
+    for shell, (commands, options) in _completion_tables().items():
+        assert set(app.commands) <= commands, (shell, set(app.commands) - commands)
+        for name, command in app.commands.items():
+            want = {o for p in command.params if not isinstance(p, click.Argument) and type(p).__name__ != "TyperArgument"
+                    for o in p.opts + p.secondary_opts}
+            assert want | {"--help", "-h"} <= options.get(name, set()), (shell, name, want - options.get(name, set()))
+
+
+@pytest.mark.skipif(not have("tmux", *SHELLS), reason="needs tmux, bash, zsh and fish (apt-get install bash zsh fish tmux)")
+@pytest.mark.parametrize("shell", SHELLS)
+def test_tab_completes_commands_options_and_models(shell, setup, tmp_path):
+    t = _start(shell, setup, tmp_path / "home")
+    try:
+        if shell == "zsh":  # completion needs compinit, loaded before the integration
+            _run(t, f"autoload -Uz compinit && compinit -u -D && source {setup['inits'][shell]}")
+        for typed, completed in (("localai comp", "localai complete "), ("localai ask --max-t", "localai ask --max-tokens "),
+                                 ("localai show smol", "localai show smollm2 "),
+                                 ("localai ask -m gemma3-2", "localai ask -m gemma3-270m ")):
+            t.type(typed)
+            t.keys("Tab")
+            t.wait(rf"^{re.escape(PROMPT + completed)}\s*$", 10)
+            t.keys("C-u")
+        assert _run(t, "echo done") == "done"  # completing ran nothing and broke nothing
     finally:
         t.close()

@@ -13,11 +13,10 @@ from typing import List, Optional
 import typer
 
 from .. import config as _config
-from ..actions_client import action_params, run_action, shell_name
 from ..client import DaemonError
 from ..errors import LocalAIError
-from .client_cmds import MAX_TOKENS, MODEL, NO_DAEMON, TEMPERATURE, _client, _fetch_model
-from . import user_input
+from .client_cmds import MAX_TOKENS, MODEL, NO_DAEMON, TEMPERATURE, _client
+from . import talk
 
 
 def run(
@@ -38,33 +37,10 @@ def run(
     with_output: bool = typer.Option(False, "--with-output", hidden=True, help="First print the action's output kind on a line (for the shell key)."),
 ):
     """Run an action: `localai run commit-message`, `localai run explain-code -f a.py < a.py`."""
-    cfg = _config.load()
-    words = " ".join(text or []).strip()
-    piped = user_input.read_stdin()
-    params = action_params(name, text=words or piped or None, file=file, line=line, column=column,
-                           stdin=piped or None, instruction=instruction, shell=shell or shell_name(),
-                           last_command=last_command, last_status=last_status, model=model or cfg.model,
-                           temperature=temperature, max_tokens=max_tokens)
-    if not no_daemon:
-        _fetch_model(params.get("model"))
-    with _client(cfg, no_daemon) as client:
-        try:
-            out = run_action(client, params)
-        except DaemonError as exc:
-            raise LocalAIError(exc.message) from None
-        except KeyboardInterrupt:  # closing the connection stops the request in the daemon
-            raise typer.Exit(130) from None
-    if json_out:
-        print(json.dumps(out, ensure_ascii=False))
-        return
-    if out["finish_reason"] == "cancelled":
-        raise typer.Exit(130)
-    result = out["text"]
-    if not result.strip():
-        raise LocalAIError(f"the `{name}` action gave no usable result (the model said {out['answer'].strip()[:120]!r})")
-    if with_output:
-        sys.stdout.write(f"{out['output']}\n")
-    sys.stdout.write(result if result.endswith("\n") else result + "\n")
+    code = talk.run_action(name, text, file, line, column, model, temperature, max_tokens, json_out, instruction,
+                           shell, last_command, last_status, no_daemon, with_output)
+    if code:
+        raise typer.Exit(code)
 
 
 def actions(

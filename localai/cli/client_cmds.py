@@ -6,10 +6,8 @@ the engine, so `localai ask` starts fast.
 """
 import json
 import os
-import signal
 import sys
 import time
-from contextlib import contextmanager
 from typing import List, Optional
 
 import typer
@@ -18,7 +16,10 @@ from .. import config as _config
 from .. import protocol
 from ..client import Client, DaemonError, NotRunning
 from ..errors import LocalAIError
-from . import user_input
+from . import talk, user_input
+from .talk import ASSISTANT_SAMPLING, DROPPED, constraint_params  # noqa: F401  (re-exported)
+from .talk import client_for as _client, fetch_model as _fetch_model  # noqa: F401  (shell_cmds uses them)
+from .talk import emit_result as _emit_result, run as _run, sampling as _sampling, say_if_cut
 
 NO_DAEMON = typer.Option(False, "--no-daemon", help="Run the engine in this process instead of the daemon.")
 MODEL = typer.Option(None, "--model", "-m", help="Catalog name or path to a .gguf (default: config, else smollm2).")
@@ -29,115 +30,12 @@ SCHEMA = typer.Option(None, "--schema", help="Constrain the answer to this JSON 
 GRAMMAR = typer.Option(None, "--grammar", help="Constrain the answer to the GBNF (or Lark) grammar in this file.")
 DRAFT = typer.Option(None, "--draft", help="Speculative decoding: auto | none | lookup | model (the same text; faster when the answer copies the request).")
 
-
-def constraint_params(schema: Optional[str], grammar: Optional[str]) -> dict:
-    """--schema FILE|JSON and --grammar FILE as request params (read here, checked by the daemon)."""
-    if schema and grammar:
-        raise LocalAIError("give --schema or --grammar, not both")
-    out = {}
-    if grammar:
-        try:
-            with open(grammar, encoding="utf-8") as f:
-                out["grammar"] = f.read()
-        except OSError as exc:
-            raise LocalAIError(f"--grammar {grammar}: {exc.strerror or exc}") from None
-    if schema:
-        text = schema
-        if schema == "object":
-            text = "true"
-        elif not schema.lstrip().startswith("{"):
-            try:
-                with open(schema, encoding="utf-8") as f:
-                    text = f.read()
-            except OSError as exc:
-                raise LocalAIError(f"--schema {schema}: not a file or a JSON object ({exc.strerror or exc})") from None
-        try:
-            out["schema"] = json.loads(text)
-        except ValueError as exc:
-            raise LocalAIError(f"--schema: not valid JSON: {exc}") from None
-    return out
-
-
-# --- shared plumbing ---------------------------------------------------------------------------
-
-def _client(cfg, no_daemon: bool):
-    if no_daemon:
-        from ..daemon.inprocess import InProcessClient  # the engine loads here, on purpose
-
-        return InProcessClient(cfg)
-    return Client()
-
-
-def _fetch_model(model: Optional[str], cfg=None) -> None:
-    """A catalog model that is not downloaded yet is fetched here, with progress, before the
-    daemon needs it; a path that does not exist fails here with a clear message. A model of a
-    remote engine (`[remotes.NAME]` in the config) needs nothing here."""
-    from .. import remote, store
-
-    if cfg is not None and remote.route(cfg, model) is not None:
-        return
-    store.resolve(model or store.DEFAULT_MODEL)
-
-
-# ask and chat answer people: a cooler, less repetitive default than the engine's raw
-# llama.cpp defaults (small models loop at 0.8). The config file and flags override these.
-ASSISTANT_SAMPLING = {"temperature": 0.3, "top_p": 0.9}
-
-
-def _sampling(cfg, assistant: bool = False, **flags) -> dict:
-    out = dict(ASSISTANT_SAMPLING) if assistant else {}
-    out.update(cfg.sampling)
-    out.update({k: v for k, v in flags.items() if v is not None})
-    return out
-
-
-@contextmanager
-def _ctrl_c_cancels(client):
-    """While a request runs, Ctrl-C asks the daemon to stop it (it ends with done/cancelled)
-    instead of killing the program. Yields a list: put the request id in it once sent."""
-    sent, hit = [], []
-
-    def handler(signum, frame):
-        hit.append(True)
-        if sent:
-            client.cancel(sent[0])
-
-    old = signal.signal(signal.SIGINT, handler)
-    try:
-        yield sent, hit
-    finally:
-        signal.signal(signal.SIGINT, old)
-
-
-def _run(client, method: str, params: dict, out=None):
-    """Send a request, write its text to `out` as it streams; returns the Done event."""
-    done = None
-    with _ctrl_c_cancels(client) as (sent, hit):
-        sent.append(client.send(method, params))
-        if hit:  # Ctrl-C came before the request was out
-            client.cancel(sent[0])
-        for ev in client.events(sent[0]):
-            if ev.event == "token" and out is not None:
-                out.write(ev.text)
-                out.flush()
-            elif ev.event == "done":
-                done = ev
-    return done
-
-
-def _emit_result(done, json_out: bool, streamed: bool, out=sys.stdout) -> None:
-    if json_out:
-        print(json.dumps({"text": done.text, "finish_reason": done.finish_reason, "model": done.model,
-                          "timings": done.timings}, ensure_ascii=False))
-        return
-    if not streamed:
-        out.write(done.text)
-    if not done.text.endswith("\n"):
-        out.write("\n")
-    out.flush()
-
-
 _read_stdin = user_input.read_stdin  # every command decodes user bytes the same way
+
+
+def _exit(code: int) -> None:
+    if code:
+        raise typer.Exit(code)
 
 
 # --- ask -----------------------------------------------------------------------------------------
@@ -156,29 +54,7 @@ def ask(
     grammar: Optional[str] = GRAMMAR,
 ):
     """Ask a question; the answer streams to stdout. `git diff | localai ask "write a commit message"`."""
-    cfg = _config.load()
-    constrained = constraint_params(schema, grammar)
-    text = " ".join(question or []).strip()
-    piped = _read_stdin()
-    if piped.strip():
-        text = f"{text}\n\n{piped}" if text else piped
-    if not text.strip():
-        raise LocalAIError('nothing to ask: give a question (`localai ask "..."`) or pipe text in')
-    messages = []
-    if system or cfg.system:
-        messages.append({"role": "system", "content": system or cfg.system})
-    messages.append({"role": "user", "content": text})
-    model = model or cfg.model
-    if not no_daemon:
-        _fetch_model(model, cfg)
-    streamed = not (no_stream or json_out)
-    params = {"messages": messages, "model": model, "stream": streamed, **constrained,
-              **_sampling(cfg, assistant=True, temperature=temperature, max_tokens=max_tokens, draft=draft)}
-    with _client(cfg, no_daemon) as client:
-        done = _run(client, "chat", params, sys.stdout if streamed else None)
-    _emit_result(done, json_out, streamed)
-    if done.finish_reason == "cancelled":
-        raise typer.Exit(130)
+    _exit(talk.ask(question, model, system, temperature, max_tokens, no_stream, json_out, no_daemon, schema, grammar, draft))
 
 
 # --- chat ------------------------------------------------------------------------------------------
@@ -228,6 +104,7 @@ def chat(
     max_tokens: Optional[int] = MAX_TOKENS,
     draft: Optional[str] = DRAFT,
     no_daemon: bool = NO_DAEMON,
+    resume: bool = typer.Option(False, "--continue", "-c", help="Resume the last conversation (from `localai logs`)."),
 ):
     """An interactive chat: streamed replies, history kept within the context."""
     try:
@@ -238,10 +115,22 @@ def chat(
     model = model or cfg.model
     if not no_daemon:
         _fetch_model(model, cfg)
-    system = system or cfg.system
+    given_system, system = system, system or cfg.system
     history = [{"role": "system", "content": system}] if system else []
+    resumed = ""
+    if resume:
+        from .. import history as _history
+
+        last = _history.last_conversation()
+        if last is None:
+            raise LocalAIError("no conversation to continue: the history holds no chat yet "
+                               "(`localai logs`; `log = false` in the config keeps none)")
+        history, row = last
+        if given_system:  # a new --system replaces the old one
+            history = [{"role": "system", "content": given_system}] + [m for m in history if m["role"] != "system"]
+        resumed = f"\n(continuing the conversation of {_when(row['time'])}: {len(history)} messages)"
     sampling = _sampling(cfg, assistant=True, temperature=temperature, max_tokens=max_tokens, draft=draft)
-    print(f"localai chat ({model or 'smollm2'}). {CHAT_HELP}", flush=True)
+    print(f"localai chat ({model or 'smollm2'}). {CHAT_HELP}{resumed}", flush=True)
     with _client(cfg, no_daemon) as client:
         while True:
             try:
@@ -302,6 +191,7 @@ def chat(
                 print("\n(stopped)", flush=True)
             else:
                 print(flush=True)
+                say_if_cut(done)
             if done.result and done.result.get("dropped"):
                 print(f"(the context is full: the {done.result['dropped']} oldest messages were left out)")
 
@@ -322,42 +212,7 @@ def complete(
     no_daemon: bool = NO_DAEMON,
 ):
     """Fill in the middle: print the text that belongs between the prefix and the suffix."""
-    cfg = _config.load()
-    if file is not None:
-        content = user_input.read_file(file)
-        lines = content.splitlines(keepends=True)
-        if line is None:
-            cut = len(content)
-        else:
-            if not 1 <= line <= len(lines) + 1:
-                raise LocalAIError(f"--line {line} is outside {file} (1..{len(lines)})")
-            cut = sum(len(x) for x in lines[: line - 1]) + column - 1
-        prefix, suffix = content[:cut], content[cut:]
-    elif prefix is None:
-        prefix = _read_stdin()
-    model = model or cfg.model
-    if not no_daemon:
-        _fetch_model(model, cfg)
-    params = {"prefix": prefix, "suffix": suffix or "", "model": model, "stream": not json_out,
-              "temperature": temperature, "max_tokens": max_tokens, "draft": draft}
-    with _client(cfg, no_daemon) as client:
-        done = _run(client, "complete", params, None if json_out else sys.stdout)
-    dropped = {k: getattr(done, k) for k in DROPPED if getattr(done, k)}
-    if json_out:
-        print(json.dumps({"text": done.text, "finish_reason": done.finish_reason, "model": done.model,
-                          "timings": done.timings, **dropped}, ensure_ascii=False))
-        return
-    if sys.stdout.isatty():
-        print()
-    if dropped:
-        said = ", ".join(f"{n} {DROPPED[k]}" for k, n in dropped.items())
-        print(f"localai: the context is full: left out {said}", file=sys.stderr)
-
-
-# done fields of `complete` -> what they count
-DROPPED = {"dropped_prefix_tokens": "tokens at the start of the prefix",
-           "dropped_suffix_tokens": "tokens at the end of the suffix",
-           "dropped_extra": "extra chunks"}
+    _exit(talk.complete(prefix, suffix, file, line, column, model, temperature, max_tokens, json_out, no_daemon, draft))
 
 
 def rewrite(
@@ -388,8 +243,10 @@ def rewrite(
         done = _run(client, "rewrite", params, None if json_out else sys.stdout)
     if json_out:
         _emit_result(done, True, False)
-    elif text.endswith("\n") and not done.text.endswith("\n"):
+    elif (text.endswith("\n") or done.finish_reason == "cancelled") and not done.text.endswith("\n"):
         print()
+    say_if_cut(done, json_out)
+    _exit(talk.status_of(done))
 
 
 # --- the daemon ------------------------------------------------------------------------------------
@@ -399,7 +256,7 @@ def serve(
     model: Optional[str] = typer.Option(None, "--model", "-m", help="Default model for requests that name none."),
     backend: Optional[str] = typer.Option(None, "--backend", help="auto | numpy | mlx"),
     n_ctx: Optional[int] = typer.Option(None, "--n-ctx", help="Context length."),
-    threads: Optional[int] = typer.Option(None, "--threads", "-t", min=1, help="CPU threads for the numpy backend (default: the physical cores)."),
+    threads: Optional[int] = typer.Option(None, "--threads", min=1, help="CPU threads for the numpy backend (default: the physical cores)."),
     keep_alive: Optional[str] = typer.Option(None, "--keep-alive", help="Unload an idle model after this long (10m, 30s, 0, -1 = never)."),
     socket_path: Optional[str] = typer.Option(None, "--socket", help="Socket path (default: $LOCALAI_SOCKET, else $XDG_RUNTIME_DIR/localai/localai.sock)."),
     http: Optional[str] = typer.Option(None, "--http", help="[HOST:]PORT: also serve the OpenAI and llama-server HTTP API there (host default 127.0.0.1)."),
@@ -449,6 +306,10 @@ def _human_bytes(n: float) -> str:
         if n < 1000 or unit == "GB":
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
         n /= 1000
+
+
+def _when(t: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M", time.localtime(t))
 
 
 def _human_time(s: float) -> str:

@@ -55,7 +55,7 @@ def quantize(
     src: Path = typer.Argument(..., help="Input: a GGUF (F32, F16, BF16; quantized only with --allow-requantize) "
                                          "or a Hugging Face model folder (config.json, tokenizer, *.safetensors)."),
     dst: Path = typer.Argument(..., help="Output GGUF."),
-    type_name: str = typer.Option(..., "--type", "-t", help="Q4_K_M, Q4_K_S, Q5_K_M, Q5_K_S, Q6_K, Q8_0, Q4_0, Q4_1, "
+    type_name: str = typer.Option(..., "--type", help="Q4_K_M, Q4_K_S, Q5_K_M, Q5_K_S, Q6_K, Q8_0, Q4_0, Q4_1, "
                                                             "Q5_0, Q5_1, F16, BF16, F32 (Q4_K, Q5_K: the _M mixes)."),
     pure: bool = typer.Option(False, "--pure", help="Every quantizable tensor gets --type (no per-tensor mix)."),
     leave_output_tensor: bool = typer.Option(False, "--leave-output-tensor", help="Keep output.weight as it is."),

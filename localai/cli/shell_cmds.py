@@ -11,6 +11,7 @@ from typing import List, Optional
 
 import typer
 
+from .. import danger
 from .. import config as _config
 from ..errors import LocalAIError
 from ..shell_init import SHELLS, integration  # noqa: F401  (SHELLS re-exported)
@@ -58,7 +59,11 @@ def cmd(
     text = " ".join(description or []).strip() or _read_stdin().strip()
     if not text:
         raise LocalAIError('nothing to turn into a command: `localai cmd "find files over 100 MB"`')
-    print(_action("cmd", text, shell, model, temperature, max_tokens, no_daemon))
+    command = _action("cmd", text, shell, model, temperature, max_tokens, no_daemon)
+    warn = danger.warning(command)
+    if warn:  # on stderr, before the command: the shells' suggestion key shows it too
+        print(warn, file=sys.stderr, flush=True)
+    print(command)
 
 
 def explain(

@@ -165,7 +165,13 @@ class Connection:
 
     def send(self, event) -> None:
         """Queue an event for the writer; never raises (an event that cannot be encoded is
-        replaced by an `internal` error for the same request)."""
+        replaced by an `internal` error for the same request). A generating request's last
+        event goes to the history too."""
+        if isinstance(event, (Done, Error)) and self.server.history is not None:
+            job = self.jobs.get(event.id) if event.id is not None else None
+            if job is not None and METHODS[job.method].kind == "generate" and \
+                    (isinstance(event, Error) or event.finish_reason is not None):
+                self.server.history.record(job.method, job.params, event)
         if not self.dead:
             self.out.put(_encode(event))
 
@@ -293,7 +299,8 @@ class Connection:
         except Exception as exc:
             log.exception("%s failed", req.method)
             self.send(Error(req.id, "internal", f"internal error in {req.method}: {exc}"))
-        self.server.scheduler.count("requests_served")
+        if req.method != "status":  # asking how many were served is not one of them
+            self.server.scheduler.count("requests_served")
         if req.method == "shutdown":
             self.server.shutdown()
 
@@ -325,6 +332,11 @@ class Server:
         self.listener: Listener | None = None
         self.http = None  # localai.http.app.HTTPServer when cfg.http is set
         self.conns: set = set()
+        self.history = None  # localai.history.Recorder, unless the config says `log = false`
+        if getattr(cfg, "log", True):
+            from ..history import Recorder
+
+            self.history = Recorder()
         self._wake_r, self._wake_w = os.pipe()
         self.stopping = False
         from ..actions.registry import Registry  # the standard library only; loads no file yet
@@ -381,6 +393,8 @@ class Server:
                 conn.out.put(None)
                 conn.writer.join(timeout=2)
             self.listener.close()
+            if self.history is not None:
+                self.history.close()
             os.close(self._wake_r)
             os.close(self._wake_w)
             log.info("stopped")

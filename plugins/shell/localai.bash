@@ -6,7 +6,9 @@
 #   ask "question"            the same, and options: ask -n 50 "..."
 #   git diff | ask "write a commit message"      piped text is the question's context
 #   Alt-a                     the command line, read as a description, becomes a suggested
-#                             command; edit it, then Enter runs it (nothing runs before)
+#                             command; edit it, then Enter runs it (nothing runs before); one
+#                             that deletes or overwrites (rm -r, dd, > file, ...) comes with a
+#                             warning line
 #   localai explain           explain the previous command (`localai explain CMD` any other)
 #   localai run NAME [TEXT]   run an action (`localai actions` lists them); the previous command
 #                             and its exit status go along
@@ -108,6 +110,9 @@ __localai_suggest() {
     if out=$(\command localai cmd --shell bash -- "$READLINE_LINE" 2>&1 </dev/null) && [[ -n ${out##*$'\n'} ]]; then
         READLINE_LINE=${out##*$'\n'}
         READLINE_POINT=${#READLINE_LINE}
+        local warn=${out%$'\n'*}  # a command that deletes or overwrites: the line before it warns
+        warn=${warn##*$'\n'}
+        [[ $warn == 'localai: warning: '* ]] && \builtin printf '%s\n' "$warn" >&2
     else
         \builtin printf '%s\n' "${out##*$'\n'}" >&2  # the line stays as it was
     fi
@@ -156,3 +161,62 @@ if [[ $- == *i* ]] && ((BASH_VERSINFO[0] >= 4)); then
     done
     \builtin unset __localai_map
 fi
+
+# --- completion: commands, their options, model names -------------------------------------
+# A table, so completing runs no program (tests/test_shell.py checks it against the CLI).
+
+__localai_commands='ask chat run actions cmd explain complete rewrite logs models ps show pull rm serve status stop init generate tokenize bench perplexity quantize'
+__localai_models='smollm2 gemma3-270m'
+
+__localai_options() {  # the options of command $1, in REPLY
+    case $1 in
+        ask) REPLY='--model -m --system -s --temperature -t --max-tokens -n --no-stream --json --no-daemon --schema --grammar --help -h' ;;
+        chat) REPLY='--model -m --system -s --temperature -t --max-tokens -n --no-daemon --continue -c --help -h' ;;
+        run) REPLY='--file -f --line --column --model -m --temperature -t --max-tokens -n --json --help -h' ;;
+        actions) REPLY='--json --help -h' ;;
+        cmd) REPLY='--shell --model -m --temperature -t --max-tokens -n --no-daemon --help -h' ;;
+        explain) REPLY='--shell --model -m --temperature -t --max-tokens -n --no-daemon --help -h' ;;
+        complete) REPLY='--prefix --suffix --file -f --line --column --model -m --temperature -t --max-tokens -n --json --no-daemon --help -h' ;;
+        rewrite) REPLY='--instruction -i --file -f --language -l --model -m --temperature -t --max-tokens -n --json --no-daemon --help -h' ;;
+        logs) REPLY='--count -n --query -q --json --help -h' ;;
+        models) REPLY='--json --help -h' ;;
+        ps) REPLY='--json --socket --help -h' ;;
+        show) REPLY='--json --template --help -h' ;;
+        pull) REPLY='--force --help -h' ;;
+        rm) REPLY='--help -h' ;;
+        serve) REPLY='--background -b --model -m --backend --n-ctx --threads --keep-alive --socket --http --api-key --help -h' ;;
+        status) REPLY='--json --socket --help -h' ;;
+        stop) REPLY='--socket --help -h' ;;
+        init) REPLY='--help -h' ;;
+        generate) REPLY='--prompt -p --model -m --max-tokens -n --temperature -t --top-k --top-p --min-p --repeat-penalty --seed --stop --n-ctx --backend --json --schema --grammar --help -h' ;;
+        tokenize) REPLY='--model -m --special --json --help -h' ;;
+        bench) REPLY='--model -m --backend --threads --n-prompt -p --n-gen -n --ttft-prompt --ttft-new --repeats -r --json --help -h' ;;
+        perplexity) REPLY='--model -m --ctx -c --chunks --kl-divergence --base --backend --json --help -h' ;;
+        quantize) REPLY='--type --pure --leave-output-tensor --tensor-type --allow-requantize --threads --help -h' ;;
+        *) REPLY='--help -h' ;;
+    esac
+}
+
+__localai_complete() {
+    local cur=${COMP_WORDS[COMP_CWORD]} prev=${COMP_WORDS[COMP_CWORD-1]} REPLY
+    if ((COMP_CWORD == 1)); then
+        COMPREPLY=($(\builtin compgen -W "$__localai_commands --help -h --version -V" -- "$cur"))
+        return
+    fi
+    case $prev in
+        -m|--model) COMPREPLY=($(\builtin compgen -W "$__localai_models" -- "$cur") $(\builtin compgen -f -X '!*.gguf' -- "$cur")); return ;;
+        -f|--file|--socket|--schema|--grammar) COMPREPLY=($(\builtin compgen -f -- "$cur")); return ;;
+    esac
+    if [[ $cur == -* ]]; then
+        __localai_options "${COMP_WORDS[1]}"
+        COMPREPLY=($(\builtin compgen -W "$REPLY" -- "$cur"))
+    elif [[ ${COMP_WORDS[1]} == init ]]; then
+        COMPREPLY=($(\builtin compgen -W 'bash zsh fish' -- "$cur"))
+    elif [[ ${COMP_WORDS[1]} =~ ^(pull|show|rm)$ ]]; then
+        COMPREPLY=($(\builtin compgen -W "$__localai_models" -- "$cur"))
+    else
+        COMPREPLY=($(\builtin compgen -f -- "$cur"))
+    fi
+}
+
+\builtin complete -F __localai_complete localai

@@ -6,7 +6,9 @@
 #   ask "question"            ask; the answer streams; options too: ask -n 50 "..."
 #   git diff | ask "write a commit message"      piped text is the question's context
 #   Alt-a                     the command line, read as a description, becomes a suggested
-#                             command; edit it, then Enter runs it (nothing runs before)
+#                             command; edit it, then Enter runs it (nothing runs before); one
+#                             that deletes or overwrites (rm -r, dd, > file, ...) comes with a
+#                             warning line
 #   localai explain           explain the previous command (`localai explain CMD` any other)
 #
 # Set before sourcing: LOCALAI_SUGGEST_KEY (a `bind` key sequence, default \ea = Alt-a).
@@ -76,6 +78,10 @@ function __localai_suggest
     set -l out (command localai cmd --shell fish -- $line 2>&1 </dev/null)
     if test $status -eq 0; and test -n "$out[-1]"
         commandline --replace -- $out[-1]
+        # a command that deletes or overwrites: the line before it warns
+        if test (count $out) -ge 2; and string match -q 'localai: warning: *' -- $out[-2]
+            printf '\n%s\n' $out[-2] >&2
+        end
     else
         printf '\n%s\n' $out[-1] >&2  # the line stays as it was
     end
@@ -140,3 +146,92 @@ else
     bind \ea __localai_suggest
     bind -M insert \ea __localai_suggest
 end
+
+# --- completion: commands, their options, model names -------------------------------------
+# A table, so completing runs no program (tests/test_shell.py checks it against the CLI); one
+# `complete` line and two functions, so sourcing stays quick.
+
+set -g __localai_commands ask chat run actions cmd explain complete rewrite logs models ps show pull rm serve status stop init generate tokenize bench perplexity quantize
+set -g __localai_models smollm2 gemma3-270m
+
+function __localai_options --argument-names cmd  # the options of a command, on one line
+    switch $cmd
+        case ask
+            echo '--model -m --system -s --temperature -t --max-tokens -n --no-stream --json --no-daemon --schema --grammar --help -h'
+        case chat
+            echo '--model -m --system -s --temperature -t --max-tokens -n --no-daemon --continue -c --help -h'
+        case run
+            echo '--file -f --line --column --model -m --temperature -t --max-tokens -n --json --help -h'
+        case actions
+            echo '--json --help -h'
+        case cmd
+            echo '--shell --model -m --temperature -t --max-tokens -n --no-daemon --help -h'
+        case explain
+            echo '--shell --model -m --temperature -t --max-tokens -n --no-daemon --help -h'
+        case complete
+            echo '--prefix --suffix --file -f --line --column --model -m --temperature -t --max-tokens -n --json --no-daemon --help -h'
+        case rewrite
+            echo '--instruction -i --file -f --language -l --model -m --temperature -t --max-tokens -n --json --no-daemon --help -h'
+        case logs
+            echo '--count -n --query -q --json --help -h'
+        case models
+            echo '--json --help -h'
+        case ps
+            echo '--json --socket --help -h'
+        case show
+            echo '--json --template --help -h'
+        case pull
+            echo '--force --help -h'
+        case rm
+            echo '--help -h'
+        case serve
+            echo '--background -b --model -m --backend --n-ctx --threads --keep-alive --socket --http --api-key --help -h'
+        case status
+            echo '--json --socket --help -h'
+        case stop
+            echo '--socket --help -h'
+        case init
+            echo '--help -h'
+        case generate
+            echo '--prompt -p --model -m --max-tokens -n --temperature -t --top-k --top-p --min-p --repeat-penalty --seed --stop --n-ctx --backend --json --schema --grammar --help -h'
+        case tokenize
+            echo '--model -m --special --json --help -h'
+        case bench
+            echo '--model -m --backend --threads --n-prompt -p --n-gen -n --ttft-prompt --ttft-new --repeats -r --json --help -h'
+        case perplexity
+            echo '--model -m --ctx -c --chunks --kl-divergence --base --backend --json --help -h'
+        case quantize
+            echo '--type --pure --leave-output-tensor --tensor-type --allow-requantize --threads --help -h'
+        case '*'
+            echo '--help -h'
+    end
+end
+
+function __localai_complete_args
+    set -l words (commandline -opc)
+    set -l cur (commandline -ct)
+    if test (count $words) -le 1
+        printf '%s\n' $__localai_commands --help -h --version -V
+        return
+    end
+    switch $words[-1]
+        case -m --model
+            printf '%s\n' $__localai_models
+            __fish_complete_suffix .gguf
+            return
+        case -f --file --socket --schema --grammar
+            __fish_complete_path $cur
+            return
+    end
+    if string match -q -- '-*' $cur
+        string split ' ' -- (__localai_options $words[2])
+    else if test "$words[2]" = init
+        printf '%s\n' bash zsh fish
+    else if contains -- $words[2] pull show rm
+        printf '%s\n' $__localai_models
+    else
+        __fish_complete_path $cur
+    end
+end
+
+complete -c localai -f -a '(__localai_complete_args)'

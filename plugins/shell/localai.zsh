@@ -6,7 +6,9 @@
 #   ask "question"            the same, and options: ask -n 50 "..."
 #   git diff | ask "write a commit message"      piped text is the question's context
 #   Alt-a                     the command line, read as a description, becomes a suggested
-#                             command; edit it, then Enter runs it (nothing runs before)
+#                             command; edit it, then Enter runs it (nothing runs before); one
+#                             that deletes or overwrites (rm -r, dd, > file, ...) comes with a
+#                             warning line
 #   localai explain           explain the previous command (`localai explain CMD` any other)
 #   localai run NAME [TEXT]   run an action (`localai actions` lists them); the previous command
 #                             and its exit status go along
@@ -77,7 +79,13 @@ __localai_suggest() {
     if out=$(\command localai cmd --shell zsh -- "$BUFFER" 2>&1 </dev/null) && [[ -n ${out##*$'\n'} ]]; then
         BUFFER=${out##*$'\n'}
         CURSOR=${#BUFFER}
-        \builtin zle -M ''
+        local warn=${out%$'\n'*}  # a command that deletes or overwrites: the line before it warns
+        warn=${warn##*$'\n'}
+        if [[ $warn == 'localai: warning: '* ]]; then
+            \builtin zle -M -- "$warn"
+        else
+            \builtin zle -M ''
+        fi
     else
         \builtin zle -M -- "${out##*$'\n'}"  # the line stays as it was
         return 1
@@ -137,3 +145,63 @@ if [[ -o zle ]]; then
     \builtin bindkey -M emacs "${LOCALAI_ACTION_KEY:-^[r}" __localai_actions
     \builtin bindkey -M viins "${LOCALAI_ACTION_KEY:-^[r}" __localai_actions
 fi
+
+# --- completion: commands, their options, model names -------------------------------------
+# A table, so completing runs no program (tests/test_shell.py checks it against the CLI).
+
+__localai_commands='ask chat run actions cmd explain complete rewrite logs models ps show pull rm serve status stop init generate tokenize bench perplexity quantize'
+__localai_models='smollm2 gemma3-270m'
+
+__localai_options() {  # the options of command $1, in REPLY
+    case $1 in
+        ask) REPLY='--model -m --system -s --temperature -t --max-tokens -n --no-stream --json --no-daemon --schema --grammar --help -h' ;;
+        chat) REPLY='--model -m --system -s --temperature -t --max-tokens -n --no-daemon --continue -c --help -h' ;;
+        run) REPLY='--file -f --line --column --model -m --temperature -t --max-tokens -n --json --help -h' ;;
+        actions) REPLY='--json --help -h' ;;
+        cmd) REPLY='--shell --model -m --temperature -t --max-tokens -n --no-daemon --help -h' ;;
+        explain) REPLY='--shell --model -m --temperature -t --max-tokens -n --no-daemon --help -h' ;;
+        complete) REPLY='--prefix --suffix --file -f --line --column --model -m --temperature -t --max-tokens -n --json --no-daemon --help -h' ;;
+        rewrite) REPLY='--instruction -i --file -f --language -l --model -m --temperature -t --max-tokens -n --json --no-daemon --help -h' ;;
+        logs) REPLY='--count -n --query -q --json --help -h' ;;
+        models) REPLY='--json --help -h' ;;
+        ps) REPLY='--json --socket --help -h' ;;
+        show) REPLY='--json --template --help -h' ;;
+        pull) REPLY='--force --help -h' ;;
+        rm) REPLY='--help -h' ;;
+        serve) REPLY='--background -b --model -m --backend --n-ctx --threads --keep-alive --socket --http --api-key --help -h' ;;
+        status) REPLY='--json --socket --help -h' ;;
+        stop) REPLY='--socket --help -h' ;;
+        init) REPLY='--help -h' ;;
+        generate) REPLY='--prompt -p --model -m --max-tokens -n --temperature -t --top-k --top-p --min-p --repeat-penalty --seed --stop --n-ctx --backend --json --schema --grammar --help -h' ;;
+        tokenize) REPLY='--model -m --special --json --help -h' ;;
+        bench) REPLY='--model -m --backend --threads --n-prompt -p --n-gen -n --ttft-prompt --ttft-new --repeats -r --json --help -h' ;;
+        perplexity) REPLY='--model -m --ctx -c --chunks --kl-divergence --base --backend --json --help -h' ;;
+        quantize) REPLY='--type --pure --leave-output-tensor --tensor-type --allow-requantize --threads --help -h' ;;
+        *) REPLY='--help -h' ;;
+    esac
+}
+
+__localai_complete() {
+    local REPLY
+    if ((CURRENT == 2)); then
+        \builtin compadd -- ${=__localai_commands} --help -h --version -V
+        return
+    fi
+    case ${words[CURRENT-1]} in
+        -m|--model) \builtin compadd -- ${=__localai_models}; _files -g '*.gguf'; return ;;
+        -f|--file|--socket|--schema|--grammar) _files; return ;;
+    esac
+    if [[ ${words[CURRENT]} == -* ]]; then
+        __localai_options "${words[2]}"
+        \builtin compadd -- ${=REPLY}
+    elif [[ ${words[2]} == init ]]; then
+        \builtin compadd -- bash zsh fish
+    elif [[ ${words[2]} == (pull|show|rm) ]]; then
+        \builtin compadd -- ${=__localai_models}
+    else
+        _files
+    fi
+}
+
+# completion needs compinit (load this after it, as every completion)
+(( ${+functions[compdef]} )) && compdef __localai_complete localai
