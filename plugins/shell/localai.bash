@@ -170,25 +170,25 @@ __localai_models='smollm2 gemma3-270m'
 
 __localai_options() {  # the options of command $1, in REPLY
     case $1 in
-        ask) REPLY='--model -m --system -s --temperature -t --max-tokens -n --no-stream --json --no-daemon --schema --grammar --help -h' ;;
-        chat) REPLY='--model -m --system -s --temperature -t --max-tokens -n --no-daemon --continue -c --help -h' ;;
-        run) REPLY='--file -f --line --column --model -m --temperature -t --max-tokens -n --json --help -h' ;;
-        actions) REPLY='--json --help -h' ;;
+        ask) REPLY='--model -m --system -s --temperature -t --max-tokens -n --no-stream --json --no-daemon --schema --grammar --draft --help -h' ;;
+        chat) REPLY='--model -m --system -s --temperature -t --max-tokens -n --no-daemon --continue -c --draft --help -h' ;;
+        run) REPLY='--file -f --line --column --model -m --temperature -t --max-tokens -n --json --instruction -i --shell --last-command --last-status --no-daemon --with-output --help -h' ;;
+        actions) REPLY='--json --names --no-daemon --help -h' ;;
         cmd) REPLY='--shell --model -m --temperature -t --max-tokens -n --no-daemon --help -h' ;;
         explain) REPLY='--shell --model -m --temperature -t --max-tokens -n --no-daemon --help -h' ;;
-        complete) REPLY='--prefix --suffix --file -f --line --column --model -m --temperature -t --max-tokens -n --json --no-daemon --help -h' ;;
-        rewrite) REPLY='--instruction -i --file -f --language -l --model -m --temperature -t --max-tokens -n --json --no-daemon --help -h' ;;
+        complete) REPLY='--prefix --suffix --file -f --line --column --model -m --temperature -t --max-tokens -n --json --no-daemon --draft --help -h' ;;
+        rewrite) REPLY='--instruction -i --file -f --language -l --model -m --temperature -t --max-tokens -n --json --no-daemon --draft --help -h' ;;
         logs) REPLY='--count -n --query -q --json --help -h' ;;
         models) REPLY='--json --help -h' ;;
         ps) REPLY='--json --socket --help -h' ;;
         show) REPLY='--json --template --help -h' ;;
         pull) REPLY='--force --help -h' ;;
         rm) REPLY='--help -h' ;;
-        serve) REPLY='--background -b --model -m --backend --n-ctx --threads --keep-alive --socket --http --api-key --help -h' ;;
+        serve) REPLY='--background -b --model -m --backend --n-ctx --threads --keep-alive --socket --http --api-key --draft-model --help -h' ;;
         status) REPLY='--json --socket --help -h' ;;
         stop) REPLY='--socket --help -h' ;;
         init) REPLY='--help -h' ;;
-        generate) REPLY='--prompt -p --model -m --max-tokens -n --temperature -t --top-k --top-p --min-p --repeat-penalty --seed --stop --n-ctx --backend --json --schema --grammar --help -h' ;;
+        generate) REPLY='--prompt -p --model -m --max-tokens -n --temperature -t --top-k --top-p --min-p --repeat-penalty --seed --stop --n-ctx --backend --json --schema --grammar --draft --help -h' ;;
         tokenize) REPLY='--model -m --special --json --help -h' ;;
         bench) REPLY='--model -m --backend --threads --n-prompt -p --n-gen -n --ttft-prompt --ttft-new --repeats -r --json --help -h' ;;
         perplexity) REPLY='--model -m --ctx -c --chunks --kl-divergence --base --backend --json --help -h' ;;

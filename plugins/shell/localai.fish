@@ -157,21 +157,21 @@ set -g __localai_models smollm2 gemma3-270m
 function __localai_options --argument-names cmd  # the options of a command, on one line
     switch $cmd
         case ask
-            echo '--model -m --system -s --temperature -t --max-tokens -n --no-stream --json --no-daemon --schema --grammar --help -h'
+            echo '--model -m --system -s --temperature -t --max-tokens -n --no-stream --json --no-daemon --schema --grammar --draft --help -h'
         case chat
-            echo '--model -m --system -s --temperature -t --max-tokens -n --no-daemon --continue -c --help -h'
+            echo '--model -m --system -s --temperature -t --max-tokens -n --no-daemon --continue -c --draft --help -h'
         case run
-            echo '--file -f --line --column --model -m --temperature -t --max-tokens -n --json --help -h'
+            echo '--file -f --line --column --model -m --temperature -t --max-tokens -n --json --instruction -i --shell --last-command --last-status --no-daemon --with-output --help -h'
         case actions
-            echo '--json --help -h'
+            echo '--json --names --no-daemon --help -h'
         case cmd
             echo '--shell --model -m --temperature -t --max-tokens -n --no-daemon --help -h'
         case explain
             echo '--shell --model -m --temperature -t --max-tokens -n --no-daemon --help -h'
         case complete
-            echo '--prefix --suffix --file -f --line --column --model -m --temperature -t --max-tokens -n --json --no-daemon --help -h'
+            echo '--prefix --suffix --file -f --line --column --model -m --temperature -t --max-tokens -n --json --no-daemon --draft --help -h'
         case rewrite
-            echo '--instruction -i --file -f --language -l --model -m --temperature -t --max-tokens -n --json --no-daemon --help -h'
+            echo '--instruction -i --file -f --language -l --model -m --temperature -t --max-tokens -n --json --no-daemon --draft --help -h'
         case logs
             echo '--count -n --query -q --json --help -h'
         case models
@@ -185,7 +185,7 @@ function __localai_options --argument-names cmd  # the options of a command, on 
         case rm
             echo '--help -h'
         case serve
-            echo '--background -b --model -m --backend --n-ctx --threads --keep-alive --socket --http --api-key --help -h'
+            echo '--background -b --model -m --backend --n-ctx --threads --keep-alive --socket --http --api-key --draft-model --help -h'
         case status
             echo '--json --socket --help -h'
         case stop
@@ -193,7 +193,7 @@ function __localai_options --argument-names cmd  # the options of a command, on 
         case init
             echo '--help -h'
         case generate
-            echo '--prompt -p --model -m --max-tokens -n --temperature -t --top-k --top-p --min-p --repeat-penalty --seed --stop --n-ctx --backend --json --schema --grammar --help -h'
+            echo '--prompt -p --model -m --max-tokens -n --temperature -t --top-k --top-p --min-p --repeat-penalty --seed --stop --n-ctx --backend --json --schema --grammar --draft --help -h'
         case tokenize
             echo '--model -m --special --json --help -h'
         case bench
