@@ -194,7 +194,9 @@ class ModelsParams:
 @dataclass(kw_only=True)
 class StatusParams:
     """The daemon's state; `done.result`: pid, uptime_s, models loaded, backend, rss_bytes,
-    requests_served, tokens_generated, tokens_evaluated, active, prompt_cache, ..."""
+    requests_served, tokens_generated, tokens_evaluated, active, queued, prompt_cache (per model),
+    threads, fds, connections, sessions (KV caches held, sessions_busy of them by running
+    requests), prompt_cache_bytes (all models), scheduler_alive, ..."""
 
 
 @dataclass(kw_only=True)
