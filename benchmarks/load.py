@@ -45,12 +45,14 @@ def main() -> int:
     ap.add_argument("--n-ctx", type=int, default=2048)
     a = ap.parse_args()
     root = tempfile.mkdtemp(prefix="localai-load-")
-    d = start_daemon(root, model_path(a.model, root), args=("--n-ctx", str(a.n_ctx)) if a.model else ())
+    real = {"args": ("--n-ctx", str(a.n_ctx)), "extra_env": {"LOCALAI_KERNELS": ""}} if a.model else {}
+    d = start_daemon(root, model_path(a.model, root), **real)  # a real model: the numba kernels
     try:
         reqs = L.workload(max(4, a.clients // 2), a.max_tokens)
         t0 = time.monotonic()
         L.solo_answers(d["path"], reqs)
         solo_s = time.monotonic() - t0
+        print(f"  solo answers of {len(reqs)} requests: {solo_s:.1f} s", flush=True)
         base = L.idle_status(d["path"])
         batch = [reqs[i % len(reqs)] for i in range(a.clients)]
         hows = ["cancel" if i % 8 == 3 else "disconnect" if i % 8 == 6 else "full" for i in range(a.clients)]

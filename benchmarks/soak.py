@@ -38,7 +38,8 @@ def main() -> int:
     ap.add_argument("--n-ctx", type=int, default=2048)
     a = ap.parse_args()
     root = tempfile.mkdtemp(prefix="localai-soak-")
-    d = start_daemon(root, model_path(a.model, root), args=("--n-ctx", str(a.n_ctx)) if a.model else ())
+    real = {"args": ("--n-ctx", str(a.n_ctx)), "extra_env": {"LOCALAI_KERNELS": ""}} if a.model else {}
+    d = start_daemon(root, model_path(a.model, root), **real)  # a real model: the numba kernels
     try:
         reqs = L.workload(a.distinct, a.max_tokens)
         L.solo_answers(d["path"], reqs)
