@@ -14,6 +14,7 @@ import argparse
 import collections
 import os
 import shutil
+import signal
 import sys
 import tempfile
 import threading
@@ -44,6 +45,7 @@ def main() -> int:
     ap.add_argument("--max-tokens", type=int, default=12)
     ap.add_argument("--n-ctx", type=int, default=2048)
     a = ap.parse_args()
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # `timeout`: still stop the daemon
     root = tempfile.mkdtemp(prefix="localai-load-")
     real = {"args": ("--n-ctx", str(a.n_ctx)), "extra_env": {"LOCALAI_KERNELS": ""}} if a.model else {}
     d = start_daemon(root, model_path(a.model, root), **real)  # a real model: the numba kernels

