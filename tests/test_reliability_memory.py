@@ -162,3 +162,21 @@ def test_the_cgroup_limit_is_read_from_the_process_own_cgroup_and_its_ancestors(
         if lim is not None and use is not None and lim < (1 << 60):
             rooms.append(lim - use)
     assert min(rooms) == 500_000_000
+
+
+# --- --no-daemon admits the same way -------------------------------------------------------------
+
+def test_no_daemon_admits_and_sizes_its_prompt_cache_like_the_daemon(tmp_path, models, monkeypatch):
+    from localai.config import Config
+    from localai.daemon.inprocess import InProcessClient
+
+    a, _, _ = models
+    monkeypatch.setattr(admission, "available_bytes", lambda: (need(a, 100_000) - 1, "a test limit"))
+    with pytest.raises(DaemonError) as exc:
+        InProcessClient(Config(model=a, n_ctx=100_000)).call("generate", prompt="the cat", max_tokens=2)
+    assert exc.value.code == "out_of_memory" and "tiny-a.gguf with n_ctx 100,000 needs" in exc.value.message
+    monkeypatch.setattr(admission, "available_bytes", lambda: (1 << 40, "a test limit"))
+    c = InProcessClient(Config(model=a))
+    assert c.call("generate", prompt="the cat", max_tokens=2, temperature=0)["text"]
+    ((llm, cache),) = c._models.values()
+    assert llm.n_ctx == 256 and cache.max_bytes == max(256 * 512, 2 * os.path.getsize(a))  # not 1 GiB
