@@ -3,6 +3,7 @@ context's KV cache fit in the memory this process may still use, and sizes the p
 cache's budget to the model and the machine.
 
     available_bytes() -> (bytes, where)       MemAvailable, capped by the cgroup's limit
+    cgroup_room() -> bytes | None              least (limit - usage) over our cgroup and its ancestors
     admit(path, n_ctx, cache_bytes) -> Admission(n_ctx, cache_bytes, need, available)
 
 KV cache bytes per token = n_layers x 2 (K and V) x n_kv_heads x head_dim x 4 (float32), as
