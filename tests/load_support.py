@@ -239,7 +239,10 @@ def soak(path: str, reqs: list[Req], n_requests: int, minutes: float, workers: i
                 if i is None:
                     return
                 req, how = plan[i]
-                o = run_client(path, req, how)
+                try:
+                    o = run_client(path, req, how)
+                except Exception as exc:  # e.g. the daemon is gone: a wrong answer, not a lost thread
+                    o = Outcome(req, how, False, f"{type(exc).__name__}: {exc}")
                 with lock:
                     res.requests += 1
                     res.by_how[how] = res.by_how.get(how, 0) + 1
