@@ -234,8 +234,10 @@ class ModelsParams:
 @dataclass(kw_only=True)
 class StatusParams:
     """The daemon's state; `done.result`: pid, uptime_s, models loaded, backend, rss_bytes,
-    requests_served, tokens_generated, tokens_evaluated, active, prompt_cache, batch (the
-    requests and tokens per forward pass over the last 32 steps), ..."""
+    requests_served, tokens_generated, tokens_evaluated, active, queued, prompt_cache (per model),
+    threads, fds, connections, sessions (KV caches held, sessions_busy of them by running
+    requests), prompt_cache_bytes (all models), scheduler_alive, batch (the requests and
+    tokens per forward pass over the last 32 steps), ..."""
 
 
 @dataclass(kw_only=True)

@@ -34,8 +34,8 @@ def start_daemon(root: str, model: str, extra_env: dict | None = None, args: tup
     path = os.path.join(root, "run", "localai.sock")
     conf = os.path.join(root, "config")
     os.makedirs(conf, exist_ok=True)
-    env = dict(os.environ, LOCALAI_SOCKET=path, XDG_CONFIG_HOME=conf, LOCALAI_KERNELS="numpy",
-               **(extra_env or {}))
+    env = dict(os.environ, LOCALAI_SOCKET=path, XDG_CONFIG_HOME=conf, LOCALAI_KERNELS="numpy")
+    env.update(extra_env or {})  # e.g. LOCALAI_KERNELS="" for the numba kernels on a real model
     env.pop("LOCALAI_CONFIG", None)
     log = open(os.path.join(root, "daemon.log"), "ab")
     proc = subprocess.Popen([sys.executable, "-m", "localai.daemon", "--socket", path, "--model", model,

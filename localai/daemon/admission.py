@@ -3,6 +3,7 @@ context's KV cache fit in the memory this process may still use, and sizes the p
 cache's budget to the model and the machine.
 
     available_bytes() -> (bytes, where)       MemAvailable, capped by the cgroup's limit
+    cgroup_room() -> bytes | None              least (limit - usage) over our cgroup and its ancestors
     admit(path, n_ctx, cache_bytes) -> Admission(n_ctx, cache_bytes, need, available)
 
 KV cache bytes per token = n_layers x 2 (K and V) x n_kv_heads x head_dim x 4 (float32), as
@@ -43,9 +44,75 @@ def _read_int(path: str) -> int | None:
         return None
 
 
+CGROUP_FILES = {"cgroup2": ("memory.max", "memory.current"),
+                "cgroup": ("memory.limit_in_bytes", "memory.usage_in_bytes")}
+
+
+def cgroup_dirs(proc_cgroup: str, mountinfo: str) -> list[tuple[str, str]]:
+    """(directory, kind) of this process's memory cgroup and each ancestor up to the mount,
+    innermost first; kind "cgroup2" (unified) or "cgroup" (v1 memory controller).
+
+    `proc_cgroup` is /proc/self/cgroup ("0::/user.slice/..." for v2, "4:memory:/..." for v1),
+    `mountinfo` /proc/self/mountinfo (field 4 the mount's root inside the hierarchy, field 5
+    where it is mounted, the type after " - "). Reading the cgroup's own directory, not the
+    mount's top, is what finds a limit set by `systemd-run -p MemoryMax=` or a container
+    without its own cgroup namespace."""
+    own = {}
+    for line in proc_cgroup.splitlines():
+        parts = line.split(":", 2)
+        if len(parts) != 3:
+            continue
+        if parts[0] == "0" and parts[1] == "":
+            own["cgroup2"] = parts[2]
+        elif "memory" in parts[1].split(","):
+            own["cgroup"] = parts[2]
+    out = []
+    for line in mountinfo.splitlines():
+        left, _, right = line.partition(" - ")
+        f, r = left.split(), right.split()
+        if len(f) < 5 or len(r) < 3:
+            continue
+        kind = r[0]
+        if kind not in own or (kind == "cgroup" and "memory" not in r[2].split(",")):
+            continue
+        root, point, path = f[3], f[4].replace("\\040", " "), own[kind]
+        if root != "/" and not (path == root or path.startswith(root.rstrip("/") + "/")):
+            continue  # our cgroup is not below this mount
+        rel = path[len(root):] if root != "/" else path
+        d = os.path.normpath(point + "/" + rel.strip("/"))
+        while True:
+            out.append((d, kind))
+            if d == os.path.normpath(point) or len(d) <= len(point):
+                break
+            d = os.path.dirname(d)
+        own.pop(kind)
+    return out
+
+
+def cgroup_room() -> int | None:
+    """The least (limit - usage) over this process's memory cgroup and its ancestors, bytes;
+    None when no limit is set (or cgroups are not there)."""
+    try:
+        with open("/proc/self/cgroup") as f:
+            pc = f.read()
+        with open("/proc/self/mountinfo") as f:
+            mi = f.read()
+        dirs = cgroup_dirs(pc, mi)
+    except OSError:
+        return None
+    room = None
+    for d, kind in dirs:
+        limit_f, usage_f = CGROUP_FILES[kind]
+        limit, usage = _read_int(os.path.join(d, limit_f)), _read_int(os.path.join(d, usage_f))
+        if limit is not None and usage is not None and limit < (1 << 60):
+            r = max(0, limit - usage)
+            room = r if room is None else min(room, r)
+    return room
+
+
 def available_bytes() -> tuple[int | None, str]:
     """Bytes this process can still allocate without swapping or an OOM kill: the kernel's
-    MemAvailable, and no more than the cgroup's limit minus its usage (v2, else v1)."""
+    MemAvailable, and no more than its memory cgroup's (or an ancestor's) limit minus usage."""
     avail, where = None, "unknown"
     try:
         with open("/proc/meminfo") as f:
@@ -54,15 +121,9 @@ def available_bytes() -> tuple[int | None, str]:
                     avail, where = int(line.split()[1]) * 1024, "MemAvailable"
     except OSError:
         pass
-    for limit_f, usage_f in (("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory.current"),
-                             ("/sys/fs/cgroup/memory/memory.limit_in_bytes",
-                              "/sys/fs/cgroup/memory/memory.usage_in_bytes")):
-        limit, usage = _read_int(limit_f), _read_int(usage_f)
-        if limit is not None and usage is not None and limit < (1 << 60):
-            room = max(0, limit - usage)
-            if avail is None or room < avail:
-                avail, where = room, "the cgroup's memory limit"
-            break
+    room = cgroup_room()
+    if room is not None and (avail is None or room < avail):
+        avail, where = room, "the cgroup's memory limit"
     if avail is None and hasattr(os, "sysconf"):  # macOS and others: free physical pages
         try:
             avail, where = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"), "free memory"

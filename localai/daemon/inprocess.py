@@ -30,9 +30,11 @@ class InProcessClient(BaseClient):
         path = str(store.resolve(name or self.cfg.model or store.DEFAULT_MODEL))
         if path not in self._models:
             from .. import load
+            from .admission import admit
 
-            llm = load(path, backend=self.cfg.backend, n_ctx=self.cfg.n_ctx, n_threads=self.cfg.threads)
-            self._models[path] = (llm, PromptCache(llm, max_sessions=2, max_bytes=self.cfg.cache_bytes or (1 << 30)))
+            adm = admit(path, self.cfg.n_ctx, self.cfg.cache_bytes)  # as the daemon: fits, or one line
+            llm = load(path, backend=self.cfg.backend, n_ctx=adm.n_ctx, n_threads=self.cfg.threads)
+            self._models[path] = (llm, PromptCache(llm, max_sessions=2, max_bytes=adm.cache_bytes))
         return self._models[path]
 
     def send(self, method: str, params: dict | None = None, id=None):

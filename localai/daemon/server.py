@@ -437,8 +437,15 @@ class Server:
     # --- methods answered without the scheduler -----------------------------------------------
 
     def m_status(self, conn, params) -> dict:
+        st = self.scheduler.status()
+        caches = [m["prompt_cache"] for m in st["models"]]
+        # what a long-running daemon must not leak: connections (this one included), KV-cache
+        # sessions (all in the prompt caches; busy ones belong to running requests) and their bytes
         return {"version": _version(), "protocol": protocol.PROTOCOL_VERSION, "socket": self.path,
-                "http": self.http.url if self.http is not None else None, **self.scheduler.status()}
+                "http": self.http.url if self.http is not None else None, **st,
+                "connections": len(self.conns), "sessions": sum(c["sessions"] for c in caches),
+                "sessions_busy": sum(c["busy"] for c in caches),
+                "prompt_cache_bytes": sum(c["bytes"] for c in caches)}
 
     def m_models(self, conn, params) -> dict:
         from .. import store
