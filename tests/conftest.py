@@ -31,6 +31,20 @@ def _private_data_home() -> None:
 _private_data_home()
 
 
+def pytest_sessionstart(session) -> None:
+    """Compile the numba kernels once, before any test starts a daemon: a cold compile takes
+    minutes on a 2-core machine, and every daemon and subprocess after it loads them from the
+    cache (~/.cache/localai/numba) in well under a second."""
+    import sys
+    import time
+
+    from localai import kernels
+
+    t0 = time.monotonic()
+    backend = kernels.warmup()
+    print(f"kernels: {backend}, ready in {time.monotonic() - t0:.1f} s", file=sys.stderr)
+
+
 def reference(model: str, kind: str) -> dict:
     """tests/data/<model>.<kind>.json: llama.cpp outputs (kind: tokenization, logits, greedy)."""
     return json.loads((DATA / f"{model}.{kind}.json").read_text(encoding="utf-8"))
