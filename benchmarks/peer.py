@@ -33,7 +33,9 @@ import tempfile
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-DEFAULT_PEER_SCRIPT = HERE.parent.parent / "shared" / "bench" / "peer_bench.py"
+# shared/ next to the checkout (or to its worktrees' folder)
+DEFAULT_PEER_SCRIPT = next((p for d in HERE.parents for p in [d / "shared" / "bench" / "peer_bench.py"] if p.exists()),
+                           HERE.parent.parent / "shared" / "bench" / "peer_bench.py")
 
 
 def ours(path: str, a) -> dict:
@@ -62,7 +64,7 @@ def peer(path: str, a) -> dict:
     token, a second one that prefills a ttft_prompt-token prompt: its prefill time is the
     TTFT (the first token's logits come with it; the argmax is not counted)."""
     res = _peer_run(path, a, a.n_prompt, a.n_gen)
-    if a.ttft_prompt:
+    if a.ttft_prompt > 20:  # as localai's (bench: ttft_new = 20)
         res["ttft_ms_cold"] = a.ttft_prompt / _peer_run(path, a, a.ttft_prompt, 1)["pp_tps"] * 1e3
     return res
 
@@ -98,7 +100,7 @@ def main() -> None:
                    help="localai's threads: auto (its default: up to the physical cores, adapted to the load) or N (pinned)")
     p.add_argument("--n-prompt", type=int, default=512)
     p.add_argument("--n-gen", type=int, default=128)
-    p.add_argument("--ttft-prompt", type=int, default=1000)
+    p.add_argument("--ttft-prompt", type=int, default=1000, help="0 (or up to 20): no time-to-first-token test")
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--busy-core", type=int, nargs="?", const=1, default=0, metavar="N",
                    help="keep N cores (default 1) busy with another process during the run")

@@ -72,15 +72,17 @@ def worker(model: str, backend: str, threads: int, n_prompt: int, n_gen: int,
         logits = llm.decode_one(s, int(np.argmax(logits)))
     tg_s = time.perf_counter() - t0
 
-    long = _text_tokens(llm, ttft_prompt)
-    t0 = time.perf_counter()
-    next(iter(llm.stream(long, max_tokens=1, temperature=0)))
-    cold_ms = (time.perf_counter() - t0) * 1e3
-    s = llm.new_session()
-    llm.prefill(s, long[:-ttft_new])
-    t0 = time.perf_counter()
-    next(iter(llm.stream(long, max_tokens=1, temperature=0, session=s)))
-    warm_ms = (time.perf_counter() - t0) * 1e3
+    cold_ms = warm_ms = None  # ttft_prompt <= ttft_new: no TTFT test
+    if ttft_prompt > ttft_new:
+        long = _text_tokens(llm, ttft_prompt)
+        t0 = time.perf_counter()
+        next(iter(llm.stream(long, max_tokens=1, temperature=0)))
+        cold_ms = (time.perf_counter() - t0) * 1e3
+        s = llm.new_session()
+        llm.prefill(s, long[:-ttft_new])
+        t0 = time.perf_counter()
+        next(iter(llm.stream(long, max_tokens=1, temperature=0, session=s)))
+        warm_ms = (time.perf_counter() - t0) * 1e3
 
     from . import _blas, kernels
 
@@ -90,6 +92,8 @@ def worker(model: str, backend: str, threads: int, n_prompt: int, n_gen: int,
         "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0,
         "backend": llm.backend, "kernels": kernels.backend() if llm.backend == "numpy" else "-",  # MLX: its own
         "blas": _blas.describe(), "model_path": str(llm.path),
+        "threads": {k: kernels.qmatmul.tuner().state(k) for k in ("decode", "prefill")}
+        if llm.backend == "numpy" and kernels.qmatmul.tuner() is not None else {},
         "model_bytes": os.path.getsize(llm.path),
     }
 
@@ -117,7 +121,7 @@ def run(model: str, *, backend: str = "auto", threads: int = 2, n_prompt: int = 
         if progress:
             progress(r, res)
     summary = {k: {"median": statistics.median(v), "min": min(v), "max": max(v)}
-               for k in KEYS for v in [[r[k] for r in runs]]}
+               for k in KEYS for v in [[r[k] for r in runs if r[k] is not None]] if v}
     return {"args": args, "runs": runs, "summary": summary}
 
 
@@ -130,6 +134,8 @@ def format_table(result: dict) -> str:
     out = [f"model={os.path.basename(r0['model_path'])} backend={r0['backend']} kernels={r0['kernels']} "
            f"threads={a['threads'] or 'auto'} repeats={len(result['runs'])} blas={r0.get('blas', 'unknown')}"]
     for label, k, unit, nd in rows:
+        if k not in s:
+            continue
         v = s[k]
         out.append(f"  {label:22s} {v['median']:.{nd}f} {unit} (min {v['min']:.{nd}f}, max {v['max']:.{nd}f})")
     return "\n".join(out)
