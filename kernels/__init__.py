@@ -10,7 +10,9 @@
 KERNEL_BACKEND is "numba" (fused numba kernels) or "numpy" (dequantize a tile + BLAS).
 LOCALAI_KERNELS=numpy forces numpy; without numba, or if its kernels fail to compile,
 numpy is used automatically. `warmup()` compiles the numba kernels up front; `set_threads(n)`
-sets how many threads they use (default: the physical cores, `physical_cores()`). Compiled kernels are cached in ~/.cache/localai/numba, never in
+pins how many threads they use; `set_threads(None)` (the default) lets them use up to the
+physical cores (`physical_cores()`), fewer while that measures faster, as when another
+process keeps a core busy (threads.py: an online A/B test of the count). Compiled kernels are cached in ~/.cache/localai/numba, never in
 the install, and a compile (not a cache load) is announced once on stderr, or to
 `set_compile_notice(fn)` (see _numba_setup.py).
 

@@ -425,15 +425,33 @@ def _dot_f16(w16, o, x, k, n):
     return s
 
 
-MC = 16  # rows of W per parallel work item
+MC = 16  # rows of W per work item, at least
 NC = 64  # rows of x per pass over a work item's rows of W (their int16 codes stay in L2)
+CHUNK_MACS = 1 << 18  # multiply-adds per work item, at least (an atomic add per item)
+MIN_ITEMS = 8  # work items per matmul, at least, where M allows
+WORKERS = 64  # loops over the work queue per matmul: at least the threads there may be
+
+
+@intrinsic
+def _fetch_add(typingctx, counter):
+    """counter[0] += 1, atomically; returns the value before (a work queue's next item)."""
+    def codegen(context, builder, sig, args):
+        ary = context.make_array(sig.args[0])(context, builder, args[0])
+        return builder.atomic_rmw("add", ary.data, ir.Constant(ir.IntType(64), 1), "monotonic")
+
+    return types.int64(counter), codegen
 
 
 @njit(parallel=True, **JIT)
 def matmul(qtype, w, x, out, full):
     """out (N, M) = x (N, K) @ dequantize(w (M, row_bytes)).T, fused: no float copy of W, for
     any N (decode and prefill alike). The types of I16_TYPE_IDS multiply x rounded to int16
-    per 32 values; row n of out depends on row n of x alone, bit for bit."""
+    per 32 values; row n of out depends on row n of x alone, bit for bit.
+
+    Work items (a run of rows of W, at least MC and CHUNK_MACS multiply-adds) go to the
+    threads from a shared counter, not in equal shares fixed up front: a thread that the OS
+    deschedules (another process busy on its core) holds up the others only for the item it
+    is in, not for its whole share. Which thread computes an item does not change its bits."""
     M, row_bytes = w.shape
     N, K = x.shape
     wf, xf = w.reshape(-1), x.reshape(-1)  # flat views, made once
@@ -447,30 +465,40 @@ def matmul(qtype, w, x, out, full):
             _quantize_x(xf, U(n) * U(K), K // 32, xq, xd, xsq)
     xs = (xq, xd, xsq)
     rb = U(row_bytes)
-    for c in prange((M + MC - 1) // MC):
-        m0, m1 = c * MC, min(M, (c + 1) * MC)
-        if qtype == F16:
-            for m in range(m0, m1):
-                for i in range(N):
-                    out[i, m] = _dot_f16(w16, U(m) * rb // U(2), xf, U(i) * U(K), U(K))
-            continue
-        for n0 in range(0, N, NC):
-            n1 = min(N, n0 + NC)
-            for m in range(m0, m1, RW):
-                o = U(m) * rb
-                ws = rb if m + 1 < m1 else U(0)  # a last row alone: computed twice, kept once
-                i = n0
-                while i + RX <= n1:
-                    t = _tile_xw(qtype, wf, o, ws, xs, U(i) * U(K), U(K), nb)
-                    for r in range(RX):
+    rows = max(MC, (CHUNK_MACS // max(1, K * N) + MC - 1) // MC * MC)  # rows of W per item
+    rows = min(rows, max(MC, (M // MIN_ITEMS + MC - 1) // MC * MC))
+    items = (M + rows - 1) // rows
+    counter = np.zeros(1, np.int64)
+    # Any number of workers >= the threads will do (numba splits them evenly; each drains the
+    # queue, and those that come late find it empty): so no call for the thread count, whose
+    # function pointer would keep numba from caching this kernel.
+    for _t in prange(min(items, WORKERS)):
+        c = _fetch_add(counter)
+        while c < items:
+            m0, m1 = c * rows, min(M, (c + 1) * rows)
+            c = _fetch_add(counter)
+            if qtype == F16:
+                for m in range(m0, m1):
+                    for i in range(N):
+                        out[i, m] = _dot_f16(w16, U(m) * rb // U(2), xf, U(i) * U(K), U(K))
+                continue
+            for n0 in range(0, N, NC):
+                n1 = min(N, n0 + NC)
+                for m in range(m0, m1, RW):
+                    o = U(m) * rb
+                    ws = rb if m + 1 < m1 else U(0)  # a last row alone: computed twice, kept once
+                    i = n0
+                    while i + RX <= n1:
+                        t = _tile_xw(qtype, wf, o, ws, xs, U(i) * U(K), U(K), nb)
+                        for r in range(RX):
+                            for j in range(min(RW, m1 - m)):
+                                out[i + r, m + j] = t[r * RW + j]
+                        i += RX
+                    while i < n1:
+                        t1 = _tile_1w(qtype, wf, o, ws, xs, U(i) * U(K), U(K), nb)
                         for j in range(min(RW, m1 - m)):
-                            out[i + r, m + j] = t[r * RW + j]
-                    i += RX
-                while i < n1:
-                    t1 = _tile_1w(qtype, wf, o, ws, xs, U(i) * U(K), U(K), nb)
-                    for j in range(min(RW, m1 - m)):
-                        out[i, m + j] = t1[j]
-                    i += 1
+                            out[i, m + j] = t1[j]
+                        i += 1
 
 
 # -- dequantization: numpy's float32 operations exactly, no fastmath ----------------------------

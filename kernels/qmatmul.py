@@ -15,15 +15,18 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import time
 
 import numpy as np
 from gguf import GGMLQuantizationType as T
 
 from . import quants
+from . import threads as _threads_mod
 
 log = logging.getLogger(__name__)
 
 BLAS_MIN_N = 0        # if > 0: N >= this goes to dequantize + BLAS (faster prefill, not batch invariant)
+DECODE_MAX_N = 16    # rows of x up to which a matmul counts as decode for the thread tuner
 TILE_BYTES = 8 << 20  # float32 tile of W per BLAS call in the tiled path
 
 
@@ -73,30 +76,44 @@ def physical_cores() -> int:
     return max(1, len(cores))
 
 
-_threads = 0  # set_threads' value for every thread that runs kernels; 0 = numba's default
+_threads = 0  # set_threads' count (the most threads) for every thread that runs kernels; 0 = numba's default
+_tuner: _threads_mod.Tuner | None = None  # picks 1.._threads per call when adaptive
 
 
-def set_threads(n: int | None) -> int:
+def set_threads(n: int | None, adaptive: bool | None = None) -> int:
     """Threads for the numba kernels, for every thread that calls them from now on (numba keeps
     the count per calling thread; the kernels apply this one before each call). None or 0:
-    the physical cores (at most NUMBA_NUM_THREADS, numba's pool). Returns the count set."""
-    global _threads
+    the physical cores (at most NUMBA_NUM_THREADS, numba's pool). `adaptive` (default: when n
+    is None or 0) lets the kernels use fewer when that measures faster, as when another
+    process keeps a core busy (threads.Tuner); a given n pins the count. Returns the most
+    threads the kernels may use."""
+    global _threads, _tuner
     if _nb is None:
         return 1
     import numba
 
+    if adaptive is None:
+        adaptive = not n
     _threads = max(1, min(int(n or physical_cores()), numba.config.NUMBA_NUM_THREADS))
+    _tuner = _threads_mod.Tuner(_threads, pinned=not adaptive)
     numba.set_num_threads(_threads)
+    _local.threads = _threads
     return _threads
 
 
-def _apply_threads() -> None:
-    """Give the calling thread set_threads' count (a daemon runs models on its own threads)."""
-    if _threads and getattr(_local, "threads", 0) != _threads:
+def tuner() -> _threads_mod.Tuner | None:
+    """The thread-count tuner set_threads made (None before set_threads)."""
+    return _tuner
+
+
+def _apply_threads(n: int = 0) -> None:
+    """Give the calling thread n threads, or set_threads' count (a daemon runs models on its own threads)."""
+    n = n or _threads
+    if n and getattr(_local, "threads", 0) != n:
         import numba
 
-        numba.set_num_threads(_threads)
-        _local.threads = _threads
+        numba.set_num_threads(n)
+        _local.threads = n
 
 
 def warmup() -> str:
@@ -189,9 +206,17 @@ class QMatrix:
         if self._blas:
             out = x2 @ self.raw.T
         elif _numba_kernel(self.ggml_type) and not 0 < BLAS_MIN_N <= N:
-            _apply_threads()
             out = np.empty((N, M), np.float32)
-            _nb.matmul(self.ggml_type, self.raw, x2, out, _nb.FULL)
+            t = _tuner
+            if t is None:
+                _apply_threads()
+                _nb.matmul(self.ggml_type, self.raw, x2, out, _nb.FULL)
+            else:  # the count the tuner picks, timed for it (attention follows the same count)
+                kind = "decode" if N <= DECODE_MAX_N else "prefill"
+                _apply_threads(t.threads(kind))
+                t0 = time.perf_counter()
+                _nb.matmul(self.ggml_type, self.raw, x2, out, _nb.FULL)
+                t.record(kind, M * K * N, time.perf_counter() - t0)
         else:
             out = self._tiled_matmul(x2)
         return out.reshape(M) if np.ndim(x) == 1 else out

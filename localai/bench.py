@@ -53,7 +53,7 @@ def worker(model: str, backend: str, threads: int, n_prompt: int, n_gen: int,
     import localai
 
     t0 = time.perf_counter()
-    llm = localai.load(model, backend=backend, n_threads=threads,
+    llm = localai.load(model, backend=backend, n_threads=threads or None,  # 0: adaptive (kernels.threads)
                        n_ctx=max(2048, n_prompt + 64, ttft_prompt + 64))
     load_s = time.perf_counter() - t0
 
@@ -72,15 +72,17 @@ def worker(model: str, backend: str, threads: int, n_prompt: int, n_gen: int,
         logits = llm.decode_one(s, int(np.argmax(logits)))
     tg_s = time.perf_counter() - t0
 
-    long = _text_tokens(llm, ttft_prompt)
-    t0 = time.perf_counter()
-    next(iter(llm.stream(long, max_tokens=1, temperature=0)))
-    cold_ms = (time.perf_counter() - t0) * 1e3
-    s = llm.new_session()
-    llm.prefill(s, long[:-ttft_new])
-    t0 = time.perf_counter()
-    next(iter(llm.stream(long, max_tokens=1, temperature=0, session=s)))
-    warm_ms = (time.perf_counter() - t0) * 1e3
+    cold_ms = warm_ms = None  # ttft_prompt <= ttft_new: no TTFT test
+    if ttft_prompt > ttft_new:
+        long = _text_tokens(llm, ttft_prompt)
+        t0 = time.perf_counter()
+        next(iter(llm.stream(long, max_tokens=1, temperature=0)))
+        cold_ms = (time.perf_counter() - t0) * 1e3
+        s = llm.new_session()
+        llm.prefill(s, long[:-ttft_new])
+        t0 = time.perf_counter()
+        next(iter(llm.stream(long, max_tokens=1, temperature=0, session=s)))
+        warm_ms = (time.perf_counter() - t0) * 1e3
 
     from . import _blas, kernels
 
@@ -90,13 +92,16 @@ def worker(model: str, backend: str, threads: int, n_prompt: int, n_gen: int,
         "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0,
         "backend": llm.backend, "kernels": kernels.backend() if llm.backend == "numpy" else "-",  # MLX: its own
         "blas": _blas.describe(), "model_path": str(llm.path),
+        "threads": {k: kernels.qmatmul.tuner().state(k) for k in ("decode", "prefill")}
+        if llm.backend == "numpy" and kernels.qmatmul.tuner() is not None else {},
         "model_bytes": os.path.getsize(llm.path),
     }
 
 
 def run(model: str, *, backend: str = "auto", threads: int = 2, n_prompt: int = 512, n_gen: int = 128,
         ttft_prompt: int = 1000, ttft_new: int = 20, repeats: int = 3, progress=None) -> dict:
-    """Run `repeats` fresh worker processes; return {"runs": [...], "summary": {key: {median,min,max}}}."""
+    """Run `repeats` fresh worker processes; return {"runs": [...], "summary": {key: {median,min,max}}}.
+    threads=0: the engine's default, up to the physical cores, adapted to the load."""
     from . import store
 
     path = str(store.resolve(model))  # fetch once, outside the timed workers
@@ -105,7 +110,7 @@ def run(model: str, *, backend: str = "auto", threads: int = 2, n_prompt: int = 
     runs = []
     for r in range(repeats):
         env = dict(os.environ, NUMBA_NUM_THREADS=str(threads), OMP_NUM_THREADS=str(threads),
-                   OPENBLAS_NUM_THREADS=str(threads))
+                   OPENBLAS_NUM_THREADS=str(threads)) if threads else dict(os.environ)
         out = subprocess.run(module_argv("localai.bench", json.dumps(args)),
                              capture_output=True, text=True, env=env)
         lines = [ln for ln in out.stdout.splitlines() if ln.startswith("RESULT ")]
@@ -116,7 +121,7 @@ def run(model: str, *, backend: str = "auto", threads: int = 2, n_prompt: int = 
         if progress:
             progress(r, res)
     summary = {k: {"median": statistics.median(v), "min": min(v), "max": max(v)}
-               for k in KEYS for v in [[r[k] for r in runs]]}
+               for k in KEYS for v in [[r[k] for r in runs if r[k] is not None]] if v}
     return {"args": args, "runs": runs, "summary": summary}
 
 
@@ -127,8 +132,10 @@ def format_table(result: dict) -> str:
             ("ttft warm (+%d tok)" % a["ttft_new"], "ttft_ms_warm", "ms", 1),
             ("load", "load_s", "s", 3), ("peak RSS", "peak_rss_mib", "MiB", 1)]
     out = [f"model={os.path.basename(r0['model_path'])} backend={r0['backend']} kernels={r0['kernels']} "
-           f"threads={a['threads']} repeats={len(result['runs'])} blas={r0.get('blas', 'unknown')}"]
+           f"threads={a['threads'] or 'auto'} repeats={len(result['runs'])} blas={r0.get('blas', 'unknown')}"]
     for label, k, unit, nd in rows:
+        if k not in s:
+            continue
         v = s[k]
         out.append(f"  {label:22s} {v['median']:.{nd}f} {unit} (min {v['min']:.{nd}f}, max {v['max']:.{nd}f})")
     return "\n".join(out)

@@ -5,7 +5,8 @@ override it.
     model = "smollm2"          # default model: catalog name or path to a .gguf
     backend = "auto"           # auto | numpy | mlx
     n_ctx = 4096               # context length (default: the model file's, capped at 8192)
-    threads = 2                # CPU threads for the numpy backend's kernels (default: the physical cores)
+    threads = 2                # CPU threads for the numpy backend's kernels, pinned (default: up to
+                               # the physical cores, fewer while another program keeps a core busy)
     keep_alive = "10m"         # unload an idle model after this long ("30s", "1h", 0 = at once, -1 = never)
     system = "You are terse."  # system prompt for `localai ask` and `localai chat`
     draft_model = "smollm2"    # a small model of the same family drafting for speculative decoding

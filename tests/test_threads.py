@@ -62,3 +62,88 @@ def test_set_threads_reaches_other_threads():
         assert seen == [1]
     finally:
         kernels.set_threads(before or None)
+
+
+# -- the adaptive thread count (kernels/threads.py), driven by injected timings ---------------
+
+from localai.kernels.threads import Tuner  # noqa: E402
+
+
+def _drive(t: Tuner, rate_of, steps: int, kind: str = "decode", work: float = 1e6) -> list[int]:
+    """Feed `steps` calls to the tuner, each taking work / rate_of(threads) seconds;
+    returns the thread count each call used."""
+    used = []
+    for _ in range(steps):
+        n = t.threads(kind)
+        used.append(n)
+        t.record(kind, work, work / rate_of(n))
+    return used
+
+
+IDLE = {1: 1.0e9, 2: 1.9e9}   # work per second: two threads nearly twice as fast
+BUSY = {1: 0.9e9, 2: 0.1e9}   # another process on one core: the team waits at every barrier
+
+
+def test_tuner_follows_the_load():
+    t = Tuner(2, calls=16, explore=4, explore_max=32)
+    used = _drive(t, IDLE.get, 16 * 100)
+    assert t.state()["current"] == 2 and used[-1] == 2
+    assert used.count(1) < 0.1 * len(used)  # trials of one thread are a small share when it loses
+    used = _drive(t, BUSY.get, 16 * 100)  # load arrives
+    assert t.state()["current"] == 1
+    first_one = next(i for i, n in enumerate(used) if n == 1 and all(m == 1 for m in used[i:i + 64]))
+    assert first_one < 16 * 20, "switched to one thread within 20 windows"
+    # a trial of two threads under load is cut short: it costs few calls
+    assert used[first_one:].count(2) < 0.05 * len(used[first_one:])
+    used = _drive(t, IDLE.get, 16 * 100)  # the load is gone: back to two threads
+    assert t.state()["current"] == 2 and used[-1] == 2
+    assert t.state()["switches"] == 2
+
+
+def test_tuner_time_spent_under_load_is_near_the_best():
+    """Under load from the start, the tuner's total time is within 25 % of always using the
+    best count (the cost of finding it and of re-checking now and then)."""
+    t = Tuner(2, calls=16)
+    used = _drive(t, BUSY.get, 16 * 200)
+    spent = sum(1e6 / BUSY[n] for n in used)
+    best = len(used) * 1e6 / BUSY[1]
+    assert spent < 1.25 * best
+
+
+def test_tuner_keeps_a_close_second_out():
+    """Noise below the margin never switches: rates 2 % apart stay on the current count."""
+    t = Tuner(2, calls=16, explore=2)
+    _drive(t, {1: 1.02e9, 2: 1.0e9}.get, 16 * 200)
+    assert t.state()["current"] == 2 and t.state()["switches"] == 0 and t.state()["trials"] > 5
+
+
+def test_tuner_climbs_on_more_cores():
+    """On 8 cores with 5 taken the best is 3: reached one neighbour at a time, from 8."""
+    rate = lambda n: 1e9 * (n if n <= 3 else 3 / (1 + 0.5 * (n - 3)))
+    t = Tuner(8, calls=16, explore=2)
+    _drive(t, rate, 16 * 400)
+    assert t.state()["current"] == 3
+
+
+def test_tuner_kinds_are_apart_and_pinned_never_moves():
+    t = Tuner(2, calls=16, explore=2)
+    _drive(t, BUSY.get, 16 * 50, kind="decode")
+    _drive(t, {1: 1.0e9, 2: 1.5e9}.get, 16 * 50, kind="prefill")
+    assert t.state("decode")["current"] == 1 and t.state("prefill")["current"] == 2
+    p = Tuner(2, pinned=True, calls=16, explore=2)
+    assert set(_drive(p, BUSY.get, 16 * 50)) == {2}
+
+
+def test_set_threads_pins_or_adapts():
+    """`threads = N` (a number) pins the count; unset (None) adapts up to the physical cores."""
+    if qmatmul._nb is None:
+        pytest.skip("numba kernels unavailable")
+    before = qmatmul._threads
+    try:
+        kernels.set_threads(2)
+        assert qmatmul.tuner().pinned
+        kernels.set_threads(None)
+        assert qmatmul.tuner().max_threads == min(kernels.physical_cores(), qmatmul._threads)
+        assert qmatmul.tuner().pinned == (qmatmul._threads == 1)
+    finally:
+        kernels.set_threads(before or None)

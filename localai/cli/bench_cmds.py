@@ -9,7 +9,7 @@ import typer
 def bench(
     model: str = typer.Option("smollm2", "--model", "-m"),
     backend: str = typer.Option("auto", "--backend"),
-    threads: int = typer.Option(2, "--threads"),
+    threads: int = typer.Option(2, "--threads", help="Threads, pinned; 0: the default, adapted to the load."),
     n_prompt: int = typer.Option(512, "--n-prompt", "-p"),
     n_gen: int = typer.Option(128, "--n-gen", "-n"),
     ttft_prompt: int = typer.Option(1000, "--ttft-prompt", help="Prompt tokens for the time-to-first-token test."),

@@ -256,7 +256,7 @@ def serve(
     model: Optional[str] = typer.Option(None, "--model", "-m", help="Default model for requests that name none."),
     backend: Optional[str] = typer.Option(None, "--backend", help="auto | numpy | mlx"),
     n_ctx: Optional[int] = typer.Option(None, "--n-ctx", help="Context length."),
-    threads: Optional[int] = typer.Option(None, "--threads", min=1, help="CPU threads for the numpy backend (default: the physical cores)."),
+    threads: Optional[int] = typer.Option(None, "--threads", min=1, help="CPU threads for the numpy backend, pinned (default: up to the physical cores, fewer while other programs keep cores busy)."),
     keep_alive: Optional[str] = typer.Option(None, "--keep-alive", help="Unload an idle model after this long (10m, 30s, 0, -1 = never)."),
     socket_path: Optional[str] = typer.Option(None, "--socket", help="Socket path (default: $LOCALAI_SOCKET, else $XDG_RUNTIME_DIR/localai/localai.sock)."),
     http: Optional[str] = typer.Option(None, "--http", help="[HOST:]PORT: also serve the OpenAI and llama-server HTTP API there (host default 127.0.0.1)."),
