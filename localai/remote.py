@@ -88,6 +88,10 @@ FIM_TEMPLATES = {
 }
 
 
+# end-of-text tokens of the FIM families above, as text (a remote may send them as such)
+FIM_END_MARKERS = ("<|endoftext|>", "<|file_separator|>", "<|fim_pad|>", "<file_sep>")
+
+
 def fim_template(remote: Remote, model_id: str) -> str:
     if remote.fim_template:
         return remote.fim_template
@@ -187,7 +191,11 @@ def _complete(remote, model_id, params, defaults):
             body["input_extra"] = [{"filename": c.get("filename") or "tmp", "text": c["text"]} for c in params.extra]
         return Upstream("/infill", body, _infill_piece, guard)
     if remote.fim == "tokens":
-        prompt = fill(fim_template(remote, model_id), params.prefix, params.suffix)
+        template = fim_template(remote, model_id)
+        prompt = fill(template, params.prefix, params.suffix)
+        # the remote detokenizes a FIM or end-of-text token it samples as text: stop there
+        markers = re.findall(r"<[^<>{}\s]{1,40}>", template) + list(FIM_END_MARKERS)
+        body["stop"] = list(dict.fromkeys(list(body.get("stop") or []) + markers))
     else:  # "none": the model continues the prefix
         prompt = params.prefix
     return Upstream("completions", {"model": model_id, "prompt": prompt, **body}, _text_piece, guard)
@@ -224,7 +232,8 @@ def _refused(remote: Remote, url: str, status: int) -> RemoteKeyRefused:
         how = (f"check ${remote.api_key_env} (the daemon reads it when it starts: `localai stop`, then "
                f"ask again, after changing it)")
     elif remote.api_key_env:
-        how = f"${remote.api_key_env} is not set in the daemon's environment: set it, then `localai stop`"
+        how = (f"${remote.api_key_env} is not set: set it in the environment the daemon starts from "
+               f"(it reads it once, at start; `localai stop` to restart it)")
     else:
         how = f'set api_key_env = "VARIABLE" in [remotes.{remote.name}] and the key in that variable'
     return RemoteKeyRefused(f"remote `{remote.name}` ({url}) refused the key (HTTP {status}): {how}")

@@ -131,6 +131,13 @@ def test_commit_message_of_a_staged_diff(daemon, tmp_path):
                              capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=60)
     assert nothing.returncode == 1 and f"nothing is staged in {repo}: `git add`" in nothing.stderr
 
+    plain = tmp_path / "plain"  # no repository: one line saying so, not git's usage text
+    plain.mkdir()
+    outside = subprocess.run([sys.executable, "-m", "localai", "run", "commit-message"], cwd=plain, env=env,
+                             capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=60)
+    assert outside.returncode == 1 and f"{plain} is not in a git repository" in outside.stderr, outside.stderr
+    assert "usage" not in outside.stderr
+
     (repo / "greet.py").write_text("def greet(name):\n    print('hello', name)\n")
     _git(repo, "add", "greet.py")
     r = subprocess.run([sys.executable, "-m", "localai", "run", "commit-message"], cwd=repo, env=env,
@@ -275,3 +282,12 @@ def test_the_examples_of_docs_actions_md_load_and_work(tmp_path, monkeypatch):
     assert f.done  # enough: three complete lines
     f.finish()
     assert done["result"]["text"].startswith("- [ ] Buy milk\n- [ ] Call Bob\n- [ ] Pay rent")
+
+
+@pytest.mark.parametrize("answer, line", [
+    ("```python\nAdd a name to greet\n```", "Add a name to greet"),   # a fence's language tag is not the message
+    ("~~~\nCommit message: \"Greet by name\"\n~~~", "Greet by name"),
+    ("`Greet by name`", "Greet by name"),
+])
+def test_commit_line_drops_fences_labels_and_quotes(answer, line):
+    assert actions.builtin.commit_line(answer) == line

@@ -20,7 +20,7 @@ import time
 import httpx
 import pytest
 
-from localai import config
+from localai import config, remote
 from localai.client import Client, DaemonError
 from localai.daemon.handlers import REWRITE_SYSTEM, RewriteFilter, SuffixGuard
 
@@ -262,12 +262,13 @@ def test_complete_fim_tokens_on_a_remote_gives_its_greedy_answer(world):
     d, a = world["d"], world["a"]
     prefix, suffix = "def add(a, b):\n    ", "\n\nprint(add(1, 2))\n"
     _fresh(a)
+    stop = ["<fim_prefix>", "<fim_suffix>", "<fim_middle>", *remote.FIM_END_MARKERS]  # what localai sends
     raw = a.post("completions", {"model": "smollm2", "prompt": f"<fim_prefix>{prefix}<fim_suffix>{suffix}<fim_middle>",
-                                 "max_tokens": 12, "temperature": 0.0})["choices"][0]["text"]
+                                 "max_tokens": 12, "temperature": 0.0, "stop": stop})["choices"][0]["text"]
     want = _filtered(SuffixGuard(prefix, suffix), raw)
     _fresh(a)
     got = d.call("complete", prefix=prefix, suffix=suffix, model="box/smollm2", max_tokens=12)
-    assert got["text"] == want and raw.strip()
+    assert got["text"] == want and raw.strip() and "<fim_" not in got["text"]
     _fresh(a)
     r = d.cli("complete", "--prefix", prefix, "--suffix", suffix, "-m", "box/smollm2", "-n", "12", "--json")
     assert r.returncode == 0 and json.loads(r.stdout)["text"] == want, r.stderr

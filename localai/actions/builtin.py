@@ -175,8 +175,10 @@ _LABEL = re.compile(r"^(?:commit message|message|subject|summary)\s*:\s*", re.I)
 def commit_line(answer: str) -> str:
     """The first line of text of an answer, without fences, quotes or a `Commit message:` label."""
     for line in answer.splitlines():
+        if _FENCE.match(line):  # ```, ```text, ~~~: the fence and its language tag are not the message
+            continue
         line = _LABEL.sub("", line.strip().strip("`").strip()).strip().strip("\"'").strip()
-        if line and not _FENCE.match(line):
+        if line:
             return line
     return ""
 

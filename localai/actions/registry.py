@@ -164,6 +164,9 @@ def _git_diff_staged(ctx: Context) -> str:
         raise MissingContext("`git` is not installed (needed for the staged diff)") from None
     except (OSError, ValueError, subprocess.TimeoutExpired) as exc:
         raise MissingContext(f"`git diff --staged` failed in {ctx.cwd}: {exc}") from None
+    if r.returncode != 0 and "--no-index" in r.stderr:  # outside a repository git prints its usage
+        raise MissingContext(f"{ctx.cwd} is not in a git repository: the staged diff needs one "
+                             f"(`git init`, `git add`)")
     if r.returncode != 0:
         raise MissingContext(f"`git diff --staged` failed in {ctx.cwd}: "
                              f"{(r.stderr.strip().splitlines() or ['exit ' + str(r.returncode)])[-1]}")

@@ -360,9 +360,12 @@ def status(
               f"(last {b['steps']} steps)")
     print(f"tokens: {st['tokens_generated']} generated, {st['tokens_evaluated']} evaluated, "
           f"{st['tokens_cached']} from the prompt cache")
+    if st.get("remotes"):  # probed by this command, with this shell's keys (the daemon read its own at start)
+        print("remotes (checked from this shell, with its environment's API keys):")
     for r in st.get("remotes") or []:
         for s in r["servers"]:
-            how = (f"reachable ({s['ms']:.0f} ms, {len(s['models'])} models)"
+            n = len(s["models"])
+            how = (f"reachable ({s['ms']:.0f} ms, {n} model{'' if n == 1 else 's'})"
                    if s["reachable"] else f"UNREACHABLE ({s['error']})")
             print(f"remote {r['name']}: {s['url']} {how}")
 

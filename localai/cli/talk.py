@@ -268,7 +268,7 @@ def run_action(name: str, text=None, file=None, line=None, column=None, model=No
     params = action_params(name, text=words or piped or None, file=file, line=line, column=column,
                            stdin=piped or None, instruction=instruction, shell=shell or shell_name(),
                            last_command=last_command, last_status=last_status,
-                           model=model_arg(model or cfg.model, cfg), temperature=temperature, max_tokens=max_tokens)
+                           model=model_arg(model, cfg), temperature=temperature, max_tokens=max_tokens)
 
     def go():
         with client_for(cfg, no_daemon) as client:
