@@ -27,12 +27,20 @@ from collections import deque
 from dataclasses import dataclass, field
 
 from .. import batch, store
-from ..engine import Eval
 from ..errors import LocalAIError
 from ..protocol import METHODS, Done, Error, Notice, Request, Token, TokenizeParams
 from . import handlers
 from .admission import Admission, InsufficientMemory, admit
 from .prompt_cache import PromptCache
+
+
+def _eval_type():
+    """engine.Eval, imported when the first stream runs: the daemon starts (and listens)
+    without the engine, so a broken install is answered as `broken_install` on the first
+    request instead of a daemon that never comes up."""
+    from ..engine import Eval
+
+    return Eval
 
 log = logging.getLogger("localai.daemon")
 
@@ -402,7 +410,7 @@ class Scheduler:
                 self._done(job, "stop", None)
                 return
             value = None
-            if isinstance(out, Eval):
+            if isinstance(out, _eval_type()):
                 job.pending = out
                 return
             job.pending = None
