@@ -364,7 +364,7 @@ def status(
         print("remotes (checked from this shell, with its environment's API keys):")
     for r in st.get("remotes") or []:
         for s in r["servers"]:
-            n = len(s["models"])
+            n = len(s.get("models") or ())
             how = (f"reachable ({s['ms']:.0f} ms, {n} model{'' if n == 1 else 's'})"
                    if s["reachable"] else f"UNREACHABLE ({s['error']})")
             print(f"remote {r['name']}: {s['url']} {how}")
