@@ -18,6 +18,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from llama_cpp_sdist import cache_root  # the tests' one cache folder
+
 VERSION = "0.3.36"
 REQUIREMENT = f"llama-cpp-python[server]=={VERSION}"
 
@@ -27,8 +29,7 @@ class PeerMissing(RuntimeError):
 
 
 def venv_dir() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "localai-test" / f"llamacpp-{VERSION}"
+    return cache_root() / f"llamacpp-{VERSION}"
 
 
 def peer_python() -> Path:
