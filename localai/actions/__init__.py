@@ -67,7 +67,9 @@ def host_os() -> str:
 
 def user_shell() -> str:
     """The login shell's name from $SHELL ('bash' when unknown)."""
-    return os.path.basename(os.environ.get("SHELL") or "bash") or "bash"
+    from ..actions_client import shell_name  # one reading of $SHELL, client and daemon alike
+
+    return shell_name()
 
 
 @dataclass
