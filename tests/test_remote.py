@@ -305,6 +305,21 @@ def test_generate_on_a_remote_gives_its_greedy_text_and_local_only_commands_say_
         assert "is a model of a remote engine" in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
 
 
+def test_a_remote_added_after_the_daemon_started_says_to_restart_it(world):
+    peer, a = world["peer"], world["a"]
+    conf = os.path.join(peer.root, "config", "localai", "config.toml")
+    before = open(conf).read()
+    try:
+        with open(conf, "a") as f:
+            f.write(f'\n[remotes.late]\nurl = "{a.url}"\n')
+        r = peer.cli("ask", "-m", "late/smollm2", "-n", "4", "Hi")
+        assert r.returncode != 0 and "Traceback" not in r.stderr
+        assert "run `localai stop`" in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    finally:
+        with open(conf, "w") as f:
+            f.write(before)
+
+
 # --- stopping the remote's work ------------------------------------------------------------------
 
 def _disconnects(server) -> int:
