@@ -16,10 +16,11 @@ quantized, and to what, follows llama.cpp `src/llama-quant.cpp`:
   for Q4_K / Q5_K / Q6_K, and F16 when they do not split into 32-blocks either.
 
 Quantizers: Q4_0, Q4_1, Q5_0, Q5_1, Q8_0 are gguf-py's (`gguf.quants`), bit-exact with it;
-Q4_K, Q5_K, Q6_K are `kquants.py`, bit-exact with llama.cpp's reference quantizer.
+Q4_K, Q5_K, Q6_K are `kquants_numba.py` (numba; its numpy twin `kquants.py`), bit-exact with
+llama.cpp's reference quantizer.
 
 The input is read through the memory map one tensor at a time; each tensor's rows are cut into
-chunks quantized on `threads` threads (numpy releases the GIL), the result is written at once,
+chunks quantized on `threads` threads (numpy and the numba kernels release the GIL), the result is written at once,
 and the tensor's pages are handed back to the kernel (`madvise(MADV_DONTNEED)`), so peak memory
 is one output tensor plus a few chunks, whatever the model size. Metadata is copied field by
 field and `general.file_type` is set to the new type.
@@ -401,6 +402,9 @@ def quantize_file(src: str | Path, dst: str | Path, type_name: str, *, pure: boo
     writer.write_kv_data_to_file()
     writer.write_ti_data_to_file()
     total, done = sum(sizes.values()), 0
+    if any(new in ("Q4_K", "Q5_K", "Q6_K") for new in plan.values()):
+        from .kquants_numba import warmup
+        warmup()  # compile (first run, seconds) or load the K-quant kernels once, before the threads
     with ThreadPoolExecutor(max_workers=max(1, threads)) as pool:
         for name in names:
             t, new = source.tensors[name], plan[name]
