@@ -232,7 +232,7 @@ def quantize_k(x: np.ndarray, typ: str, impl: str = "numba") -> np.ndarray:
     """float32 (..., cols) with cols % 256 == 0 -> uint8 (..., cols // 256 * block_bytes) of `typ`
     (Q4_K, Q5_K or Q6_K), the bytes llama.cpp's `quantize_row_*_K_ref` writes.
 
-    impl "numba" (default): the compiled twin in `kquants_numba.py`, one super-block at a time,
+    impl "numba" (default): the compiled twin in `quantizers_numba.py`, one super-block at a time,
     GIL released; "numpy": this module's vectorized version. Both give the same bytes."""
     x = np.asarray(x, dtype=F32)
     if x.shape[-1] % QK_K:
@@ -241,7 +241,7 @@ def quantize_k(x: np.ndarray, typ: str, impl: str = "numba") -> np.ndarray:
     xb = x.reshape(-1, QK_K)
     out = np.empty((xb.shape[0], nbytes), np.uint8)
     if impl == "numba":
-        from .kquants_numba import quantize_blocks
+        from .quantizers_numba import quantize_blocks
         quantize_blocks(typ, np.ascontiguousarray(xb), out)
     else:
         for i in range(0, xb.shape[0], CHUNK):

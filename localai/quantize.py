@@ -15,9 +15,9 @@ quantized, and to what, follows llama.cpp `src/llama-quant.cpp`:
 - `tensor_type_fallback`: rows that do not split into 256-blocks take Q5_0 / Q5_1 / Q8_0
   for Q4_K / Q5_K / Q6_K, and F16 when they do not split into 32-blocks either.
 
-Quantizers: Q4_0, Q4_1, Q5_0, Q5_1, Q8_0 are gguf-py's (`gguf.quants`), bit-exact with it;
-Q4_K, Q5_K, Q6_K are `kquants_numba.py` (numba; its numpy twin `kquants.py`), bit-exact with
-llama.cpp's reference quantizer.
+Quantizers (`quantizers_numba.py`, numba): Q4_0, Q4_1, Q5_0, Q5_1, Q8_0 bit-exact with gguf-py's
+`gguf.quants` (their numpy twin); Q4_K, Q5_K, Q6_K bit-exact with llama.cpp's reference
+quantizer (numpy twin `kquants.py`).
 
 The input is read through the memory map one tensor at a time; each tensor's rows are cut into
 chunks quantized on `threads` threads (numpy and the numba kernels release the GIL), the result is written at once,
@@ -225,9 +225,12 @@ def quantize_tensor(x: np.ndarray, typ: str) -> np.ndarray:
     from gguf.quants import quantize
 
     from .kquants import QUANTIZERS, quantize_k
+    from .quantizers_numba import LEGACY, quantize_legacy
 
     if typ in QUANTIZERS:
         return quantize_k(x, typ)
+    if typ in LEGACY:
+        return quantize_legacy(x, typ)
     if typ == "BF16":
         from gguf.quants import BF16
         return BF16.quantize(x)
@@ -402,9 +405,9 @@ def quantize_file(src: str | Path, dst: str | Path, type_name: str, *, pure: boo
     writer.write_kv_data_to_file()
     writer.write_ti_data_to_file()
     total, done = sum(sizes.values()), 0
-    if any(new in ("Q4_K", "Q5_K", "Q6_K") for new in plan.values()):
-        from .kquants_numba import warmup
-        warmup()  # compile (first run, seconds) or load the K-quant kernels once, before the threads
+    if any(new not in (None, "F32", "F16", "BF16") for new in plan.values()):
+        from .quantizers_numba import warmup
+        warmup()  # compile (first run, seconds) or load the kernels once, before the threads
     with ThreadPoolExecutor(max_workers=max(1, threads)) as pool:
         for name in names:
             t, new = source.tensors[name], plan[name]

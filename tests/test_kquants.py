@@ -86,7 +86,7 @@ def test_half_rounding_is_round_to_nearest_even():
     # the d / dmin fields: float32 -> IEEE half as GGML_FP32_TO_FP16 (numpy's astype rounds the same)
     from numba import njit
 
-    from localai.kquants_numba import _half_bits, _half_value
+    from localai.quantizers_numba import _half_bits, _half_value
 
     @njit
     def both(v, bits, back):

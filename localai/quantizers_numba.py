@@ -1,4 +1,6 @@
-"""K-quant quantizers Q4_K, Q5_K, Q6_K compiled with numba: the C loops of llama.cpp's
+"""The quantizers compiled with numba.
+
+K-quants Q4_K, Q5_K, Q6_K (`quantize_blocks`): the C loops of llama.cpp's
 reference quantizer (`ggml/src/ggml-quants.c`: `quantize_row_q{4,5,6}_K_ref`,
 `make_qkx2_quants`, `make_qx_quants`, `nearest_int`) one super-block at a time.
 
@@ -18,6 +20,9 @@ pool. `cache=True` keeps the machine code in numba's cache; the first use compil
 kernels (a few seconds, `warmup()`), later processes load them.
 Entry point: `quantize_blocks(typ, xb, out)`, xb float32 (nb, 256) C-contiguous, out uint8
 (nb, block_bytes).
+
+32-value block types Q4_0, Q4_1, Q5_0, Q5_1, Q8_0 (`quantize_legacy`): twins of gguf-py's
+`gguf.quants` numpy code, bit-exact with it (tests/test_quantize.py), several times faster.
 """
 from __future__ import annotations
 
@@ -301,8 +306,106 @@ def quantize_blocks(typ: str, xb: np.ndarray, out: np.ndarray) -> None:
         _q6_k_blocks(xb, out)
 
 
+# --- 32-value blocks: twins of gguf-py's `gguf.quants` Q4_0, Q4_1, Q5_0, Q5_1, Q8_0 -------------
+# Each line follows gguf.quants' numpy expression (float32 throughout, `np.trunc(v + 0.5)`
+# rounding, `np_roundf` for Q8_0), which is itself bit-exact with ggml's quantize_row_*_ref.
+
+@njit(cache=True, nogil=True, inline="always")
+def _absmax_signed(x, off):
+    """The first value of largest |x| in x[off:off+32], with its sign (argmax of abs)."""
+    amax = F32(-1)
+    mx = F32(0)
+    for i in range(32):
+        a = abs(x[off + i])
+        if a > amax:
+            amax = a
+            mx = x[off + i]
+    return mx
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _put_half(o, at, h):
+    o[at] = h & 0xFF
+    o[at + 1] = h >> 8
+
+
+@njit(cache=True, nogil=True)
+def _legacy_blocks(x, out, kind):
+    """x float32 (n,) with n % 32 == 0, out uint8 (n // 32, type_size). kind: 0 Q4_0, 1 Q4_1,
+    2 Q5_0, 3 Q5_1, 4 Q8_0."""
+    q = np.empty(32, np.int64)
+    for b in range(out.shape[0]):
+        off = 32 * b
+        o = out[b]
+        if kind == 0 or kind == 2:  # symmetric: d = max / -8 (-16), q = trunc(x / d + 8.5 (16.5))
+            half_n = F32(8) if kind == 0 else F32(16)
+            top = 15 if kind == 0 else 31
+            d = _absmax_signed(x, off) / -half_n
+            idd = F32(0) if d == F32(0) else F32(1) / d
+            for i in range(32):
+                v = np.trunc(x[off + i] * idd + (half_n + F32(0.5)))
+                q[i] = min(int(v) & 0xFF, top)  # astype(uint8).clip(0, top)
+            _put_half(o, 0, _half_bits(d))
+            at = 2
+        elif kind == 1 or kind == 3:  # asymmetric: d = (max - min) / 15 (31), q = trunc((x - min) / d + 0.5)
+            mx = x[off]
+            mn = x[off]
+            for i in range(1, 32):
+                mx = max(mx, x[off + i])
+                mn = min(mn, x[off + i])
+            top = 15 if kind == 1 else 31
+            d = (mx - mn) / F32(top)
+            idd = F32(0) if d == F32(0) else F32(1) / d
+            for i in range(32):
+                v = np.trunc((x[off + i] - mn) * idd + F32(0.5))
+                q[i] = min(int(v) & 0xFF, top)
+            _put_half(o, 0, _half_bits(d))
+            _put_half(o, 2, _half_bits(mn))
+            at = 4
+        else:  # Q8_0: d = amax / 127, q = np_roundf(x / d) (half away from zero)
+            amax = F32(0)
+            for i in range(32):
+                amax = max(amax, abs(x[off + i]))
+            d = amax / F32(127)
+            idd = F32(0) if d == F32(0) else F32(1) / d
+            _put_half(o, 0, _half_bits(d))
+            for i in range(32):
+                n = x[off + i] * idd
+                a = abs(n)
+                fl = np.floor(a)
+                r = fl + np.floor(F32(2) * (a - fl))
+                r = -r if n < F32(0) else (r if n > F32(0) else F32(0))
+                o[2 + i] = int(r) & 0xFF
+            continue
+        if kind >= 2:  # the fifth bits, bit i of a little-endian uint32
+            h = 0
+            for i in range(32):
+                h |= ((q[i] >> 4) & 1) << i
+            for k in range(4):
+                o[at + k] = (h >> (8 * k)) & 0xFF
+            at += 4
+        for i in range(16):
+            o[at + i] = (q[i] & 0xF) | ((q[i + 16] << 4) & 0xFF)
+
+
+LEGACY = {"Q4_0": (0, 18), "Q4_1": (1, 20), "Q5_0": (2, 22), "Q5_1": (3, 24), "Q8_0": (4, 34)}
+
+
+def quantize_legacy(x: np.ndarray, typ: str) -> np.ndarray:
+    """float32 (..., cols), cols % 32 == 0 -> uint8 (..., cols // 32 * type_size): the bytes
+    `gguf.quants.quantize(x, typ)` gives (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0)."""
+    kind, size = LEGACY[typ]
+    x = np.ascontiguousarray(x, dtype=F32)
+    if x.shape[-1] % 32:
+        raise ValueError(f"{typ} needs rows of a multiple of 32 values, got {x.shape[-1]}")
+    out = np.empty((x.size // 32, size), np.uint8)
+    _legacy_blocks(x.reshape(-1), out, kind)
+    return out.reshape(*x.shape[:-1], x.shape[-1] // 32 * size)
+
+
 def warmup() -> None:
-    """Compile (or load from numba's cache) the three kernels."""
+    """Compile (or load from numba's cache) the kernels: three K-quants and the 32-block one."""
     x = np.zeros((1, 256), F32)
     for typ, n in (("Q4_K", 144), ("Q5_K", 176), ("Q6_K", 210)):
         quantize_blocks(typ, x, np.empty((1, n), np.uint8))
+    quantize_legacy(x, "Q8_0")
