@@ -20,7 +20,7 @@ for job in "$@"; do
   src=$($PY -c "import localai.store as s; print(s.resolve('$model'))")
   f16=$M/$model.F16.gguf
   [ -f $f16 ] || $L quantize $src $f16 --type F16 --allow-requantize 2>/dev/null
-  [ -f $M/$model.F16.ppl.txt ] || $B/llama-perplexity -m $f16 -f $TEXT -c 512 -t 2 --kl-divergence-base $M/$model.F16.kld > $M/$model.F16.ppl.txt 2>&1
+  [ -f $M/$model.F16.kld ] || $B/llama-perplexity -m $f16 -f $TEXT -c 512 -t 2 --kl-divergence-base $M/$model.F16.kld > $M/$model.F16.ppl.txt 2>&1
   for t in "$@"; do
     [ -f $M/$model.$t.llama.ppl.txt ] && continue
     /usr/bin/time -f "%e %M" -o $M/$model.$t.ours.time $L quantize $f16 $M/$model.$t.ours.gguf --type $t --threads 2 2>/dev/null > $M/$model.$t.ours.log

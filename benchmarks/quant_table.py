@@ -15,7 +15,7 @@ for model in ["smollm2", "gemma3-270m"]:
     print(f"\n### {model}\nF16: {sz:.1f} MiB, PPL {fp}\n")
     print("| type | size ours / llama (MiB) | same tensors | PPL | KLD vs F16 | same top | time ours / llama-quantize (s) | peak RSS ours / llama (MB) |")
     print("|---|---|---|---|---|---|---|---|")
-    for t in ["Q8_0", "Q6_K", "Q5_K_M", "Q4_K_M", "Q4_K_S", "Q4_0"]:
+    for t in ["Q8_0", "Q6_K", "Q5_K_M", "Q5_1", "Q5_0", "Q4_K_M", "Q4_K_S", "Q4_1", "Q4_0"]:
         o, l = f"{M}/{model}.{t}.ours", f"{M}/{model}.{t}.llama"
         if not os.path.exists(o + ".ppl.txt") or not os.path.exists(l + ".ppl.txt"): continue
         po, pl = rd(o + ".ppl.txt"), rd(l + ".ppl.txt")
