@@ -43,7 +43,7 @@ def main() -> None:
     print("type      C ref s   numba s   numpy twin s   numba/C   same bytes")
     for typ in ["Q4_K", "Q5_K", "Q6_K", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0"]:
         bs, tb = GGML_QUANT_SIZES[Q[typ]]
-        fn = getattr(lib, f"quantize_row_{typ.lower()}_ref")
+        fn = getattr(lib, f"quantize_row_{typ.lower().replace('_k', '_K')}_ref")
 
         def c_ref():
             out = np.zeros((a.rows, 4096 // bs * tb), np.uint8)
