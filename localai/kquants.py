@@ -241,7 +241,11 @@ def quantize_k(x: np.ndarray, typ: str, impl: str = "numba") -> np.ndarray:
     xb = x.reshape(-1, QK_K)
     out = np.empty((xb.shape[0], nbytes), np.uint8)
     if impl == "numba":
-        from .quantizers_numba import quantize_blocks
+        try:
+            from .quantizers_numba import quantize_blocks
+        except ImportError:  # numba missing: the numpy twin gives the same bytes
+            impl = "numpy"
+    if impl == "numba":
         quantize_blocks(typ, np.ascontiguousarray(xb), out)
     else:
         for i in range(0, xb.shape[0], CHUNK):

@@ -226,7 +226,10 @@ def quantize_tensor(x: np.ndarray, typ: str) -> np.ndarray:
     from gguf.quants import quantize
 
     from .kquants import QUANTIZERS, quantize_k
-    from .quantizers_numba import LEGACY, quantize_legacy
+    try:
+        from .quantizers_numba import LEGACY, quantize_legacy
+    except ImportError:  # numba missing: gguf.quants (the twin) below
+        LEGACY = ()
 
     if typ in QUANTIZERS:
         return quantize_k(x, typ)
@@ -413,8 +416,12 @@ def quantize_file(src: str | Path, dst: str | Path, type_name: str, *, pure: boo
     writer.write_ti_data_to_file()
     total, done = sum(sizes.values()), 0
     if any(new not in (None, "F32", "F16", "BF16") for new in plan.values()):
-        from .quantizers_numba import warmup
-        warmup()  # compile (first run, seconds) or load the kernels once, before the threads
+        try:
+            from .quantizers_numba import warmup
+        except ImportError:  # numba missing: the numpy twins
+            warmup = None
+        if warmup:
+            warmup()  # compile (first run, seconds) or load the kernels once, before the threads
     with ThreadPoolExecutor(max_workers=max(1, threads)) as pool:
         def start(name):
             t, new = source.tensors[name], plan[name]

@@ -16,8 +16,9 @@ The domain is the C's: finite weights whose block scale fits a half (|x| up to ~
 that d overflows to inf in both and the C's NaN handling is not copied.
 
 The kernels release the GIL (`nogil`): `quantize.py` runs row chunks of a tensor on a thread
-pool. `cache=True` keeps the machine code in numba's cache; the first use compiles the three
-kernels (a few seconds, `warmup()`), later processes load them.
+pool. `cache=True` keeps the machine code in numba's cache (`~/.cache/localai/numba`, as the
+inference kernels: `kernels/_numba_setup.py`); the first use compiles the kernels (~7 s,
+`warmup()`), later processes load them. Without numba the callers use the numpy twins.
 Entry point: `quantize_blocks(typ, xb, out)`, xb float32 (nb, 256) C-contiguous, out uint8
 (nb, block_bytes).
 
@@ -29,7 +30,11 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from numba import njit
+
+from .kernels import _numba_setup
+
+_numba_setup.configure()  # before numba is imported: compiled kernels go to the user's cache
+from numba import njit  # noqa: E402
 
 F32 = np.float32
 EPS = F32(1e-15)  # GROUP_MAX_EPS

@@ -108,3 +108,18 @@ def test_half_rounding_is_round_to_nearest_even():
 def test_rows_must_split_into_super_blocks():
     with pytest.raises(ValueError, match="multiple of 256"):
         quantize_k(np.zeros((2, 576), np.float32), "Q4_K")
+
+
+def test_without_numba_the_numpy_twins_answer(monkeypatch):
+    # numba is optional for the kernels; a missing numba must not break `localai quantize`
+    import sys
+
+    from localai.quantize import quantize_tensor
+
+    x = awkward_rows()
+    want = {t: quantize_tensor(x, t) for t in ["Q4_K", "Q6_K", "Q4_0", "Q8_0"]}
+    monkeypatch.setitem(sys.modules, "localai.quantizers_numba", None)  # import raises ImportError
+    with pytest.raises(ImportError):
+        import localai.quantizers_numba  # noqa: F401
+    for t, w in want.items():
+        assert np.array_equal(quantize_tensor(x, t), w)
