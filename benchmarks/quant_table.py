@@ -6,6 +6,9 @@ M = sys.argv[1] if len(sys.argv) > 1 else "/work/cache/quantk-meas"
 def rd(p):
     try: return open(p).read()
     except OSError: return ""
+def pm(v, nd):  # "23.049349 ±   1.536756" -> "23.049 ± 1.537"
+    a, b = v.split("±")
+    return f"{float(a):.{nd}f} ± {float(b):.{nd}f}"
 def f(rx, s, g=1):
     m = re.search(rx, s); return m.group(g) if m else None
 for model in ["smollm2", "gemma3-270m"]:
@@ -13,9 +16,9 @@ for model in ["smollm2", "gemma3-270m"]:
     fp = f(r"Final estimate: PPL = ([\d.]+ \+/- [\d.]+)", base)
     sz = os.path.getsize(f"{M}/{model}.F16.gguf") / 2**20 if os.path.exists(f"{M}/{model}.F16.gguf") else 0
     print(f"\n### {model}\nF16: {sz:.1f} MiB, PPL {fp}\n")
-    print("| type | size ours / llama (MiB) | same tensors | PPL | KLD vs F16 | same top | time ours / llama-quantize (s) | peak RSS ours / llama (MB) |")
+    print("| type | size (MiB) ours / llama | tensors | PPL | KLD vs F16 | same top | time (s) ours / llama-quantize | peak RSS (MB) ours / llama |")
     print("|---|---|---|---|---|---|---|---|")
-    for t in ["Q8_0", "Q6_K", "Q5_K_M", "Q4_K_M", "Q4_K_S", "Q4_0"]:
+    for t in ["Q8_0", "Q6_K", "Q5_K_M", "Q5_1", "Q5_0", "Q4_K_M", "Q4_K_S", "Q4_1", "Q4_0"]:
         o, l = f"{M}/{model}.{t}.ours", f"{M}/{model}.{t}.llama"
         if not os.path.exists(o + ".ppl.txt") or not os.path.exists(l + ".ppl.txt"): continue
         po, pl = rd(o + ".ppl.txt"), rd(l + ".ppl.txt")
@@ -25,6 +28,9 @@ for model in ["smollm2", "gemma3-270m"]:
         pll = f(r"Mean PPL\(Q\)\s+:\s+([\d.]+ ±\s+[\d.]+)", pl)
         kld = f(r"Mean    KLD:\s+([\d.]+ ±\s+[\d.]+)", po); kll = f(r"Mean    KLD:\s+([\d.]+ ±\s+[\d.]+)", pl)
         st = f(r"Same top p:\s+([\d.]+ ±\s+[\d.]+) %", po); stl = f(r"Same top p:\s+([\d.]+ ±\s+[\d.]+) %", pl)
+        ppl, pll = pm(ppl, 3), pm(pll, 3)
+        kld, kll = pm(kld, 5), pm(kll, 5)
+        st, stl = pm(st, 2), pm(stl, 2)
         pv = ppl if ppl == pll else f"{ppl} / {pll}"
         kv = kld if kld == kll else f"{kld} / {kll}"
         sv = st if st == stl else f"{st} / {stl}"

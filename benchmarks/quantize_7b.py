@@ -5,7 +5,7 @@
 Writes DIR/llama-7b-shape.F16.gguf (random N(0, 0.02) weights in LLaMA-7B's shapes: d 4096,
 FFN 11008, 32 heads, vocabulary 32000, separate output matrix; `--layers` of the 32, the
 token embedding and output always whole), quantizes it with both tools (`/usr/bin/time`:
-wall seconds and peak RSS), checks the two outputs hold the same tensors, prints one JSON
+wall seconds, CPU seconds and peak RSS), checks the two outputs hold the same tensors, prints one JSON
 line and deletes the big files. With fewer layers the time scales by the values written:
 the `values` field gives the count, 6.74e9 for the whole model.
 """
@@ -67,13 +67,14 @@ def write_f16(path: Path, layers: int) -> int:
     return sum(int(np.prod(s)) for s in shapes.values() if len(s) == 2)
 
 
-def timed(cmd: list[str], env=None) -> tuple[float, int]:
-    out = subprocess.run(["/usr/bin/time", "-f", "TIME %e %M", *cmd], capture_output=True, text=True, env=env)
+def timed(cmd: list[str], env=None) -> tuple[float, int, float]:
+    """(wall s, peak RSS bytes, CPU s = user + system) of one command, from /usr/bin/time."""
+    out = subprocess.run(["/usr/bin/time", "-f", "TIME %e %M %U %S", *cmd], capture_output=True, text=True, env=env)
     if out.returncode:
         raise SystemExit(f"{cmd[0]} failed: {out.stderr[-2000:]}")
     line = [ln for ln in out.stderr.splitlines() if ln.startswith("TIME ")][-1]
-    secs, kb = line.split()[1:]
-    return float(secs), int(kb) * 1024
+    secs, kb, user, system = line.split()[1:]
+    return float(secs), int(kb) * 1024, round(float(user) + float(system), 2)
 
 
 def main() -> None:
@@ -88,13 +89,14 @@ def main() -> None:
     src, ours, theirs = (a.dir / f"llama-7b-shape.{n}.gguf" for n in ("F16", "ours.Q4_K_M", "llama.Q4_K_M"))
     values = write_f16(src, a.layers)
     localai = str(Path(sys.executable).parent / "localai")
-    t_ours, rss_ours = timed([localai, "quantize", str(src), str(ours), "--type", "Q4_K_M", "--threads", str(a.threads)])
+    t_ours, rss_ours, cpu_ours = timed([localai, "quantize", str(src), str(ours), "--type", "Q4_K_M", "--threads", str(a.threads)])
     env = dict(os.environ, LD_LIBRARY_PATH=str(Path(a.llama_quantize).parent))
-    t_llama, rss_llama = timed([a.llama_quantize, str(src), str(theirs), "Q4_K_M", str(a.threads)], env=env)
+    t_llama, rss_llama, cpu_llama = timed([a.llama_quantize, str(src), str(theirs), "Q4_K_M", str(a.threads)], env=env)
     same = subprocess.run([sys.executable, "-c", SAME, str(ours), str(theirs)], capture_output=True, text=True).stdout.strip()
     print(json.dumps({"layers": a.layers, "values": values, "f16_bytes": src.stat().st_size,
-                      "ours_s": t_ours, "ours_peak_rss": rss_ours, "llama_s": t_llama, "llama_peak_rss": rss_llama,
-                      "ratio": round(t_ours / t_llama, 2), "same_tensors": same, "threads": a.threads}))
+                      "ours_s": t_ours, "ours_cpu_s": cpu_ours, "ours_peak_rss": rss_ours,
+                      "llama_s": t_llama, "llama_cpu_s": cpu_llama, "llama_peak_rss": rss_llama,
+                      "ratio": round(t_ours / t_llama, 2), "cpu_ratio": round(cpu_ours / cpu_llama, 2), "same_tensors": same, "threads": a.threads}))
     if not a.keep:
         for p in (src, ours, theirs):
             p.unlink(missing_ok=True)

@@ -228,15 +228,26 @@ def _q6_k(xb: np.ndarray) -> np.ndarray:
 QUANTIZERS = {"Q4_K": _q4_k, "Q5_K": _q5_k, "Q6_K": _q6_k}
 
 
-def quantize_k(x: np.ndarray, typ: str) -> np.ndarray:
+def quantize_k(x: np.ndarray, typ: str, impl: str = "numba") -> np.ndarray:
     """float32 (..., cols) with cols % 256 == 0 -> uint8 (..., cols // 256 * block_bytes) of `typ`
-    (Q4_K, Q5_K or Q6_K), the bytes llama.cpp's `quantize_row_*_K_ref` writes."""
+    (Q4_K, Q5_K or Q6_K), the bytes llama.cpp's `quantize_row_*_K_ref` writes.
+
+    impl "numba" (default): the compiled twin in `quantizers_numba.py`, one super-block at a time,
+    GIL released; "numpy": this module's vectorized version. Both give the same bytes."""
     x = np.asarray(x, dtype=F32)
     if x.shape[-1] % QK_K:
         raise ValueError(f"{typ} needs rows of a multiple of {QK_K} values, got {x.shape[-1]}")
     fn, nbytes = QUANTIZERS[typ], BLOCK_BYTES[typ]
     xb = x.reshape(-1, QK_K)
     out = np.empty((xb.shape[0], nbytes), np.uint8)
-    for i in range(0, xb.shape[0], CHUNK):
-        out[i:i + CHUNK] = fn(xb[i:i + CHUNK])
+    if impl == "numba":
+        try:
+            from .quantizers_numba import quantize_blocks
+        except ImportError:  # numba missing: the numpy twin gives the same bytes
+            impl = "numpy"
+    if impl == "numba":
+        quantize_blocks(typ, np.ascontiguousarray(xb), out)
+    else:
+        for i in range(0, xb.shape[0], CHUNK):
+            out[i:i + CHUNK] = fn(xb[i:i + CHUNK])
     return out.reshape(*x.shape[:-1], x.shape[-1] // QK_K * nbytes)

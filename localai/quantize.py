@@ -15,13 +15,15 @@ quantized, and to what, follows llama.cpp `src/llama-quant.cpp`:
 - `tensor_type_fallback`: rows that do not split into 256-blocks take Q5_0 / Q5_1 / Q8_0
   for Q4_K / Q5_K / Q6_K, and F16 when they do not split into 32-blocks either.
 
-Quantizers: Q4_0, Q4_1, Q5_0, Q5_1, Q8_0 are gguf-py's (`gguf.quants`), bit-exact with it;
-Q4_K, Q5_K, Q6_K are `kquants.py`, bit-exact with llama.cpp's reference quantizer.
+Quantizers (`quantizers_numba.py`, numba): Q4_0, Q4_1, Q5_0, Q5_1, Q8_0 bit-exact with gguf-py's
+`gguf.quants` (their numpy twin); Q4_K, Q5_K, Q6_K bit-exact with llama.cpp's reference
+quantizer (numpy twin `kquants.py`).
 
 The input is read through the memory map one tensor at a time; each tensor's rows are cut into
-chunks quantized on `threads` threads (numpy releases the GIL), the result is written at once,
-and the tensor's pages are handed back to the kernel (`madvise(MADV_DONTNEED)`), so peak memory
-is one output tensor plus a few chunks, whatever the model size. Metadata is copied field by
+chunks quantized on `threads` threads (the numba kernels release the GIL), the result is
+written at once while the threads already work on the next tensor's chunks, and the tensor's
+pages are handed back to the kernel (`madvise(MADV_DONTNEED)`), so peak memory is about two
+output tensors plus a few chunks, whatever the model size. Metadata is copied field by
 field and `general.file_type` is set to the new type.
 """
 from __future__ import annotations
@@ -224,9 +226,15 @@ def quantize_tensor(x: np.ndarray, typ: str) -> np.ndarray:
     from gguf.quants import quantize
 
     from .kquants import QUANTIZERS, quantize_k
+    try:
+        from .quantizers_numba import LEGACY, quantize_legacy
+    except ImportError:  # numba missing: gguf.quants (the twin) below
+        LEGACY = ()
 
     if typ in QUANTIZERS:
         return quantize_k(x, typ)
+    if typ in LEGACY:
+        return quantize_legacy(x, typ)
     if typ == "BF16":
         from gguf.quants import BF16
         return BF16.quantize(x)
@@ -325,15 +333,21 @@ def _out_layout(t: SourceTensor, new: str | None):
     return shape, np.dtype(np.uint8), int(np.prod(shape)), typ
 
 
-def _convert(t: SourceTensor, new: str, pool: ThreadPoolExecutor, threads: int) -> np.ndarray:
-    """Quantize one tensor in row chunks on the pool; returns its bytes / values."""
+def _convert_start(t: SourceTensor, new: str, pool: ThreadPoolExecutor, threads: int) -> Callable[[], np.ndarray]:
+    """Queue one tensor's row chunks on the pool (each chunk read, widened to float32 and
+    quantized in its worker); returns the call that waits for them and gives the tensor's
+    bytes / values."""
     cols = t.shape[-1]
     nrows = int(np.prod(t.shape[:-1])) if len(t.shape) > 1 else 1
     step = max(1, min(CHUNK_VALUES // max(cols, 1), -(-nrows // max(threads, 1))))
-    spans = [slice(a, min(a + step, nrows)) for a in range(0, nrows, step)]
-    parts = list(pool.map(lambda s: quantize_tensor(t.rows(s).reshape(-1, cols), new), spans))
-    out = parts[0] if len(parts) == 1 else np.concatenate(parts)
-    return out.reshape(*t.shape[:-1], out.shape[-1]) if len(t.shape) > 1 else out.reshape(-1)
+    futures = [pool.submit(lambda s: quantize_tensor(t.rows(s).reshape(-1, cols), new), slice(a, min(a + step, nrows)))
+               for a in range(0, nrows, step)]
+
+    def finish() -> np.ndarray:
+        parts = [f.result() for f in futures]
+        out = parts[0] if len(parts) == 1 else np.concatenate(parts)
+        return out.reshape(*t.shape[:-1], out.shape[-1]) if len(t.shape) > 1 else out.reshape(-1)
+    return finish
 
 
 def open_source(src: Path) -> Source:
@@ -401,10 +415,25 @@ def quantize_file(src: str | Path, dst: str | Path, type_name: str, *, pure: boo
     writer.write_kv_data_to_file()
     writer.write_ti_data_to_file()
     total, done = sum(sizes.values()), 0
+    if any(new not in (None, "F32", "F16", "BF16") for new in plan.values()):
+        try:
+            from .quantizers_numba import warmup
+        except ImportError:  # numba missing: the numpy twins
+            warmup = None
+        if warmup:
+            warmup()  # compile (first run, seconds) or load the kernels once, before the threads
     with ThreadPoolExecutor(max_workers=max(1, threads)) as pool:
-        for name in names:
+        def start(name):
             t, new = source.tensors[name], plan[name]
-            data = t.raw() if new is None else _convert(t, new, pool, threads)
+            return t.raw if new is None else _convert_start(t, new, pool, threads)
+        ahead = start(names[0]) if names else None
+        for i, name in enumerate(names):
+            t, new = source.tensors[name], plan[name]
+            finish = ahead
+            # queue the next tensor's chunks first: the threads work on it while this one is
+            # gathered and written (no idle pool during the write, no tail at each tensor's end)
+            ahead = start(names[i + 1]) if i + 1 < len(names) else None
+            data = finish()
             writer.write_tensor_data(data)
             del data
             t.release()

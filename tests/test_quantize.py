@@ -28,6 +28,20 @@ def test_random_tensors_bit_exact_with_gguf_quants(typ):
     assert err.max() < {"Q8_0": 0.01}.get(typ, 0.2)
 
 
+@pytest.mark.parametrize("typ", LEGACY)
+def test_numba_quantizers_equal_gguf_quants_on_many_blocks(typ):
+    # quantize_tensor runs the numba kernels; gguf.quants' numpy code is their twin. 8,192 blocks
+    # over 10 decades of scale, plus blocks that are constant, one-signed, half-way ties, -0.0
+    rng = np.random.default_rng(5)
+    x = (rng.standard_normal((64, 4096)) * 10.0 ** rng.uniform(-7, 3, (64, 1))).astype(np.float32)
+    x[1, :32] = 0.75
+    x[2, :64] = -np.abs(x[2, :64])
+    x[3, :32] = np.arange(32, dtype=np.float32) / 2 - 8  # ties for the 4/5-bit grids
+    x[4, :32] = np.float32(-0.0)
+    x[5, :32] = np.linspace(-127, 127, 32, dtype=np.float32) / 2  # Q8_0 round-half ties
+    assert np.array_equal(quantize_tensor(x, typ), quantize(x, Q[typ]))
+
+
 def test_real_q8_0_tensor_requantizes_to_the_same_bytes(smollm2_path):
     # llama.cpp wrote this Q8_0 tensor; dequantized and quantized again it must come back byte for byte
     g = GGUFFile(smollm2_path)
