@@ -2,6 +2,7 @@
 
     python benchmarks/batching.py streams --model smollm2 --tokens 64 --ns 1 2 4 8 16
     python benchmarks/batching.py editor --model smollm2 --chats 8
+    python benchmarks/batching.py alone --model smollm2 --tokens 128 --repeats 3
     python benchmarks/batching.py rewrite --model smollm2 --tokens 160 --repeats 3
     python benchmarks/batching.py rewrite --model gemma3-270m --base --tokens 160 --repeats 3
 
@@ -9,6 +10,9 @@
 aggregate generated tok/s from the first request sent to the last `done`, and whether every
 stream's text is the same in every run (and, for stream 0, equal to its run alone).
 `editor`: time to first token of a `complete` alone, and while `--chats` chats stream.
+`alone`: one request alone, with batching on (`max_batch` 32) and off (1), alternated,
+`--repeats` times each: decode tok/s and time to first token from `done.timings`, medians
+and spread (the issue's "no request slower alone than without batching by more than 10%").
 `rewrite`: a 60-line Python function, "rename one identifier", with `draft` none and auto
 (prompt lookup), alternated, `--repeats` times each: end-to-end ms, medians, identical text.
 The daemon runs in this process on a temporary socket (the scheduler and engine are the real
@@ -122,6 +126,33 @@ def editor(args):
     server.shutdown()
 
 
+def alone(args):
+    server, path = start(args.model, 1024)
+    params = {"prompt": PROMPTS[0], "max_tokens": args.tokens, "temperature": 0, "cache_prompt": False}
+    got = {"on": [], "off": []}
+    texts = set()
+    for _ in range(args.repeats):
+        for mode, mb in (("on", 32), ("off", 1)):
+            server.scheduler.max_batch = mb
+            out, wall = concurrent(path, [("generate", params)])
+            t = out[0][0].timings
+            texts.add(out[0][0].text)
+            got[mode].append((t["predicted_n"] / t["predicted_ms"] * 1000, t["ttft_ms"], wall))
+            print(f"batching {mode}: decode {got[mode][-1][0]:.2f} tok/s, ttft {t['ttft_ms']:.0f} ms, "
+                  f"wall {wall:.2f} s", flush=True)
+    print(f"\none request alone ({args.model}, {args.tokens} tokens, {args.repeats} repeats each, interleaved):")
+    print("| batching | decode tok/s (median, range) | ttft ms (median, range) | wall s (median) |")
+    print("|---|---|---|---|")
+    for mode in ("on", "off"):
+        tps, ttft, wall = zip(*got[mode])
+        print(f"| {mode} | {statistics.median(tps):.2f} ({min(tps):.2f}-{max(tps):.2f}) | "
+              f"{statistics.median(ttft):.0f} ({min(ttft):.0f}-{max(ttft):.0f}) | {statistics.median(wall):.2f} |")
+    on = statistics.median(t for t, _, _ in got["on"]) / statistics.median(t for t, _, _ in got["off"])
+    ft = statistics.median(f for _, f, _ in got["on"]) / statistics.median(f for _, f, _ in got["off"])
+    print(f"\non/off: decode tok/s {on:.3f}x, time to first token {ft:.3f}x; same text: {len(texts) == 1}")
+    server.shutdown()
+
+
 FUNC = "\n".join(
     ["def summarize_orders(orders, discount_rate):",
      '    """Totals, counts and averages of a list of orders."""',
@@ -164,7 +195,7 @@ def rewrite(args):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("what", choices=["streams", "editor", "rewrite"])
+    ap.add_argument("what", choices=["streams", "editor", "alone", "rewrite"])
     ap.add_argument("--model", default="smollm2")
     ap.add_argument("--tokens", type=int, default=64)
     ap.add_argument("--ns", type=int, nargs="+", default=[1, 2, 4, 8, 16])
@@ -173,7 +204,7 @@ def main():
     ap.add_argument("--base", action="store_true", help="rewrite: a base model (gemma3-270m): `generate` "
                     "continuing the function and the instruction, draft lookup vs none")
     args = ap.parse_args()
-    {"streams": streams, "editor": editor, "rewrite": rewrite}[args.what](args)
+    {"streams": streams, "editor": editor, "alone": alone, "rewrite": rewrite}[args.what](args)
     sys.exit(0)
 
 

@@ -30,7 +30,8 @@ N_BATCH = 512          # prompt tokens per forward pass during prefill
 DEFAULT_N_CTX = 4096   # capped by the model's training context
 DRAFTS = ("none", "lookup", "model")  # stream(draft=...); the protocol adds "auto" (daemon/handlers.py)
 # backend name -> module exposing model_class(arch); models take and return numpy arrays:
-# model(tokens, cache, last_only) -> logits, model.make_cache(max_len) -> per-layer caches
+# model(tokens, cache, last_only) -> logits (last_only: False = every row, True = the last,
+# an int index array = those rows), model.make_cache(max_len) -> per-layer caches
 # with .offset, .trim(n), .nbytes.
 BACKENDS = {"numpy": "localai.models", "mlx": "localai.mlx"}
 
