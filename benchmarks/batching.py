@@ -10,7 +10,7 @@
 aggregate generated tok/s from the first request sent to the last `done`, and whether every
 stream's text is the same in every run (and, for stream 0, equal to its run alone).
 `editor`: time to first token of a `complete` alone, and while `--chats` chats stream.
-`alone`: one request alone, with batching on (`max_batch` 32) and off (1), alternated,
+`alone`: one request alone, with batching on (`max_batch` 32) and off (1), alternated (ABBA),
 `--repeats` times each: decode tok/s and time to first token from `done.timings`, medians
 and spread (the issue's "no request slower alone than without batching by more than 10%").
 `rewrite`: a 60-line Python function, "rename one identifier", with `draft` none and auto
@@ -131,9 +131,10 @@ def alone(args):
     params = {"prompt": PROMPTS[0], "max_tokens": args.tokens, "temperature": 0, "cache_prompt": False}
     got = {"on": [], "off": []}
     texts = set()
-    for _ in range(args.repeats):
-        for mode, mb in (("on", 32), ("off", 1)):
-            server.scheduler.max_batch = mb
+    concurrent(path, [("generate", params)])  # warm-up: the first request pays for first-touch costs
+    for r in range(args.repeats):  # on, off, off, on, ...: a drift in the machine's load hits both
+        for mode in (("on", "off") if r % 2 == 0 else ("off", "on")):
+            server.scheduler.max_batch = 32 if mode == "on" else 1
             out, wall = concurrent(path, [("generate", params)])
             t = out[0][0].timings
             texts.add(out[0][0].text)
