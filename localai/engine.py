@@ -443,7 +443,7 @@ class LLM:
             if drafter is not None:
                 if proposed:
                     drafter.update(proposed, accepted)
-                k = min(drafter.k, max_tokens - timings.predicted_n - 1, self.n_ctx - len(session.tokens) - 1)
+                k = min(drafter.next_k(), max_tokens - timings.predicted_n - 1, self.n_ctx - len(session.tokens) - 1)
                 drafts = drafter.propose(history, k) if k > 0 else []
                 proposed, accepted = len(drafts), 0
             if drafts:

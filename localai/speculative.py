@@ -13,17 +13,32 @@ import numpy as np
 
 K_START, K_MAX = 4, 16  # draft tokens per verify pass: start, most (doubles while all are accepted)
 NGRAM = (4, 3, 2)        # match lengths tried, longest first
+PAUSE_MAX = 32           # most tokens decoded without drafts after failed verify passes
 
 
 class Adaptive:
     """k, the draft length: doubled after a pass that accepted every draft, else one more
-    than the accepted count."""
+    than the accepted count. A pass that accepted none also pauses drafting for 1, 2, 4, ...
+    up to `PAUSE_MAX` tokens (doubling while passes keep failing, reset by a success): when
+    the model does not copy, k falls to 0 and the request decodes at its plain speed, paying
+    a verify pass only now and then to see whether drafts agree again."""
 
     def __init__(self):
         self.k = K_START
+        self.pause = 0   # tokens to decode without drafts, after passes that accepted nothing
+        self.wait = 0    # of those, the ones left
 
     def update(self, proposed: int, accepted: int) -> None:
         self.k = min(K_MAX, 2 * self.k) if accepted == proposed else max(1, accepted + 1)
+        self.pause = 0 if accepted else min(PAUSE_MAX, 2 * self.pause or 1)
+        self.wait = self.pause
+
+    def next_k(self) -> int:
+        """Draft tokens to propose before the next token (0 while paused); once per token."""
+        if self.wait:
+            self.wait -= 1
+            return 0
+        return self.k
 
 
 class PromptLookup(Adaptive):
