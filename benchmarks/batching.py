@@ -166,7 +166,7 @@ FUNC = "\n".join(
 
 
 def rewrite(args):
-    server, path = start(args.model, 2048)
+    server, path = start(args.model, 4096)  # the whole function back: ~1,400 prompt + ~1,300 generated tokens
     instruction = "Rename the parameter discount_rate to rebate. Change nothing else."
     if args.base:  # a base model cannot take the rewrite chat: the same task as text to continue
         method, params = "generate", {"prompt": f"```python\n{FUNC}\n```\n\n{instruction}\n\n```python\n"}

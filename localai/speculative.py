@@ -43,13 +43,22 @@ class Adaptive:
 
 class PromptLookup(Adaptive):
     """Propose the tokens that followed an occurrence of the context's last n-gram in `source`
-    (token ids): the first one at or after the previous draft's start (text is copied in
-    order; repetitive code has the same n-gram on many lines), else the last one."""
+    (token ids): the first one at or after where the copy has got to in `source` (text is
+    copied in order, and repetitive code has the same n-gram on many lines), else the last
+    one. Where the copy has got to moves on only with accepted drafts: a draft taken from
+    elsewhere that the model rejected (the new name of a renamed identifier matched in the
+    instruction) does not move it."""
 
     def __init__(self, source: list[int]):
         super().__init__()
         self.src = np.asarray(source, dtype=np.int64)
-        self.next = None  # index in src where the last draft started
+        self.start = None  # index in src where the last draft started
+        self.pos = None    # index in src the accepted copy has reached
+
+    def update(self, proposed: int, accepted: int) -> None:
+        super().update(proposed, accepted)
+        if accepted and self.start is not None:
+            self.pos = self.start + accepted
 
     def propose(self, history: list[int], k: int) -> list[int]:
         src = self.src
@@ -65,10 +74,9 @@ class PromptLookup(Adaptive):
             if len(hit) == 0:
                 continue
             starts = hit + n
-            after = starts[starts >= self.next] if self.next is not None else starts[:0]
-            start = int(after[0]) if len(after) else int(starts[-1])
-            self.next = start
-            return src[start:start + k].tolist()
+            after = starts[starts >= self.pos] if self.pos is not None else starts[:0]
+            self.start = int(after[0]) if len(after) else int(starts[-1])
+            return src[self.start:self.start + k].tolist()
         return []
 
 
