@@ -113,15 +113,15 @@ def _k_scale(w, o, j):
 # k + K, ...), x given as int16 codes per 32 values (_quantize_x). For each block of 32
 # weights, an integer dot of the weights' codes with x's codes, scaled once:
 # d * dx * sum(q * xq), plus m * dx * sum(xq) for the types with a min. The block is decoded
-# once for the RX rows of x, and x's codes are loaded once for the RW rows of W (register
-# blocking: 4 x 2 dots in flight, 8 accumulators).
+# once for the RX rows of x (register blocking: 4 dots in flight, 4 accumulators).
 #
 # Generic LLVM IR only, no target intrinsics: the products of 16-bit pairs summed in pairs are
 # one pmaddwd on AVX2 (vpdpwssd where the CPU has AVX-512 VNNI; smull/smlal on NEON).
-# 16-bit activations, not llama.cpp's 8-bit ones: on AVX2 a 32-value block costs two
-# pmaddwd either way (pmaddubsw + pmaddwd for 8-bit), LLVM matches pmaddwd from plain IR
-# but not pmaddubsw's unsigned-by-signed form, and rounding x to 16 bits moves each value by
-# at most amax / 65534, ~256 times less than 8 bits do (docs/benchmarks.md).
+# 16-bit activations, not llama.cpp's 8-bit ones, on evidence (docs/benchmarks.md, issue 13,
+# third session): 8-bit codes (vpmaddubsw through target intrinsics; LLVM does not form it
+# from plain IR) were 0-26 % faster in prefill on AVX2 once the tile stopped spilling, and they
+# flip a top token of SmolLM2 that llama.cpp keeps by a margin over 0.5 (tests/test_reference.py);
+# 16-bit codes move each value by at most amax / 65534, ~256 times less.
 #
 # Batch invariance: the dot of (x row r, W row i) is the same sequence of operations whatever
 # RX and RW are and whichever tile it falls in: its own accumulator, one FMA per block (no
@@ -200,9 +200,12 @@ class _Emit:
 
 
 def _q5(e, p, qh_at):
-    """The 32 5-bit values: bit j of the u32 at qh_at is the fifth bit of q[j]."""
-    qh = e.splat(e.load(e.w, e.at(p, qh_at), _i32))
-    on = e.b.icmp_unsigned("!=", e.b.and_(qh, e.cv([1 << j for j in range(32)], _i32)), e.cv(0, _i32))
+    """The 32 5-bit values: bit j of the u32 at qh_at is the fifth bit of q[j]. (Byte j // 8
+    of qh spread to lane j and tested against bit j % 8: byte-wide lanes throughout.)"""
+    qh = e.bytes(p, qh_at, 4)
+    qh = e.b.shuffle_vector(qh, qh, e.cv([j // 8 for j in range(32)], _i32))
+    on = e.b.icmp_unsigned("!=", e.b.and_(qh, e.cv([(1 << (j % 8)) - (256 if j % 8 == 7 else 0) for j in range(32)])),
+                           e.cv(0))
     return e.b.or_(e.nibbles(p, qh_at + 4), e.b.select(on, e.cv(16), e.cv(0)))
 
 
@@ -235,34 +238,34 @@ def _k_subblocks(e, p, five):
     return out
 
 
-# Each block function: (emit, p) -> [(32-value sub-block, <32 x i16> codes, scale, min or None)];
-# the scale is a float32, or for Q6_K (a scale per 16 weights) <16 x float>, lane l for the
-# pair of weights 2l, 2l + 1.
+# Each block function: (emit, p) -> [(32-value sub-block, <32 x i8> codes, signed, scale,
+# min or None)]; the scale is a float32, or for Q6_K (a scale per 16 weights) <8 x float>,
+# lane l for the weights 4l .. 4l + 3 (see the fold in _emit_tile).
 
 def _iq_q8_0(e, p):
-    return [(0, e.b.sext(e.bytes(p, 2), _vec(_i16)), e.f16(p, 0), None)]
+    return [(0, e.bytes(p, 2), True, e.f16(p, 0), None)]
 
 
 def _iq_q4_0(e, p):
-    return [(0, e.b.sext(e.b.sub(e.nibbles(p, 2), e.cv(8)), _vec(_i16)), e.f16(p, 0), None)]
+    return [(0, e.b.sub(e.nibbles(p, 2), e.cv(8)), True, e.f16(p, 0), None)]
 
 
 def _iq_q4_1(e, p):
     d, m = e.f16x2(p, 0)
-    return [(0, e.b.zext(e.nibbles(p, 4), _vec(_i16)), d, m)]
+    return [(0, e.nibbles(p, 4), False, d, m)]
 
 
 def _iq_q5_0(e, p):
-    return [(0, e.b.sext(e.b.sub(_q5(e, p, 2), e.cv(16)), _vec(_i16)), e.f16(p, 0), None)]
+    return [(0, e.b.sub(_q5(e, p, 2), e.cv(16)), True, e.f16(p, 0), None)]
 
 
 def _iq_q5_1(e, p):
     d, m = e.f16x2(p, 0)
-    return [(0, e.b.zext(_q5(e, p, 4), _vec(_i16)), d, m)]
+    return [(0, _q5(e, p, 4), False, d, m)]
 
 
 def _iq_qk(e, p, five):
-    return [(j, e.b.zext(q, _vec(_i16)), dl, e.b.fneg(ml)) for j, q, dl, ml in _k_subblocks(e, p, five)]
+    return [(j, q, False, dl, e.b.fneg(ml)) for j, q, dl, ml in _k_subblocks(e, p, five)]
 
 
 def _iq_q6_k(e, p):
@@ -277,8 +280,8 @@ def _iq_q6_k(e, p):
             hi = e.b.shl(e.b.and_(e.b.lshr(qh, e.cv(2 * i)), e.cv(3)), e.cv(4))
             q = e.b.sub(e.b.or_(lo, hi), e.cv(32))
             s = 8 * h + 2 * i
-            scales = e.b.shuffle_vector(sc, sc, e.cv([s] * 8 + [s + 1] * 8, _i32, 16))
-            out.append((4 * h + i, e.b.sext(q, _vec(_i16)), scales, None))
+            scales = e.b.shuffle_vector(sc, sc, e.cv([s] * 4 + [s + 1] * 4, _i32, 8))
+            out.append((4 * h + i, q, True, scales, None))
     return out
 
 
@@ -293,13 +296,14 @@ _IBLOCKS = {
     T.Q5_K: lambda e, p: _iq_qk(e, p, True),
     T.Q6_K: _iq_q6_k,
 }
-I16_TYPE_IDS = frozenset(int(t) for t in _IBLOCKS)
-_I16_TYPES = tuple(sorted(I16_TYPE_IDS))  # for matmul: numba reads a tuple, not a frozenset
-RX, RW = 4, 2  # the register block: rows of x times rows of W per tile
-
+INT_TYPE_IDS = frozenset(int(t) for t in _IBLOCKS)
+_INT_TYPES = tuple(sorted(INT_TYPE_IDS))  # for matmul: numba reads a tuple, not a frozenset
+RX, RW = 4, 1  # the register block: rows of x times rows of W per tile (AVX2 has 16 vector
+# registers: 4 rows of x codes take 8, and a second row of W spilled them; docs/benchmarks.md)
 
 def _pmaddwd(e, a, b):
-    """<16 x i32>: a[2i] * b[2i] + a[2i + 1] * b[2i + 1] for <32 x i16> a, b."""
+    """<16 x i32>: a[2i] * b[2i] + a[2i + 1] * b[2i + 1] for <32 x i16> a, b (one pmaddwd per
+    16 lanes: LLVM matches it)."""
     prod = e.b.mul(e.b.sext(a, _vec(_i32)), e.b.sext(b, _vec(_i32)))
     even = e.b.shuffle_vector(prod, prod, e.cv(list(range(0, 32, 2)), _i32, 16))
     odd = e.b.shuffle_vector(prod, prod, e.cv(list(range(1, 32, 2)), _i32, 16))
@@ -311,32 +315,35 @@ def _emit_tile(e, qtype, nx, nw, o, ws, k, K, nb, out):
     float alloca out[r * nw + i]."""
     block, (qk, size) = _IBLOCKS[qtype], block_size(qtype)
     b = e.b
-    width = 16 if qtype == T.Q6_K else 8  # Q6_K: two scales per item, one per 8 lanes
-    vt = _vec(_f32, width)
-    accs = [[cgutils.alloca_once_value(b, ir.Constant(vt, [0.0] * width)) for _ in range(nw)] for _ in range(nx)]
+    vt = _vec(_f32, 8)
+    accs = [[cgutils.alloca_once_value(b, ir.Constant(vt, [0.0] * 8)) for _ in range(nw)] for _ in range(nx)]
     mins = [[cgutils.alloca_once_value(b, ir.Constant(_f32, 0.0)) for _ in range(nw)] for _ in range(nx)]
     wrows = [b.add(o, b.mul(ws, e.c(i))) for i in range(nw)]
     xrows = [b.udiv(b.add(k, b.mul(K, e.c(r))), e.c(32)) for r in range(nx)]  # in 32-value blocks
     xq, xd, xsq = e.xs
-    lo8, hi8 = e.cv(list(range(8)), _i32, 8), e.cv(list(range(8, 16)), _i32, 8)
+    # the 16 pair sums of a block to 8 lanes: halves added (lane l: products 2l, 2l + 1, 2l + 16,
+    # 2l + 17), or for Q6_K, whose two scales cover 16 weights each, neighbours (products 4l .. 4l + 3)
+    halves = ([list(range(8)), list(range(8, 16))] if qtype != T.Q6_K
+              else [list(range(0, 16, 2)), list(range(1, 16, 2))])
+    fold = [e.cv(h, _i32, 8) for h in halves]
 
     def blocks(first, count):
         for j in range(count):
             bi = b.add(first, e.c(j))
             items = [block(e, b.add(wrows[i], b.mul(bi, e.c(size)))) for i in range(nw)]
             for n, (sub, *_) in enumerate(items[0]):
-                svs = [it[n][2] if width == 16 else e.splat(it[n][2], 8) for it in items]  # W's scales
+                svs = [it[n][3] if isinstance(it[n][3].type, ir.VectorType) else e.splat(it[n][3], 8)
+                       for it in items]  # W's scales
                 for r in range(nx):
                     xb = b.add(xrows[r], b.add(b.mul(bi, e.c(qk // 32)), e.c(sub)))
                     xv = e.load(xq, b.mul(xb, e.c(32)), _vec(_i16), align=2)
                     dx = e.load(xd, xb, _f32, align=4)
-                    dxv = e.splat(dx, width)
+                    dxv = e.splat(dx, 8)
                     dxs = None
                     for i in range(nw):
-                        _, q, scale, m = items[i][n]
-                        isum = _pmaddwd(e, q, xv)  # <16 x i32>
-                        if width == 8:  # one scale: fold the halves in integers first
-                            isum = b.add(b.shuffle_vector(isum, isum, lo8), b.shuffle_vector(isum, isum, hi8))
+                        _, q, signed, scale, m = items[i][n]
+                        isum = _pmaddwd(e, (b.sext if signed else b.zext)(q, _vec(_i16)), xv)  # <16 x i32>
+                        isum = b.add(b.shuffle_vector(isum, isum, fold[0]), b.shuffle_vector(isum, isum, fold[1]))
                         # (isum dx) d: splats made once per row of x and once per row of W
                         acc = accs[r][i]
                         b.store(e.fma(b.fmul(b.sitofp(isum, vt), dxv), svs[i], b.load(acc)), acc)
@@ -355,7 +362,7 @@ def _emit_tile(e, qtype, nx, nw, o, ws, k, K, nb, out):
     for r in range(nx):
         for i in range(nw):
             v = b.load(accs[r][i])
-            n = width
+            n = 8
             while n > 1:  # pairwise halves
                 n //= 2
                 v = b.fadd(b.shuffle_vector(v, v, e.cv(list(range(n)), _i32, n)),
@@ -445,7 +452,7 @@ def _fetch_add(typingctx, counter):
 @njit(parallel=True, **JIT)
 def matmul(qtype, w, x, out, full):
     """out (N, M) = x (N, K) @ dequantize(w (M, row_bytes)).T, fused: no float copy of W, for
-    any N (decode and prefill alike). The types of I16_TYPE_IDS multiply x rounded to int16
+    any N (decode and prefill alike). The types of INT_TYPE_IDS multiply x rounded to int16
     per 32 values; row n of out depends on row n of x alone, bit for bit.
 
     Work items (a run of rows of W, at least MC and CHUNK_MACS multiply-adds) go to the
@@ -457,10 +464,10 @@ def matmul(qtype, w, x, out, full):
     wf, xf = w.reshape(-1), x.reshape(-1)  # flat views, made once
     w16 = wf[:len(wf) // 2 * 2].view(np.uint16)  # F16 weights
     nb = U(K // 32)
-    i16 = qtype in _I16_TYPES
-    nq = len(xf) if i16 else 0
+    quantized_x = qtype in _INT_TYPES
+    nq = len(xf) if quantized_x else 0
     xq, xd, xsq = np.empty(nq, np.int16), np.empty(nq // 32, F), np.empty(nq // 32, np.int32)
-    if i16:
+    if quantized_x:
         for n in prange(N):
             _quantize_x(xf, U(n) * U(K), K // 32, xq, xd, xsq)
     xs = (xq, xd, xsq)

@@ -62,11 +62,11 @@ def backend(request):
 def assert_close(y: np.ndarray, x: np.ndarray, w: np.ndarray, qtype=None):
     """y == x @ w.T to float32 rounding: |error| <= 4 K u sum_k |x_k w_k|, u = 2^-24, the
     textbook bound for a K-term float32 dot product with room for the scale/min split.
-    Where matmul took the fused kernels on x rounded to int16 (`qtype` in I16_TYPE_IDS), plus
+    Where matmul took the fused kernels on x rounded to int16 (`qtype` in INT_TYPE_IDS), plus
     what that rounding can move: each x_k by at most amax(its 32 values) / 65534."""
     ref = x.astype(np.float64) @ w.T.astype(np.float64)
     bound = 4 * x.shape[1] * 2.0**-24 * (np.abs(x).astype(np.float64) @ np.abs(w).T) + 1e-30
-    if (qtype is not None and qmatmul.backend() == "numba" and int(qtype) in qmatmul._nb.I16_TYPE_IDS
+    if (qtype is not None and qmatmul.backend() == "numba" and int(qtype) in qmatmul._nb.INT_TYPE_IDS
             and not 0 < qmatmul.BLAS_MIN_N <= x.shape[0]):
         amax = np.abs(x).reshape(x.shape[0], -1, 32).max(-1).astype(np.float64)  # (N, K / 32)
         bound = bound * 2 + 1.001 * (amax / 65534) @ np.abs(w).reshape(w.shape[0], -1, 32).sum(-1).T
@@ -370,7 +370,7 @@ def test_integer_gemm_is_the_rounded_x_times_w(qtype, N):
     terms too, on odd shapes: M = 37 (a tile of W rows left alone, a last parallel item of
     5 rows), an odd number of blocks. Real-looking x: one block carries an outlier, as LLM
     activations do."""
-    assert int(qtype) in qmatmul._nb.I16_TYPE_IDS
+    assert int(qtype) in qmatmul._nb.INT_TYPE_IDS
     M, K = 37, 768 if quants.block_size(qtype)[0] == 256 else 544
     raw = random_rows(qtype, M, K, seed=7)
     w = reference(raw, qtype)
