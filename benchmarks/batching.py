@@ -72,25 +72,30 @@ def concurrent(path, reqs):
 
 
 def streams(args):
-    server, path = start(args.model, 1024)
-    texts, rows = {}, []
-    for n in args.ns:
-        reqs = [("generate", {"prompt": PROMPTS[i], "max_tokens": args.tokens, "temperature": 0,
-                              "cache_prompt": False}) for i in range(n)]
-        server.scheduler.recent.clear()
-        out, wall = concurrent(path, reqs)
-        toks = sum(d.timings["predicted_n"] for d, _, _ in out)
-        batch = server.scheduler.status()["batch"]
-        for i, (d, _, _) in enumerate(out):
-            texts.setdefault(i, set()).add(d.text)
-        rows.append((n, toks, wall, toks / wall, batch["requests_max"]))
-        print(f"n={n}: {toks} tokens in {wall:.1f} s = {toks / wall:.2f} tok/s (batch up to {batch['requests_max']})",
-              flush=True)
-    base = rows[0][3] or float("nan")
-    print("\n| streams | tokens | wall s | aggregate tok/s | x one stream | largest batch |")
+    server, path = start(args.model, args.n_ctx)
+    texts, got = {}, {n: [] for n in args.ns}
+    for r in range(args.repeats):  # 1, 2, 4, ... then again: a drift in the load hits every n
+        for n in args.ns:
+            reqs = [("generate", {"prompt": PROMPTS[i], "max_tokens": args.tokens, "temperature": 0,
+                                  "cache_prompt": False}) for i in range(n)]
+            server.scheduler.recent.clear()
+            out, wall = concurrent(path, reqs)
+            toks = sum(d.timings["predicted_n"] for d, _, _ in out)
+            batch = server.scheduler.status()["batch"]
+            for i, (d, _, _) in enumerate(out):
+                texts.setdefault(i, set()).add(d.text)
+            got[n].append((toks, wall, toks / wall, batch["requests_max"]))
+            print(f"n={n}: {toks} tokens in {wall:.1f} s = {toks / wall:.2f} tok/s (batch up to {batch['requests_max']})",
+                  flush=True)
+    base = statistics.median(t for _, _, t, _ in got[args.ns[0]]) or float("nan")
+    print(f"\n{args.model}, {args.tokens} tokens per stream, {args.repeats} repeats:")
+    print("| streams | tokens | wall s (median) | aggregate tok/s (median, range) | x one stream | largest batch |")
     print("|---|---|---|---|---|---|")
-    for n, toks, wall, tps, mx in rows:
-        print(f"| {n} | {toks} | {wall:.1f} | {tps:.2f} | {tps / base:.2f} | {mx} |")
+    for n in args.ns:
+        toks, walls, tps, mx = zip(*got[n])
+        m = statistics.median(tps)
+        print(f"| {n} | {toks[0]} | {statistics.median(walls):.1f} | {m:.2f} ({min(tps):.2f}-{max(tps):.2f}) | "
+              f"{m / base:.2f} | {max(mx)} |")
     same = all(len(v) == 1 for v in texts.values())
     print(f"\nevery stream's text identical across runs (stream 0 alone included): {same}")
     server.shutdown()
@@ -201,6 +206,7 @@ def main():
     ap.add_argument("--tokens", type=int, default=64)
     ap.add_argument("--ns", type=int, nargs="+", default=[1, 2, 4, 8, 16])
     ap.add_argument("--chats", type=int, default=8)
+    ap.add_argument("--n-ctx", type=int, default=1024, help="streams: the context (a 7B's KV cache is 0.5 MB a position)")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--base", action="store_true", help="rewrite: a base model (gemma3-270m): `generate` "
                     "continuing the function and the instruction, draft lookup vs none")
