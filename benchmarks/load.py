@@ -38,6 +38,15 @@ def model_path(name: str | None, root: str) -> str:
     return str(store.resolve(name, pull_missing=False))
 
 
+def start(a, prefix: str) -> tuple[str, dict]:
+    """(a temporary root, the daemon) for parsed args `a` (model, n_ctx); SIGTERM (`timeout`)
+    still stops the daemon."""
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    root = tempfile.mkdtemp(prefix=prefix)
+    real = {"args": ("--n-ctx", str(a.n_ctx)), "extra_env": {"LOCALAI_KERNELS": ""}} if a.model else {}
+    return root, start_daemon(root, model_path(a.model, root), **real)  # a real model: the numba kernels
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--clients", type=int, default=64)
@@ -45,10 +54,7 @@ def main() -> int:
     ap.add_argument("--max-tokens", type=int, default=12)
     ap.add_argument("--n-ctx", type=int, default=2048)
     a = ap.parse_args()
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # `timeout`: still stop the daemon
-    root = tempfile.mkdtemp(prefix="localai-load-")
-    real = {"args": ("--n-ctx", str(a.n_ctx)), "extra_env": {"LOCALAI_KERNELS": ""}} if a.model else {}
-    d = start_daemon(root, model_path(a.model, root), **real)  # a real model: the numba kernels
+    root, d = start(a, "localai-load-")
     try:
         reqs = L.workload(max(4, a.clients // 2), a.max_tokens)
         t0 = time.monotonic()

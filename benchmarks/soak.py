@@ -15,16 +15,13 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import signal
 import sys
-import tempfile
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "tests"))
 
 import load_support as L  # noqa: E402
-from load import model_path  # noqa: E402
-from test_reliability import start_daemon  # noqa: E402
+from load import start  # noqa: E402
 
 
 def main() -> int:
@@ -38,10 +35,7 @@ def main() -> int:
     ap.add_argument("--max-tokens", type=int, default=12)
     ap.add_argument("--n-ctx", type=int, default=2048)
     a = ap.parse_args()
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # `timeout`: still stop the daemon
-    root = tempfile.mkdtemp(prefix="localai-soak-")
-    real = {"args": ("--n-ctx", str(a.n_ctx)), "extra_env": {"LOCALAI_KERNELS": ""}} if a.model else {}
-    d = start_daemon(root, model_path(a.model, root), **real)  # a real model: the numba kernels
+    root, d = start(a, "localai-soak-")
     try:
         reqs = L.workload(a.distinct, a.max_tokens)
         L.solo_answers(d["path"], reqs)

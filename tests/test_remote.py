@@ -285,6 +285,39 @@ def test_rewrite_on_a_remote_gives_its_greedy_answer(world):
     assert got["text"] == want and raw.strip()
 
 
+def test_generate_on_a_remote_gives_its_greedy_text_and_local_only_commands_say_so(world):
+    """`localai generate` runs local models in its own process; a remote's model goes through
+    the daemon to /v1/completions. tokenize and show read a model file: a clear line."""
+    d, a = world["d"], world["a"]
+    prompt = "The three primary colours are"
+    _fresh(a)
+    want = a.post("completions", {"model": "smollm2", "prompt": prompt, "max_tokens": 10, "temperature": 0.0,
+                                  "repeat_penalty": 1.0})["choices"][0]["text"]  # generate's default: off
+    _fresh(a)
+    r = d.cli("generate", "-m", "box/smollm2", "-p", prompt, "-n", "10", "-t", "0", "--json")
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["text"] == want and want.strip()
+    for argv in (["tokenize", "-m", "box/smollm2", "hello"], ["show", "tiny"]):
+        r = d.cli(*argv)
+        assert r.returncode != 0 and "Traceback" not in r.stderr
+        assert "is a model of a remote engine" in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
+
+
+def test_a_remote_added_after_the_daemon_started_says_to_restart_it(world):
+    peer, a = world["peer"], world["a"]
+    conf = os.path.join(peer.root, "config", "localai", "config.toml")
+    before = open(conf).read()
+    try:
+        with open(conf, "a") as f:
+            f.write(f'\n[remotes.late]\nurl = "{a.url}"\n')
+        r = peer.cli("ask", "-m", "late/smollm2", "-n", "4", "Hi")
+        assert r.returncode != 0 and "Traceback" not in r.stderr
+        assert "run `localai stop`" in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    finally:
+        with open(conf, "w") as f:
+            f.write(before)
+
+
 # --- stopping the remote's work ------------------------------------------------------------------
 
 def _disconnects(server) -> int:

@@ -352,16 +352,47 @@ def test_completion_lists_every_command_and_option_of_the_cli():
             assert want | {"--help", "-h"} <= options.get(name, set()), (shell, name, want - options.get(name, set()))
 
 
+def test_completion_knows_the_built_in_actions():
+    from localai.actions import ACTIONS
+    from localai.actions import builtin  # noqa: F401  (defines them)
+
+    for name in ("localai.bash", "localai.zsh", "localai.fish"):
+        text = (Path(__file__).parent.parent / "plugins" / "shell" / name).read_text()
+        m = re.search(r"__localai_action_names[= ]'?([a-z -]+?)'?\s+#", text)
+        assert m and set(m.group(1).split()) == set(ACTIONS), (name, m and m.group(1))
+
+
 @pytest.mark.skipif(not have("tmux", *SHELLS), reason="needs tmux, bash, zsh and fish (apt-get install bash zsh fish tmux)")
 @pytest.mark.parametrize("shell", SHELLS)
 def test_tab_completes_commands_options_and_models(shell, setup, tmp_path):
-    t = _start(shell, setup, tmp_path / "home")
+    cache = tmp_path / "cache"
+    t = _start(shell, setup, tmp_path / "home", XDG_CACHE_HOME=str(cache))
     try:
         if shell == "zsh":  # completion needs compinit, loaded before the integration
             _run(t, f"autoload -Uz compinit && compinit -u -D && source {setup['inits'][shell]}")
         for typed, completed in (("localai comp", "localai complete "), ("localai ask --max-t", "localai ask --max-tokens "),
                                  ("localai show smol", "localai show smollm2 "),
-                                 ("localai ask -m gemma3-2", "localai ask -m gemma3-270m ")):
+                                 ("localai ask -m gemma3-2", "localai ask -m gemma3-270m "),
+                                 ("localai run commit-m", "localai run commit-message ")):  # built-in, no file yet
+            t.type(typed)
+            t.keys("Tab")
+            t.wait(rf"^{re.escape(PROMPT + completed)}\s*$", 10)
+            t.keys("C-u")
+        # the names a daemon's action registry wrote: the user's actions too
+        from localai.actions.registry import Registry
+
+        user_actions = tmp_path / "actions.py"
+        user_actions.write_text("from localai.actions import action\n\n"
+                                "@action(help='Say the tag.', needs=['text'])\n"
+                                "def zebra_tag(ctx):\n    return ctx.text\n")
+        old = os.environ.get("XDG_CACHE_HOME")
+        os.environ["XDG_CACHE_HOME"] = str(cache)
+        try:
+            Registry([str(user_actions)], include_user_dir=False).refresh()
+        finally:
+            os.environ.pop("XDG_CACHE_HOME") if old is None else os.environ.__setitem__("XDG_CACHE_HOME", old)
+        assert "zebra-tag" in (cache / "localai" / "action-names").read_text().split()
+        for typed, completed in (("localai run zeb", "localai run zebra-tag "),):
             t.type(typed)
             t.keys("Tab")
             t.wait(rf"^{re.escape(PROMPT + completed)}\s*$", 10)

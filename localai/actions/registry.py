@@ -28,6 +28,14 @@ def user_dir() -> str:
     return os.path.join(base, "localai", "actions")
 
 
+def names_file() -> str:
+    """`$XDG_CACHE_HOME/localai/action-names` (else `~/.cache/...`): the action names, one a
+    line, written by the daemon when they change, for the shells' Tab completion of
+    `localai run` (which runs no program)."""
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(base, "localai", "action-names")
+
+
 def _where(exc: BaseException, path: str | None = None) -> tuple[str, int]:
     """The file and line an exception points at: a SyntaxError's own, else the innermost
     frame in `path` (the user's file), else the innermost frame outside localai."""
@@ -64,6 +72,7 @@ class Registry:
         self.include_user_dir = include_user_dir
         self.files: dict[str, _File] = {}
         self.lock = threading.Lock()
+        self.published: list | None = None  # the names last written to names_file()
 
     def _sources(self) -> list:
         out = []
@@ -93,6 +102,23 @@ class Registry:
                     self.files[path] = self._load(path, stamp)
             for path in set(self.files) - seen:
                 del self.files[path]
+            self._publish(sorted(self.table()))
+
+    def _publish(self, names: list) -> None:
+        """Write the names for completion when they changed (best effort: a read-only cache
+        directory costs only the completion of user actions)."""
+        if names == self.published:
+            return
+        self.published = names
+        path = names_file()
+        try:
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            tmp = f"{path}.{os.getpid()}"
+            with open(tmp, "w", encoding="utf-8") as f:
+                f.write("".join(n + "\n" for n in names))
+            os.replace(tmp, path)
+        except OSError:
+            pass
 
     def _load(self, path: str, stamp: tuple) -> _File:
         mod_name = "localai_user_actions." + re.sub(r"\W", "_", os.path.splitext(os.path.basename(path))[0])

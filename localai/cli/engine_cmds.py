@@ -36,6 +36,11 @@ def generate(
     from .client_cmds import constraint_params
 
     constrained = constraint_params(schema, grammar)
+    if remote_model(model):  # a remote engine's model: the daemon forwards it (docs/remote.md)
+        _generate_remote(model, as_json, prompt=prompt, max_tokens=max_tokens, temperature=temperature,
+                         top_k=top_k, top_p=top_p, min_p=min_p, repeat_penalty=repeat_penalty, seed=seed,
+                         stop=stop, **constrained)
+        return
     llm = localai.load(model, backend=backend, n_ctx=n_ctx)
     chunks = llm.stream(prompt, max_tokens=max_tokens, temperature=temperature, top_k=top_k, top_p=top_p,
                         min_p=min_p, repeat_penalty=repeat_penalty, seed=seed, stop=stop, draft=draft,
@@ -56,6 +61,36 @@ def generate(
         sys.stdout.write("\n")
 
 
+def remote_model(model: str, command: str | None = None) -> bool:
+    """Whether `model` names a remote engine's model (`[remotes.NAME]` in the config); with
+    `command`, that command runs the model in this process, so a remote one is an error."""
+    from .. import config, remote
+    from ..errors import LocalAIError
+
+    cfg = config.load()
+    if not cfg.remotes or remote.route(cfg, model) is None:
+        return False
+    if command:
+        raise LocalAIError(f"{model} is a model of a remote engine ([remotes] in the config); `localai {command}` "
+                           f"reads a local model file: name a local model, or use ask, chat or generate")
+    return True
+
+
+def _generate_remote(model: str, as_json: bool, **params) -> None:
+    """`generate` with a remote engine's model, through the daemon; prints as for a local one."""
+    from .. import config
+    from .talk import emit_result, request, say_if_cut, status_of
+
+    streamed = not as_json
+    done = request(config.load(), False, "generate", {"model": model, **params},
+                   out=sys.stdout if streamed else None)
+    emit_result(done, as_json, streamed)
+    say_if_cut(done, as_json)
+    code = status_of(done)
+    if code:
+        raise typer.Exit(code)
+
+
 def tokenize(
     text: str = typer.Argument(..., help="Text to tokenize."),
     model: str = typer.Option("smollm2", "--model", "-m"),
@@ -65,6 +100,7 @@ def tokenize(
     """Show how a model tokenizes text."""
     import localai
 
+    remote_model(model, "tokenize")
     llm = localai.load(model)
     ids = llm.tokenize(text, special=special)
     if as_json:

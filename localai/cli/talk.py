@@ -100,6 +100,12 @@ def request(cfg, no_daemon: bool, method: str, params: dict, out=None):
         except DaemonError as exc:
             if no_daemon or exc.code != "model_not_found":
                 raise
+            if _is_remote(cfg, params.get("model")):  # in the config file, not in the running daemon's
+                from ..errors import LocalAIError
+
+                raise LocalAIError(f"{params['model']} is a remote engine's model in the config file, but the "
+                                   f"running daemon read the config before that: run `localai stop` (the next "
+                                   f"request starts it again with the new config)") from None
     fetch_model(params.get("model"), cfg)
     with client_for(cfg, no_daemon) as client:
         return run(client, method, params, out)

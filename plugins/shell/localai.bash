@@ -167,6 +167,7 @@ fi
 
 __localai_commands='ask chat run actions cmd explain complete rewrite logs models ps show pull rm serve status stop init generate tokenize bench perplexity quantize'
 __localai_models='smollm2 gemma3-270m'
+__localai_action_names='add-docstring cmd commit-message explain explain-code fix rewrite translate write-tests'  # built-in; a daemon writes all it knows to action-names
 
 __localai_options() {  # the options of command $1, in REPLY
     case $1 in
@@ -212,6 +213,10 @@ __localai_complete() {
         COMPREPLY=($(\builtin compgen -W "$REPLY" -- "$cur"))
     elif [[ ${COMP_WORDS[1]} == init ]]; then
         COMPREPLY=($(\builtin compgen -W 'bash zsh fish' -- "$cur"))
+    elif [[ ${COMP_WORDS[1]} == run ]] && ((COMP_CWORD == 2)); then
+        local names=$__localai_action_names f=${XDG_CACHE_HOME:-$HOME/.cache}/localai/action-names
+        [[ -r $f ]] && names=$(<"$f")
+        COMPREPLY=($(\builtin compgen -W "$names" -- "$cur"))
     elif [[ ${COMP_WORDS[1]} =~ ^(pull|show|rm)$ ]]; then
         COMPREPLY=($(\builtin compgen -W "$__localai_models" -- "$cur"))
     else

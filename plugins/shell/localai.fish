@@ -153,6 +153,7 @@ end
 
 set -g __localai_commands ask chat run actions cmd explain complete rewrite logs models ps show pull rm serve status stop init generate tokenize bench perplexity quantize
 set -g __localai_models smollm2 gemma3-270m
+set -g __localai_action_names add-docstring cmd commit-message explain explain-code fix rewrite translate write-tests  # built-in; a daemon writes all it knows to action-names
 
 function __localai_options --argument-names cmd  # the options of a command, on one line
     switch $cmd
@@ -227,6 +228,16 @@ function __localai_complete_args
         string split ' ' -- (__localai_options $words[2])
     else if test "$words[2]" = init
         printf '%s\n' bash zsh fish
+    else if test "$words[2]" = run; and test (count $words) -eq 2
+        set -l f $HOME/.cache/localai/action-names
+        set -q XDG_CACHE_HOME; and test -n "$XDG_CACHE_HOME"; and set f $XDG_CACHE_HOME/localai/action-names
+        if test -r $f
+            while read -l name
+                echo $name
+            end <$f
+        else
+            printf '%s\n' $__localai_action_names
+        end
     else if contains -- $words[2] pull show rm
         printf '%s\n' $__localai_models
     else

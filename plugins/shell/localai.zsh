@@ -151,6 +151,7 @@ fi
 
 __localai_commands='ask chat run actions cmd explain complete rewrite logs models ps show pull rm serve status stop init generate tokenize bench perplexity quantize'
 __localai_models='smollm2 gemma3-270m'
+__localai_action_names='add-docstring cmd commit-message explain explain-code fix rewrite translate write-tests'  # built-in; a daemon writes all it knows to action-names
 
 __localai_options() {  # the options of command $1, in REPLY
     case $1 in
@@ -196,6 +197,9 @@ __localai_complete() {
         \builtin compadd -- ${=REPLY}
     elif [[ ${words[2]} == init ]]; then
         \builtin compadd -- bash zsh fish
+    elif [[ ${words[2]} == run ]] && ((CURRENT == 3)); then
+        local f=${XDG_CACHE_HOME:-$HOME/.cache}/localai/action-names
+        if [[ -r $f ]]; then \builtin compadd -- ${(f)"$(<$f)"}; else \builtin compadd -- ${=__localai_action_names}; fi
     elif [[ ${words[2]} == (pull|show|rm) ]]; then
         \builtin compadd -- ${=__localai_models}
     else
