@@ -3,6 +3,7 @@
     python benchmarks/batching.py streams --model smollm2 --tokens 64 --ns 1 2 4 8 16
     python benchmarks/batching.py editor --model smollm2 --chats 8
     python benchmarks/batching.py alone --model smollm2 --tokens 128 --repeats 3
+    python benchmarks/batching.py steps --model smollm2 --repeats 5
     python benchmarks/batching.py rewrite --model smollm2 --tokens 160 --repeats 3
     python benchmarks/batching.py rewrite --model gemma3-270m --base --tokens 160 --repeats 3
 
@@ -13,6 +14,8 @@ stream's text is the same in every run (and, for stream 0, equal to its run alon
 `alone`: one request alone, with batching on (`max_batch` 32) and off (1), alternated (ABBA),
 `--repeats` times each: decode tok/s and time to first token from `done.timings`, medians
 and spread (the issue's "no request slower alone than without batching by more than 10%").
+`steps`: in this process, no daemon: one batched decode pass (`batch.evaluate_batch`) of
+1, 2, 4, 8, 16 sequences (13-token contexts), median ms: what a row costs the batch.
 `rewrite`: a 60-line Python function, "rename one identifier", with `draft` none and auto
 (prompt lookup), alternated, `--repeats` times each: end-to-end ms, medians, identical text.
 The daemon runs in this process on a temporary socket (the scheduler and engine are the real
@@ -159,6 +162,38 @@ def alone(args):
     server.shutdown()
 
 
+def steps(args):
+    from localai import batch, load
+    from localai.engine import Eval
+
+    llm = load(args.model, n_ctx=512)
+    sessions = []
+    for i in range(max(args.ns)):
+        s = llm.new_session()
+        llm.evaluate(Eval(s, llm.tokenize(PROMPTS[i % len(PROMPTS)])[:13], "prefill"))
+        sessions.append(s)
+
+    def step(n):
+        t = time.perf_counter()
+        batch.evaluate_batch(llm, [Eval(s, [42], "decode") for s in sessions[:n]])
+        for s in sessions[:n]:
+            s.keep(len(s.tokens) - 1)
+        return time.perf_counter() - t
+
+    for n in args.ns:
+        step(n)
+    ms = {n: [] for n in args.ns}
+    for _ in range(args.repeats):
+        for n in args.ns:
+            ms[n].append(step(n) * 1000)
+    one = statistics.median(ms[args.ns[0]])
+    print(f"\n{args.model}: one batched decode pass, median of {args.repeats}")
+    print("| rows | ms (median, range) | x one row |\n|---|---|---|")
+    for n in args.ns:
+        m = statistics.median(ms[n])
+        print(f"| {n} | {m:.1f} ({min(ms[n]):.1f}-{max(ms[n]):.1f}) | {m / one:.2f} |")
+
+
 FUNC = "\n".join(
     ["def summarize_orders(orders, discount_rate):",
      '    """Totals, counts and averages of a list of orders."""',
@@ -201,7 +236,7 @@ def rewrite(args):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("what", choices=["streams", "editor", "alone", "rewrite"])
+    ap.add_argument("what", choices=["streams", "editor", "alone", "steps", "rewrite"])
     ap.add_argument("--model", default="smollm2")
     ap.add_argument("--tokens", type=int, default=64)
     ap.add_argument("--ns", type=int, nargs="+", default=[1, 2, 4, 8, 16])
@@ -211,7 +246,7 @@ def main():
     ap.add_argument("--base", action="store_true", help="rewrite: a base model (gemma3-270m): `generate` "
                     "continuing the function and the instruction, draft lookup vs none")
     args = ap.parse_args()
-    {"streams": streams, "editor": editor, "alone": alone, "rewrite": rewrite}[args.what](args)
+    {"streams": streams, "editor": editor, "alone": alone, "steps": steps, "rewrite": rewrite}[args.what](args)
     sys.exit(0)
 
 
