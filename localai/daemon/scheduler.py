@@ -2,11 +2,12 @@
 forward passes.
 
 The engine's streams hand their forward passes to the scheduler (`llm.stream(...,
-evals=True)`: an `engine.Eval` per pass). A step is one pass: one chunk of a request's
-prompt (`PREFILL_CHUNK` tokens), or the next token of every decoding request on the picked
-request's model at once (continuous batching, localai/batch.py: up to `batch.MAX_ROWS` rows
-share one read of the weights; the kernels are batch-invariant, so each request's tokens are
-those of its run alone). Each step picks the request with the smallest (priority, last step)
+evals=True)`: an `engine.Eval` per pass). A step is one pass on the picked request's model:
+the next token of every decoding request on it and the prompt chunks (`PREFILL_CHUNK`
+tokens each) of requests at the picked one's priority or better, up to `PREFILL_CHUNK`
+prompt tokens (continuous batching with chunked prefill, localai/batch.py: up to
+`batch.MAX_ROWS` decode rows share one read of the weights; the kernels are batch-invariant,
+so each request's tokens are those of its run alone; `max_batch` 1 turns it off). Each step picks the request with the smallest (priority, last step)
 pair, so editor completions (priority 0) run ahead of chats (priority 1) and requests of one
 priority take turns; a long prompt's chunks after its first wait their turn at priority 1, so
 an 8k-token completion does not hold a chat's first token for its whole prefill. A cancelled
