@@ -2,6 +2,8 @@
 
     python benchmarks/batching.py streams --model smollm2 --tokens 64 --ns 1 2 4 8 16
     python benchmarks/batching.py editor --model smollm2 --chats 8
+    python benchmarks/batching.py alone --model smollm2 --tokens 128 --repeats 3
+    python benchmarks/batching.py steps --model smollm2 --repeats 5
     python benchmarks/batching.py rewrite --model smollm2 --tokens 160 --repeats 3
     python benchmarks/batching.py rewrite --model gemma3-270m --base --tokens 160 --repeats 3
 
@@ -9,6 +11,11 @@
 aggregate generated tok/s from the first request sent to the last `done`, and whether every
 stream's text is the same in every run (and, for stream 0, equal to its run alone).
 `editor`: time to first token of a `complete` alone, and while `--chats` chats stream.
+`alone`: one request alone, with batching on (`max_batch` 32) and off (1), alternated (ABBA),
+`--repeats` times each: decode tok/s and time to first token from `done.timings`, medians
+and spread (the issue's "no request slower alone than without batching by more than 10%").
+`steps`: in this process, no daemon: one batched decode pass (`batch.evaluate_batch`) of
+1, 2, 4, 8, 16 sequences (13-token contexts), median ms: what a row costs the batch.
 `rewrite`: a 60-line Python function, "rename one identifier", with `draft` none and auto
 (prompt lookup), alternated, `--repeats` times each: end-to-end ms, medians, identical text.
 The daemon runs in this process on a temporary socket (the scheduler and engine are the real
@@ -68,25 +75,30 @@ def concurrent(path, reqs):
 
 
 def streams(args):
-    server, path = start(args.model, 1024)
-    texts, rows = {}, []
-    for n in args.ns:
-        reqs = [("generate", {"prompt": PROMPTS[i], "max_tokens": args.tokens, "temperature": 0,
-                              "cache_prompt": False}) for i in range(n)]
-        server.scheduler.recent.clear()
-        out, wall = concurrent(path, reqs)
-        toks = sum(d.timings["predicted_n"] for d, _, _ in out)
-        batch = server.scheduler.status()["batch"]
-        for i, (d, _, _) in enumerate(out):
-            texts.setdefault(i, set()).add(d.text)
-        rows.append((n, toks, wall, toks / wall, batch["requests_max"]))
-        print(f"n={n}: {toks} tokens in {wall:.1f} s = {toks / wall:.2f} tok/s (batch up to {batch['requests_max']})",
-              flush=True)
-    base = rows[0][3] or float("nan")
-    print("\n| streams | tokens | wall s | aggregate tok/s | x one stream | largest batch |")
+    server, path = start(args.model, args.n_ctx)
+    texts, got = {}, {n: [] for n in args.ns}
+    for r in range(args.repeats):  # 1, 2, 4, ... then again: a drift in the load hits every n
+        for n in args.ns:
+            reqs = [("generate", {"prompt": PROMPTS[i], "max_tokens": args.tokens, "temperature": 0,
+                                  "cache_prompt": False}) for i in range(n)]
+            server.scheduler.recent.clear()
+            out, wall = concurrent(path, reqs)
+            toks = sum(d.timings["predicted_n"] for d, _, _ in out)
+            batch = server.scheduler.status()["batch"]
+            for i, (d, _, _) in enumerate(out):
+                texts.setdefault(i, set()).add(d.text)
+            got[n].append((toks, wall, toks / wall, batch["requests_max"]))
+            print(f"n={n}: {toks} tokens in {wall:.1f} s = {toks / wall:.2f} tok/s (batch up to {batch['requests_max']})",
+                  flush=True)
+    base = statistics.median(t for _, _, t, _ in got[args.ns[0]]) or float("nan")
+    print(f"\n{args.model}, {args.tokens} tokens per stream, {args.repeats} repeats:")
+    print("| streams | tokens | wall s (median) | aggregate tok/s (median, range) | x one stream | largest batch |")
     print("|---|---|---|---|---|---|")
-    for n, toks, wall, tps, mx in rows:
-        print(f"| {n} | {toks} | {wall:.1f} | {tps:.2f} | {tps / base:.2f} | {mx} |")
+    for n in args.ns:
+        toks, walls, tps, mx = zip(*got[n])
+        m = statistics.median(tps)
+        print(f"| {n} | {toks[0]} | {statistics.median(walls):.1f} | {m:.2f} ({min(tps):.2f}-{max(tps):.2f}) | "
+              f"{m / base:.2f} | {max(mx)} |")
     same = all(len(v) == 1 for v in texts.values())
     print(f"\nevery stream's text identical across runs (stream 0 alone included): {same}")
     server.shutdown()
@@ -122,6 +134,66 @@ def editor(args):
     server.shutdown()
 
 
+def alone(args):
+    server, path = start(args.model, 1024)
+    params = {"prompt": PROMPTS[0], "max_tokens": args.tokens, "temperature": 0, "cache_prompt": False}
+    got = {"on": [], "off": []}
+    texts = set()
+    concurrent(path, [("generate", params)])  # warm-up: the first request pays for first-touch costs
+    for r in range(args.repeats):  # on, off, off, on, ...: a drift in the machine's load hits both
+        for mode in (("on", "off") if r % 2 == 0 else ("off", "on")):
+            server.scheduler.max_batch = 32 if mode == "on" else 1
+            out, wall = concurrent(path, [("generate", params)])
+            t = out[0][0].timings
+            texts.add(out[0][0].text)
+            got[mode].append((t["predicted_n"] / t["predicted_ms"] * 1000, t["ttft_ms"], wall))
+            print(f"batching {mode}: decode {got[mode][-1][0]:.2f} tok/s, ttft {t['ttft_ms']:.0f} ms, "
+                  f"wall {wall:.2f} s", flush=True)
+    print(f"\none request alone ({args.model}, {args.tokens} tokens, {args.repeats} repeats each, interleaved):")
+    print("| batching | decode tok/s (median, range) | ttft ms (median, range) | wall s (median) |")
+    print("|---|---|---|---|")
+    for mode in ("on", "off"):
+        tps, ttft, wall = zip(*got[mode])
+        print(f"| {mode} | {statistics.median(tps):.2f} ({min(tps):.2f}-{max(tps):.2f}) | "
+              f"{statistics.median(ttft):.0f} ({min(ttft):.0f}-{max(ttft):.0f}) | {statistics.median(wall):.2f} |")
+    on = statistics.median(t for t, _, _ in got["on"]) / statistics.median(t for t, _, _ in got["off"])
+    ft = statistics.median(f for _, f, _ in got["on"]) / statistics.median(f for _, f, _ in got["off"])
+    print(f"\non/off: decode tok/s {on:.3f}x, time to first token {ft:.3f}x; same text: {len(texts) == 1}")
+    server.shutdown()
+
+
+def steps(args):
+    from localai import batch, load
+    from localai.engine import Eval
+
+    llm = load(args.model, n_ctx=512)
+    sessions = []
+    for i in range(max(args.ns)):
+        s = llm.new_session()
+        llm.evaluate(Eval(s, llm.tokenize(PROMPTS[i % len(PROMPTS)])[:13], "prefill"))
+        sessions.append(s)
+
+    def step(n):
+        t = time.perf_counter()
+        batch.evaluate_batch(llm, [Eval(s, [42], "decode") for s in sessions[:n]])
+        for s in sessions[:n]:
+            s.keep(len(s.tokens) - 1)
+        return time.perf_counter() - t
+
+    for n in args.ns:
+        step(n)
+    ms = {n: [] for n in args.ns}
+    for _ in range(args.repeats):
+        for n in args.ns:
+            ms[n].append(step(n) * 1000)
+    one = statistics.median(ms[args.ns[0]])
+    print(f"\n{args.model}: one batched decode pass, median of {args.repeats}")
+    print("| rows | ms (median, range) | x one row |\n|---|---|---|")
+    for n in args.ns:
+        m = statistics.median(ms[n])
+        print(f"| {n} | {m:.1f} ({min(ms[n]):.1f}-{max(ms[n]):.1f}) | {m / one:.2f} |")
+
+
 FUNC = "\n".join(
     ["def summarize_orders(orders, discount_rate):",
      '    """Totals, counts and averages of a list of orders."""',
@@ -134,7 +206,7 @@ FUNC = "\n".join(
 
 
 def rewrite(args):
-    server, path = start(args.model, 2048)
+    server, path = start(args.model, 4096)  # the whole function back: ~1,400 prompt + ~1,300 generated tokens
     instruction = "Rename the parameter discount_rate to rebate. Change nothing else."
     if args.base:  # a base model cannot take the rewrite chat: the same task as text to continue
         method, params = "generate", {"prompt": f"```python\n{FUNC}\n```\n\n{instruction}\n\n```python\n"}
@@ -164,16 +236,17 @@ def rewrite(args):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("what", choices=["streams", "editor", "rewrite"])
+    ap.add_argument("what", choices=["streams", "editor", "alone", "steps", "rewrite"])
     ap.add_argument("--model", default="smollm2")
     ap.add_argument("--tokens", type=int, default=64)
     ap.add_argument("--ns", type=int, nargs="+", default=[1, 2, 4, 8, 16])
     ap.add_argument("--chats", type=int, default=8)
+    ap.add_argument("--n-ctx", type=int, default=1024, help="streams: the context (a 7B's KV cache is 0.5 MB a position)")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--base", action="store_true", help="rewrite: a base model (gemma3-270m): `generate` "
                     "continuing the function and the instruction, draft lookup vs none")
     args = ap.parse_args()
-    {"streams": streams, "editor": editor, "rewrite": rewrite}[args.what](args)
+    {"streams": streams, "editor": editor, "alone": alone, "steps": steps, "rewrite": rewrite}[args.what](args)
     sys.exit(0)
 
 

@@ -11,6 +11,8 @@ override it.
     system = "You are terse."  # system prompt for `localai ask` and `localai chat`
     draft_model = "smollm2"    # a small model of the same family drafting for speculative decoding
                                # (requests with `draft: "model"`)
+    max_batch = 32             # requests that share one forward pass (continuous batching);
+                               # 1 = none: every request's passes run alone
     http = "127.0.0.1:8080"    # also serve the HTTP API (OpenAI + llama-server endpoints) there;
                                # a non-loopback address needs LOCALAI_API_KEY (or --api-key)
     http_cors = ["http://localhost:3000"]   # origins allowed by CORS (default: none)
@@ -71,6 +73,7 @@ class Config:
     keep_alive: float = DEFAULT_KEEP_ALIVE  # seconds; < 0 = never unload
     system: str | None = None
     draft_model: str | None = None  # for requests with draft "model" (localai/speculative.py)
+    max_batch: int | None = None  # requests per forward pass; None: localai.batch.MAX_ROWS, 1: no batching
     sampling: dict = field(default_factory=dict)
     cache_sessions: int = 8
     cache_bytes: int | None = None  # None: sized to the model and the machine (daemon.admission)
@@ -181,7 +184,7 @@ def load(path: str | None = None) -> Config:
     cfg.path = path
     known = {"model": str, "backend": str, "n_ctx": int, "threads": int, "keep_alive": None, "system": str,
              "draft_model": str, "sampling": dict, "prompt_cache": dict, "http": str, "http_cors": list,
-             "actions_path": list, "log": bool}
+             "actions_path": list, "log": bool, "max_batch": int}
     for key, value in data.items():
         if key not in known:
             raise ConfigError(f"{path}: unknown key `{key}`{_did_you_mean(key, known)} (known: {', '.join(known)})")
@@ -217,6 +220,8 @@ def load(path: str | None = None) -> Config:
         raise ConfigError(f"{path}: `actions_path` must be a list of files or folders (strings)")
     if cfg.threads is not None and cfg.threads < 1:
         raise ConfigError(f"{path}: `threads` must be 1 or more, not {cfg.threads}")
+    if cfg.max_batch is not None and cfg.max_batch < 1:
+        raise ConfigError(f"{path}: `max_batch` must be 1 or more (1 = no batching), not {cfg.max_batch}")
     if cfg.backend not in ("auto", "numpy", "mlx"):
         raise ConfigError(f"{path}: `backend` must be auto, numpy or mlx, not {cfg.backend!r}")
     return cfg
@@ -306,8 +311,8 @@ def override(cfg: Config, **flags) -> Config:
                 value = parse_duration(value)
             except ValueError as exc:
                 raise ConfigError(f"--keep-alive: {exc}") from None
-        if key == "threads" and value < 1:
-            raise ConfigError(f"--threads must be 1 or more, not {value}")
+        if key in ("threads", "max_batch") and value < 1:
+            raise ConfigError(f"--{key.replace('_', '-')} must be 1 or more, not {value}")
         setattr(cfg, key, value)
     return cfg
 

@@ -30,7 +30,8 @@ N_BATCH = 512          # prompt tokens per forward pass during prefill
 DEFAULT_N_CTX = 4096   # capped by the model's training context
 DRAFTS = ("none", "lookup", "model")  # stream(draft=...); the protocol adds "auto" (daemon/handlers.py)
 # backend name -> module exposing model_class(arch); models take and return numpy arrays:
-# model(tokens, cache, last_only) -> logits, model.make_cache(max_len) -> per-layer caches
+# model(tokens, cache, last_only) -> logits (last_only: False = every row, True = the last,
+# an int index array = those rows), model.make_cache(max_len) -> per-layer caches
 # with .offset, .trim(n), .nbytes.
 BACKENDS = {"numpy": "localai.models", "mlx": "localai.mlx"}
 
@@ -442,7 +443,7 @@ class LLM:
             if drafter is not None:
                 if proposed:
                     drafter.update(proposed, accepted)
-                k = min(drafter.k, max_tokens - timings.predicted_n - 1, self.n_ctx - len(session.tokens) - 1)
+                k = min(drafter.next_k(), max_tokens - timings.predicted_n - 1, self.n_ctx - len(session.tokens) - 1)
                 drafts = drafter.propose(history, k) if k > 0 else []
                 proposed, accepted = len(drafts), 0
             if drafts:

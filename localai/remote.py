@@ -167,12 +167,9 @@ def _generate(remote, model_id, params, defaults):
 
 
 def _rewrite(remote, model_id, params, defaults):
-    from .daemon.handlers import REWRITE_SYSTEM, RewriteFilter
+    from .daemon.handlers import RewriteFilter, rewrite_messages
 
-    fence = f"```{params.language or ''}"
-    text = params.text.replace("\r\n", "\n")
-    user = f"{params.instruction.strip()}\n\n{fence}\n{text}\n```"
-    messages = [{"role": "system", "content": REWRITE_SYSTEM}, {"role": "user", "content": user}]
+    messages = rewrite_messages(params.text, params.instruction, params.language)
     return Upstream("chat/completions", {"model": model_id, "messages": messages,
                                          **_sampling(params, defaults, "rewrite")},
                     _chat_piece, RewriteFilter(params.text, params.instruction))

@@ -13,28 +13,52 @@ import numpy as np
 
 K_START, K_MAX = 4, 16  # draft tokens per verify pass: start, most (doubles while all are accepted)
 NGRAM = (4, 3, 2)        # match lengths tried, longest first
+PAUSE_MAX = 32           # most tokens decoded without drafts after failed verify passes
 
 
 class Adaptive:
     """k, the draft length: doubled after a pass that accepted every draft, else one more
-    than the accepted count."""
+    than the accepted count. A pass that accepted none also pauses drafting for 1, 2, 4, ...
+    up to `PAUSE_MAX` tokens (doubling while passes keep failing, reset by a success): when
+    the model does not copy, k falls to 0 and the request decodes at its plain speed, paying
+    a verify pass only now and then to see whether drafts agree again."""
 
     def __init__(self):
         self.k = K_START
+        self.pause = 0   # tokens to decode without drafts, after passes that accepted nothing
+        self.wait = 0    # of those, the ones left
 
     def update(self, proposed: int, accepted: int) -> None:
         self.k = min(K_MAX, 2 * self.k) if accepted == proposed else max(1, accepted + 1)
+        self.pause = 0 if accepted else min(PAUSE_MAX, 2 * self.pause or 1)
+        self.wait = self.pause
+
+    def next_k(self) -> int:
+        """Draft tokens to propose before the next token (0 while paused); once per token."""
+        if self.wait:
+            self.wait -= 1
+            return 0
+        return self.k
 
 
 class PromptLookup(Adaptive):
     """Propose the tokens that followed an occurrence of the context's last n-gram in `source`
-    (token ids): the first one at or after the previous draft's start (text is copied in
-    order; repetitive code has the same n-gram on many lines), else the last one."""
+    (token ids): the first one at or after where the copy has got to in `source` (text is
+    copied in order, and repetitive code has the same n-gram on many lines), else the last
+    one. Where the copy has got to moves on only with accepted drafts: a draft taken from
+    elsewhere that the model rejected (the new name of a renamed identifier matched in the
+    instruction) does not move it."""
 
     def __init__(self, source: list[int]):
         super().__init__()
         self.src = np.asarray(source, dtype=np.int64)
-        self.next = None  # index in src where the last draft started
+        self.start = None  # index in src where the last draft started
+        self.pos = None    # index in src the accepted copy has reached
+
+    def update(self, proposed: int, accepted: int) -> None:
+        super().update(proposed, accepted)
+        if accepted and self.start is not None:
+            self.pos = self.start + accepted
 
     def propose(self, history: list[int], k: int) -> list[int]:
         src = self.src
@@ -50,10 +74,9 @@ class PromptLookup(Adaptive):
             if len(hit) == 0:
                 continue
             starts = hit + n
-            after = starts[starts >= self.next] if self.next is not None else starts[:0]
-            start = int(after[0]) if len(after) else int(starts[-1])
-            self.next = start
-            return src[start:start + k].tolist()
+            after = starts[starts >= self.pos] if self.pos is not None else starts[:0]
+            self.start = int(after[0]) if len(after) else int(starts[-1])
+            return src[self.start:self.start + k].tolist()
         return []
 
 

@@ -22,7 +22,7 @@ import pytest
 
 from localai import config, remote
 from localai.client import Client, DaemonError
-from localai.daemon.handlers import REWRITE_SYSTEM, RewriteFilter, SuffixGuard
+from localai.daemon.handlers import RewriteFilter, SuffixGuard, rewrite_messages
 
 N_CTX = 512
 QUESTION = "What is the capital of France?"
@@ -277,9 +277,7 @@ def test_complete_fim_tokens_on_a_remote_gives_its_greedy_answer(world):
 def test_rewrite_on_a_remote_gives_its_greedy_answer(world):
     d, a = world["d"], world["a"]
     text, instruction = "the cat sat on teh mat\n", "Fix the spelling."
-    user = f"{instruction}\n\n```\n{text}\n```"
-    raw = _chat(a, [{"role": "system", "content": REWRITE_SYSTEM}, {"role": "user", "content": user}],
-                max_tokens=16, temperature=0.0)
+    raw = _chat(a, rewrite_messages(text, instruction, None), max_tokens=16, temperature=0.0)
     want = _filtered(RewriteFilter(text, instruction), raw)
     _fresh(a)
     got = d.call("rewrite", text=text, instruction=instruction, model="box/smollm2", max_tokens=16,

@@ -179,3 +179,89 @@ def test_cancel_within_one_step_under_batching(daemon, local, monkeypatch):
     assert last.timings["predicted_n"] <= n_at + 1, (n_at, last.timings)
     smol = local["smollm2"]
     assert others == [smol.generate(p, max_tokens=24, temperature=0).text for p in PROMPTS[:2]]
+
+
+@pytest.mark.parametrize("model", ["smollm2", "gemma3-270m"])
+def test_prompt_chunks_share_the_decode_pass(daemon, local, monkeypatch, model):
+    """A long prompt arriving while two streams decode: its chunks go into the same forward
+    passes as their next tokens (only each sequence's last row gets logits), and every answer
+    still equals its greedy run alone."""
+    from localai import batch
+
+    kinds = []
+    orig = batch.evaluate_batch
+
+    def record(llm, evals):
+        kinds.append(sorted(str(ev.save) for ev in evals))
+        return orig(llm, evals)
+
+    monkeypatch.setattr(batch, "evaluate_batch", record)
+    reqs = [(PROMPTS[0], 40), (PROMPTS[1], 40), (LONG, 4), (PROMPTS[3], 6)]
+    got = [None] * len(reqs)
+    decoding = threading.Barrier(3)
+
+    def run(i):
+        prompt, n = reqs[i]
+        with Client(daemon.path, autostart=False) as c:
+            ids, waited = [], i >= 2
+            for ev in c.events(c.send("generate", {"prompt": prompt, "max_tokens": n, "temperature": 0,
+                                                   "model": model, "cache_prompt": False})):
+                ids += ev.tokens if ev.event == "token" else []
+                if not waited and ids:
+                    waited = True
+                    decoding.wait(300)
+            got[i] = ids
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(2)]
+    for t in threads:
+        t.start()
+    decoding.wait(300)  # both streams decode now: send the long prompt and a short one
+    threads += [threading.Thread(target=run, args=(i,)) for i in (2, 3)]
+    for t in threads[2:]:
+        t.start()
+    for t in threads:
+        t.join()
+    mixed = [k for k in kinds if "decode" in k and ("None" in k or "prefill" in k)]
+    assert len(mixed) >= 5, kinds  # the 17 chunks of LONG rode with the decode steps
+    assert any("decode" in k and "prefill" in k for k in kinds), kinds  # a last chunk's logits read mid-batch
+    llm = local[model]
+    assert got == [llm.generate(p, max_tokens=n, temperature=0).tokens for p, n in reqs]
+
+
+def test_max_batch_config_key(tmp_path):
+    p = tmp_path / "config.toml"
+    p.write_text("max_batch = 1\n")
+    assert config.load(str(p)).max_batch == 1
+    p.write_text("max_batch = 0\n")
+    with pytest.raises(config.ConfigError, match="`max_batch` must be 1 or more"):
+        config.load(str(p))
+    with pytest.raises(config.ConfigError, match="--max-batch"):
+        config.override(config.Config(), max_batch=0)
+    assert config.daemon_args(max_batch=1) == ["--max-batch", "1"]
+    from localai.daemon.scheduler import Scheduler
+    assert Scheduler(config.Config(max_batch=1)).max_batch == 1
+    assert Scheduler(config.Config()).max_batch > 8
+
+
+def test_max_batch_1_runs_every_pass_alone(daemon, local):
+    """Batching off (`max_batch = 1`, the baseline benchmarks/batching.py alone compares with):
+    concurrent requests take turns, one request per forward pass, same answers."""
+    got = [None] * 3
+
+    def run(i):
+        with Client(daemon.path, autostart=False) as c:
+            got[i] = c.call("generate", prompt=PROMPTS[i], max_tokens=6, temperature=0, cache_prompt=False)["text"]
+
+    daemon.scheduler.max_batch = 1
+    daemon.scheduler.recent.clear()
+    try:
+        threads = [threading.Thread(target=run, args=(i,)) for i in range(3)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    finally:
+        daemon.scheduler.max_batch = 32
+    assert {r for r, _ in daemon.scheduler.recent} == {1}
+    assert len(daemon.scheduler.recent) >= 3 * 6
+    assert got == [local["smollm2"].generate(p, max_tokens=6, temperature=0).text for p in PROMPTS[:3]]

@@ -97,3 +97,41 @@ def test_rejection_rule_keeps_the_distribution():
         assert np.abs(got - want).max() < 0.012, (draft, got)
     greedy = make_sampler(SamplingParams(temperature=0))
     assert greedy.verify(logits, [], 0) == 2
+
+
+def test_code_rewrite_copies_the_selection():
+    """A code rewrite puts the instruction after the selection (handlers.rewrite_messages):
+    SmolLM2 then copies the lines it keeps, so most of its tokens are accepted drafts, and the
+    output is still exactly the plain greedy one."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    from batching import FUNC as LONG_FUNC  # the 61-line function of the rewrite benchmark
+
+    smol = load("smollm2", n_ctx=2048)  # the function is 1,371 prompt tokens
+    p = RewriteParams(text=LONG_FUNC, instruction="Rename the parameter discount_rate to rebate. Change nothing else.",
+                      language="python", max_tokens=96, temperature=0)
+    spec = _run(smol, "rewrite", p)
+    assert spec.tokens == _run(smol, "rewrite", p, draft="none").tokens
+    assert "report[0] = (count_0, amount_0" in spec.text and "return {" not in spec.text, spec.text
+    assert spec.timings.draft_accepted_n >= 0.7 * spec.timings.predicted_n, spec.timings
+
+
+def test_failed_drafts_pause_drafting():
+    """k falls to 0 while verify passes accept nothing (pauses of 1, 2, 4, ... tokens), and
+    comes back after a pass that accepted a draft."""
+    from localai import speculative
+
+    a = speculative.Adaptive()
+    assert a.next_k() == speculative.K_START
+    plain = []
+    for _ in range(4):  # four passes in a row that accepted nothing
+        a.update(a.k, 0)
+        n = 0
+        while a.next_k() == 0:
+            n += 1
+        plain.append(n)
+    assert plain == [1, 2, 4, 8]
+    a.update(1, 1)  # a pass that accepted its draft: no pause, k doubles
+    assert a.next_k() == 2 and a.pause == 0

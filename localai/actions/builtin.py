@@ -132,7 +132,8 @@ def _fenced(ctx: Context) -> str:
 @action(help="rewrite the selection as the instruction says", needs=["text", "instruction"], output="replace")
 def rewrite(ctx: Context) -> list:
     return [{"role": "system", "content": REWRITE_SYSTEM},
-            {"role": "user", "content": f"{ctx.instruction.strip()}\n\n{_fenced(ctx)}"}]
+            {"role": "user", "content": f"{_fenced(ctx)}\n\n{ctx.instruction.strip()}" if ctx.filetype else
+             f"{ctx.instruction.strip()}\n\n{_fenced(ctx)}"}]  # code: the instruction last (handlers.rewrite_messages)
 
 
 FIX_SYSTEM = ("You fix code. Reply with the corrected code only, complete, in one code block: "

@@ -262,6 +262,7 @@ def serve(
     http: Optional[str] = typer.Option(None, "--http", help="[HOST:]PORT: also serve the OpenAI and llama-server HTTP API there (host default 127.0.0.1)."),
     api_key: Optional[str] = typer.Option(None, "--api-key", help="Key the HTTP API requires (default: $LOCALAI_API_KEY); needed for a non-loopback --http."),
     draft_model: Optional[str] = typer.Option(None, "--draft-model", help="A small model of the same family that drafts for requests with --draft model (config `draft_model`)."),
+    max_batch: Optional[int] = typer.Option(None, "--max-batch", min=1, help="Requests that share one forward pass (config `max_batch`, default 32); 1 = no batching."),
 ):
     """Run the daemon that keeps models loaded and serves the CLI, shells and editors."""
     from .. import daemon
@@ -269,7 +270,7 @@ def serve(
     if api_key:  # to a background daemon through its environment, not its command line
         os.environ["LOCALAI_API_KEY"] = api_key
     flags = dict(model=model, backend=backend, n_ctx=n_ctx, threads=threads, keep_alive=keep_alive, http=http,
-                 draft_model=draft_model)
+                 draft_model=draft_model, max_batch=max_batch)
     path = socket_path or protocol.socket_path()
     if background:
         from ..client import pid_of, running

@@ -25,6 +25,21 @@ REWRITE_SYSTEM = (
 )
 
 
+def rewrite_messages(text: str, instruction: str, language: str | None) -> list:
+    """The chat of a `rewrite`. Code (a `language` given): the selection fenced first, the
+    instruction last; small models then copy what they should keep (SmolLM2-135M, asked to
+    rename one parameter of a 60-line function, writes a different function when the
+    instruction comes first and copies the function when it comes last), which is also what
+    lets prompt-lookup drafts (localai/speculative.py) be accepted. Prose: the instruction
+    first, as before (SmolLM2 answers "Here's the corrected text: ...", which RewriteFilter
+    drops)."""
+    fence = f"```{language or ''}"
+    text = text.replace("\r\n", "\n")  # the model writes LF; RewriteFilter puts CRLF back
+    block, instruction = f"{fence}\n{text}\n```", instruction.strip()
+    user = f"{block}\n\n{instruction}" if language else f"{instruction}\n\n{block}"
+    return [{"role": "system", "content": REWRITE_SYSTEM}, {"role": "user", "content": user}]
+
+
 @dataclass
 class Prepared:
     prompt: list          # token ids
@@ -147,10 +162,7 @@ def prepare(llm, method: str, params, defaults: dict) -> Prepared:
         ids, done = complete_prompt(llm, params, kwargs.get("max_tokens", COMPLETE_DEFAULTS["max_tokens"]))
         out = Prepared(ids, kwargs, SuffixGuard(params.prefix, params.suffix), done=done)
     elif isinstance(params, RewriteParams):
-        fence = f"```{params.language or ''}"
-        text = params.text.replace("\r\n", "\n")  # the model writes LF; RewriteFilter puts CRLF back
-        user = f"{params.instruction.strip()}\n\n{fence}\n{text}\n```"
-        messages = [{"role": "system", "content": REWRITE_SYSTEM}, {"role": "user", "content": user}]
+        messages = rewrite_messages(params.text, params.instruction, params.language)
         out = Prepared(_chat_ids(llm, messages), sampling_kwargs(params, defaults),
                        RewriteFilter(params.text, params.instruction))
     elif isinstance(params, ActionParams):

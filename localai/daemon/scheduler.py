@@ -2,11 +2,12 @@
 forward passes.
 
 The engine's streams hand their forward passes to the scheduler (`llm.stream(...,
-evals=True)`: an `engine.Eval` per pass). A step is one pass: one chunk of a request's
-prompt (`PREFILL_CHUNK` tokens), or the next token of every decoding request on the picked
-request's model at once (continuous batching, localai/batch.py: up to `batch.MAX_ROWS` rows
-share one read of the weights; the kernels are batch-invariant, so each request's tokens are
-those of its run alone). Each step picks the request with the smallest (priority, last step)
+evals=True)`: an `engine.Eval` per pass). A step is one pass on the picked request's model:
+the next token of every decoding request on it and the prompt chunks (`PREFILL_CHUNK`
+tokens each) of requests at the picked one's priority or better, up to `PREFILL_CHUNK`
+prompt tokens (continuous batching with chunked prefill, localai/batch.py: up to
+`batch.MAX_ROWS` decode rows share one read of the weights; the kernels are batch-invariant,
+so each request's tokens are those of its run alone; `max_batch` 1 turns it off). Each step picks the request with the smallest (priority, last step)
 pair, so editor completions (priority 0) run ahead of chats (priority 1) and requests of one
 priority take turns; a long prompt's chunks after its first wait their turn at priority 1, so
 an 8k-token completion does not hold a chat's first token for its whole prefill. A cancelled
@@ -180,6 +181,8 @@ class Scheduler:
         self.models: dict = {}  # path -> Loaded
         self.steps = 0
         self.prefill_chunk = PREFILL_CHUNK
+        # requests per forward pass (config `max_batch`); 1 runs every request's passes alone
+        self.max_batch = getattr(cfg, "max_batch", None) or batch.MAX_ROWS
         self.recent: deque = deque(maxlen=32)  # (requests, tokens) of the last forward passes
         self.stopping = False
         self.step_started: float | None = None  # monotonic time the running step began
@@ -364,8 +367,8 @@ class Scheduler:
             self._work(job)  # the first prompt chunk, in this step
 
     def _work(self, job: Job) -> None:
-        """One step: `job`'s next forward pass; a decode step takes every decoding request on
-        the model along (one batched pass)."""
+        """One step: `job`'s next forward pass, with the passes of other requests on its model
+        that fit (`_group`: one batched pass)."""
         if job.model is None:
             self._start(job)
             return
@@ -375,28 +378,48 @@ class Scheduler:
             self.recent.append((1, 1))
             self._advance(job, None)
             return
-        if ev.save in STEPS and batch.supports(llm):
-            group, rows = [], 0
-            for j in sorted((j for j in self.active if j.model is job.model and j.pending is not None
-                             and j.pending.save in STEPS and not (j.cancelled or j.conn.dead)), key=self._key):
-                if j is job or rows + len(j.pending.ids) <= batch.MAX_ROWS:
-                    group.append(j)
-                    rows += len(j.pending.ids)
-            if len(group) > 1:
-                try:
-                    out = batch.evaluate_batch(llm, [j.pending for j in group])
-                except Exception:  # e.g. memory: run the picked request alone; the others wait
-                    log.exception("a batched decode step of %d requests failed; running them one by one", len(group))
-                else:
-                    self.recent.append((len(group), rows))
-                    for j, logits in zip(group, out):
-                        j.last_step = self.steps
-                        self._guarded(j, self._advance, logits)
-                    return
-        if ev.save not in STEPS:
-            job.chunks += 1
+        group = self._group(job)
+        if len(group) > 1:
+            try:
+                out = batch.evaluate_batch(llm, [j.pending for j in group])
+            except Exception:  # e.g. memory: run the picked request alone; the others wait
+                log.exception("a batched step of %d requests failed; running them one by one", len(group))
+            else:
+                self.recent.append((len(group), sum(len(j.pending.ids) for j in group)))
+                for j, logits in zip(group, out):
+                    j.last_step = self.steps
+                    j.chunks += j.pending.save not in STEPS
+                    self._guarded(j, self._advance, logits)
+                return
+        job.chunks += ev.save not in STEPS
         self.recent.append((1, len(ev.ids)))
         self._advance(job, llm.evaluate(ev))
+
+    def _group(self, job: Job) -> list:
+        """The requests whose passes share `job`'s forward pass, `job` first: the next token
+        (and drafts) of every decoding request on its model, up to `batch.MAX_ROWS` rows, and
+        the prompt chunks of requests at `job`'s priority or better, up to `prefill_chunk`
+        prompt tokens; at most `max_batch` requests (1: no batching). A prompt chunk does not
+        ride along with a more urgent request's decode step: it would make that step as slow as
+        a chunk, and an editor completion would wait for a chat's prompt."""
+        if self.max_batch <= 1 or not batch.supports(job.model.llm):
+            return [job]
+        step = job.pending.save in STEPS
+        decode, prompt = (len(job.pending.ids), 0) if step else (0, len(job.pending.ids))
+        prio, group = self._key(job)[0], [job]
+        for j in sorted((j for j in self.active if j is not job and j.model is job.model and j.pending is not None
+                         and not (j.cancelled or j.conn.dead)), key=self._key):
+            if len(group) >= self.max_batch:
+                break
+            n = len(j.pending.ids)
+            if j.pending.save in STEPS:
+                if decode + n <= batch.MAX_ROWS:
+                    group.append(j)
+                    decode += n
+            elif self._key(j)[0] <= prio and prompt + n <= self.prefill_chunk:
+                group.append(j)
+                prompt += n
+        return group
 
     def _advance(self, job: Job, logits) -> None:
         """Send the job's stream the logits of the pass it asked for; handle the chunks it

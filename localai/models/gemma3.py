@@ -82,7 +82,6 @@ class Model:
         x = ops.embed(self.tok_embd, tokens) * self.embd_scale   # (L, D)
         for layer, c in zip(self.layers, cache):
             x = layer(x, c)
-        if last_only:
-            x = x[-1:]
+        x = ops.logit_rows(x, last_only)
         logits = ops.linear(ops.rms_norm(x, self.norm, self.args.norm_eps), self.output)
         return ops.result(ops.softcap(logits, cap) if cap else logits, cache)

@@ -78,7 +78,6 @@ class Model:
         x = ops.embed(self.tok_embd, tokens) * x_["embedding_scale"]   # (L, D)
         for layer, c in zip(self.layers, cache):
             x = layer(x, c)
-        if last_only:
-            x = x[-1:]
+        x = ops.logit_rows(x, last_only)
         logits = ops.linear(ops.rms_norm(x, self.norm, self.args.norm_eps), self.output)
         return ops.result(logits * (1.0 / x_["logit_scale"]), cache)

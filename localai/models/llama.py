@@ -65,6 +65,5 @@ class Model:
         x = ops.embed(self.tok_embd, tokens)              # (L, D)
         for layer, c in zip(self.layers, cache):
             x = layer(x, c)
-        if last_only:
-            x = x[-1:]
+        x = ops.logit_rows(x, last_only)
         return ops.result(ops.linear(ops.rms_norm(x, self.norm, self.args.norm_eps), self.output), cache)

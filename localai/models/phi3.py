@@ -71,7 +71,6 @@ class Model:
         x = ops.embed(self.tok_embd, tokens)              # (L, D)
         for layer, c in zip(self.layers, cache):
             x = layer(x, c)
-        if last_only:
-            x = x[-1:]
+        x = ops.logit_rows(x, last_only)
         h = ops.rms_norm(x, self.norm, self.args.norm_eps)
         return ops.result(ops.linear(h, self.output, self.output_b), cache)

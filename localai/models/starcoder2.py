@@ -62,7 +62,6 @@ class Model:
         x = ops.embed(self.tok_embd, tokens)              # (L, D)
         for layer, c in zip(self.layers, cache):
             x = layer(x, c)
-        if last_only:
-            x = x[-1:]
+        x = ops.logit_rows(x, last_only)
         h = ops.layer_norm(x, self.norm, self.norm_b, self.args.norm_eps)
         return ops.result(ops.linear(h, self.output), cache)

@@ -154,5 +154,12 @@ def make_cache(n_layers: int, n_kv_heads: int, head_dim: int, max_len: int):
     return _make_cache(n_layers, max_len)
 
 
+def logit_rows(x: mx.array, last_only) -> mx.array:
+    """As localai/ops/numpy.py's: all rows, the last (True), or an int index array's."""
+    if last_only is False or last_only is None:
+        return x
+    return x[-1:] if last_only is True else x[mx.array(np.asarray(last_only, dtype=np.int32))]
+
+
 def result(logits: mx.array, cache):
     return to_numpy(logits, cache)

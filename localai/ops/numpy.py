@@ -203,5 +203,14 @@ def moe(x: np.ndarray, router: kernels.QMatrix, gate: list, up: list, down: list
     return out
 
 
+def logit_rows(x: np.ndarray, last_only) -> np.ndarray:
+    """The rows of the final hidden states x (L, D) that get logits: all (`last_only` False),
+    the last (True), or the rows an int index array names (several sequences in one pass,
+    each wanting its last position: localai/batch.py) -> (n, D)."""
+    if last_only is False or last_only is None:
+        return x
+    return x[-1:] if last_only is True else x[np.asarray(last_only, dtype=np.intp)]
+
+
 def result(logits: np.ndarray, cache) -> np.ndarray:
     return logits
