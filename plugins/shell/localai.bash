@@ -185,7 +185,7 @@ __localai_options() {  # the options of command $1, in REPLY
         show) REPLY='--json --template --help -h' ;;
         pull) REPLY='--force --help -h' ;;
         rm) REPLY='--help -h' ;;
-        serve) REPLY='--background -b --model -m --backend --n-ctx --threads --keep-alive --socket --http --api-key --draft-model --help -h' ;;
+        serve) REPLY='--background -b --model -m --backend --n-ctx --threads --keep-alive --socket --http --api-key --draft-model --max-batch --help -h' ;;
         status) REPLY='--json --socket --help -h' ;;
         stop) REPLY='--socket --help -h' ;;
         init) REPLY='--help -h' ;;

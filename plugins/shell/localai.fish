@@ -186,7 +186,7 @@ function __localai_options --argument-names cmd  # the options of a command, on 
         case rm
             echo '--help -h'
         case serve
-            echo '--background -b --model -m --backend --n-ctx --threads --keep-alive --socket --http --api-key --draft-model --help -h'
+            echo '--background -b --model -m --backend --n-ctx --threads --keep-alive --socket --http --api-key --draft-model --max-batch --help -h'
         case status
             echo '--json --socket --help -h'
         case stop
