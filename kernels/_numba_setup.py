@@ -49,7 +49,8 @@ def announce_compiles() -> None:
     Loads from the cache are not compiles (numba fires no `numba:compile` event for them)."""
     from numba.core import event
 
-    package = __name__.rpartition(".")[0]
+    # localai.kernels._numba_setup -> "localai": the quantizers (localai/quantizers_numba.py) too
+    package = __name__.rsplit(".", 2)[0] if __name__.count(".") >= 2 else __name__.rpartition(".")[0]
 
     class Notice(event.Listener):
         def on_start(self, ev):

@@ -29,10 +29,14 @@ field and `general.file_type` is set to the new type.
 from __future__ import annotations
 
 import mmap
+import os
 import re
+import signal
 import sys
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -377,8 +381,8 @@ def quantize_file(src: str | Path, dst: str | Path, type_name: str, *, pure: boo
     if type_name not in FILE_TYPES:
         raise InvalidRequest(f"unknown --type {type_name}; available: {', '.join([*FILE_TYPES, *ALIASES])}")
     src, dst = Path(src), Path(dst)
-    if dst.exists() and src.exists() and dst.resolve() == src.resolve():
-        raise InvalidRequest("OUT must differ from IN")
+    if dst.exists() and src.exists() and (dst.resolve() == src.resolve() or os.path.samefile(src, dst)):
+        raise InvalidRequest("OUT must differ from IN")  # a hard link to IN too
     overrides = parse_tensor_types(list(tensor_types))
     if not dst.parent.is_dir():
         raise InvalidRequest(f"cannot write {dst}: the folder {dst.parent} does not exist")
@@ -394,10 +398,46 @@ def quantize_file(src: str | Path, dst: str | Path, type_name: str, *, pure: boo
         raise InvalidRequest(REQUANTIZE_WARNING.format(src=requant[0]) + " (pass --allow-requantize to do it anyway)")
     if requant:
         print("localai: warning: " + REQUANTIZE_WARNING.format(src=requant[0]), file=sys.stderr)
+    # written beside dst under a temporary name, renamed over dst once whole: an error, Ctrl-C
+    # or SIGTERM leaves no half-written file and keeps a file already at dst
+    tmp = dst.with_name(f".{dst.name}.{os.getpid()}.part")
     try:
-        open(dst, "wb").close()
+        open(tmp, "wb").close()
     except OSError as exc:
         raise InvalidRequest(f"cannot write {dst}: {exc.strerror}") from None
+    try:
+        with _sigterm_exits():
+            summary = _write(source, tmp, type_name, plan, threads, progress)
+        os.replace(tmp, dst)
+    except OSError as exc:
+        raise InvalidRequest(f"cannot write {dst}: {exc.strerror or exc}") from None
+    finally:
+        source.close()
+        if tmp.exists():
+            tmp.unlink()
+    return {**summary, "in_bytes": source.n_bytes, "out_bytes": dst.stat().st_size,
+            "seconds": time.perf_counter() - t0}
+
+
+@contextmanager
+def _sigterm_exits():
+    """SIGTERM raises SystemExit(143) while the file is written (its default kills the process
+    before any cleanup); only in the main thread, where handlers can be set."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    old = signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, old)
+
+
+def _write(source, dst: Path, type_name: str, plan: dict, threads: int, progress) -> dict:
+    """The GGUF of `source` with the planned types, to dst; the summary's counts."""
+    from gguf import GGUFWriter
+
+    T = _tensor_types()
     writer = GGUFWriter(dst, source.architecture)
     source.write_metadata(writer)
     writer.add_uint32("general.quantization_version", 2)
@@ -441,7 +481,5 @@ def quantize_file(src: str | Path, dst: str | Path, type_name: str, *, pure: boo
             if progress:
                 progress(done, total, name, new or t.type_name)
     writer.close()
-    source.close()
     return {"n_tensors": len(names), "n_quantized": sum(1 for n in names if plan[n] is not None),
-            "types": counts, "in_bytes": source.n_bytes, "out_bytes": dst.stat().st_size,
-            "seconds": time.perf_counter() - t0}
+            "types": counts}

@@ -169,10 +169,63 @@ def test_cli_progress_summary_and_one_line_errors(tmp_path):
 
     r = cli(str(src), str(tmp_path / "o.gguf"), "--type", "q4_k", "--tensor-type", "ffn_up=Q8_0")
     assert r.returncode == 0, r.stderr
-    assert "100.0%" in r.stderr and "Q4_K: " in r.stdout and "Q8_0: 2" in r.stdout  # the two ffn_up
+    assert "Q4_K: " in r.stdout and "Q8_0: 2" in r.stdout  # the two ffn_up
+    assert "\r" not in r.stderr  # no progress bar into a log: it is for terminals
     assert GGUFFile(tmp_path / "o.gguf").get("general.file_type") == 15  # Q4_K is Q4_K_M
     r = cli(str(tmp_path / "o.gguf"), str(tmp_path / "p.gguf"), "--type", "Q4_0")
     assert r.returncode == 1 and "requantizing from type Q4_K is disabled" in r.stderr
     assert "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1
     r = cli(str(tmp_path), str(tmp_path / "p.gguf"), "--type", "Q4_0")  # a folder without config.json
     assert r.returncode == 1 and "not a Hugging Face model directory" in r.stderr and "Traceback" not in r.stderr
+
+
+def _quantize_cli(*args, preexec=None):
+    import os
+    import subprocess
+    import sys
+
+    return subprocess.Popen([sys.executable, "-m", "localai", "quantize", *args], env=dict(os.environ),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL,
+                            preexec_fn=preexec)
+
+
+def test_out_is_whole_or_untouched(tmp_path):
+    """OUT is written under a temporary name and renamed once whole: a hard link to IN is
+    refused (IN intact), a full disk is one line, Ctrl-C says so, and neither leaves a partial
+    file nor touches a file already at OUT."""
+    import os
+    import resource
+    import signal
+    import time
+
+    src = write_tiny(tmp_path / "f16.gguf", qtype=Q.F16, n_layers=16, d_model=512, n_heads=8, n_kv_heads=4, d_ff=2048)
+    size = src.stat().st_size
+    os.link(src, tmp_path / "hard.gguf")
+    with pytest.raises(InvalidRequest, match="OUT must differ from IN"):
+        quantize_file(src, tmp_path / "hard.gguf", "Q8_0")
+    assert src.stat().st_size == size
+
+    keep = tmp_path / "keep.gguf"
+    keep.write_bytes(b"an earlier result")
+
+    def small_disk():  # writes past 1 MB fail with EFBIG, as on a full disk
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (1 << 20, 1 << 20))
+
+    p = _quantize_cli(str(src), str(keep), "--type", "Q8_0", preexec=small_disk)
+    out, err = p.communicate(timeout=300)
+    assert p.returncode == 1 and f"cannot write {keep}" in err and "Traceback" not in err, err
+    assert len(err.strip().splitlines()) == 1, err
+
+    p = _quantize_cli(str(src), str(keep), "--type", "Q4_K_M")
+    deadline = time.monotonic() + 120
+    while not any(f.name.endswith(".part") for f in tmp_path.iterdir()) and p.poll() is None:
+        assert time.monotonic() < deadline
+        time.sleep(0.005)
+    p.send_signal(signal.SIGINT)
+    out, err = p.communicate(timeout=120)
+    assert p.returncode == 130 and f"{keep} was not written" in err and "Traceback" not in err, err
+    for f in tmp_path.iterdir():
+        assert not f.name.endswith(".part"), f
+    assert keep.read_bytes() == b"an earlier result"
+    assert src.stat().st_size == size

@@ -12,7 +12,8 @@ def generate(
     prompt: str = typer.Option(..., "--prompt", "-p", help="Raw prompt text, as llama.cpp's: control-token "
                                "text in it (<|im_start|>, <end_of_turn>, ...) becomes control tokens, and no "
                                "chat template is applied. Never pass untrusted text here; `ask` keeps it plain."),
-    model: str = typer.Option("smollm2", "--model", "-m", help="Catalog name or path to a .gguf file."),
+    model: Optional[str] = typer.Option(None, "--model", "-m", help="Catalog name, path to a .gguf file, or a "
+                                        "remote engine's model (default: the config's `model`, else smollm2)."),
     max_tokens: int = typer.Option(128, "--max-tokens", "-n"),
     temperature: float = typer.Option(0.8, "--temperature", "-t"),
     top_k: int = typer.Option(40, "--top-k"),
@@ -36,6 +37,7 @@ def generate(
     from .client_cmds import constraint_params
 
     constrained = constraint_params(schema, grammar)
+    model = default_model(model)
     if remote_model(model):  # a remote engine's model: the daemon forwards it (docs/remote.md)
         _generate_remote(model, as_json, prompt=prompt, max_tokens=max_tokens, temperature=temperature,
                          top_k=top_k, top_p=top_p, min_p=min_p, repeat_penalty=repeat_penalty, seed=seed,
@@ -59,6 +61,13 @@ def generate(
                           "timings": final.timings.as_dict()}, ensure_ascii=False))
     else:
         sys.stdout.write("\n")
+
+
+def default_model(model: str | None) -> str:
+    """`model`, else the config file's `model`, else the catalog's default."""
+    from .. import config, store
+
+    return model or config.load().model or store.DEFAULT_MODEL
 
 
 def remote_model(model: str, command: str | None = None) -> bool:
@@ -93,13 +102,14 @@ def _generate_remote(model: str, as_json: bool, **params) -> None:
 
 def tokenize(
     text: str = typer.Argument(..., help="Text to tokenize."),
-    model: str = typer.Option("smollm2", "--model", "-m"),
+    model: Optional[str] = typer.Option(None, "--model", "-m", help="Default: the config's `model`, else smollm2."),
     special: bool = typer.Option(False, "--special", help="Parse special-token text such as <|im_start|>."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object: tokens (ids) and text."),
 ):
     """Show how a model tokenizes text."""
     import localai
 
+    model = default_model(model)
     remote_model(model, "tokenize")
     llm = localai.load(model)
     ids = llm.tokenize(text, special=special)

@@ -24,12 +24,21 @@ def perplexity(
     from ..errors import InvalidRequest
     from ..perplexity import format_kld, perplexity as run
 
+    from .engine_cmds import remote_model
+
     if kl_divergence and not base:
         raise InvalidRequest("--kl-divergence needs --base MODEL (the model to compare against)")
+    if base and not kl_divergence:
+        raise InvalidRequest("--base is the model --kl-divergence compares against: add --kl-divergence")
+    for m in (model, base):
+        if m:
+            remote_model(m, "perplexity")
     try:
         text = file.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise InvalidRequest(f"cannot read {file}: {exc}") from None
+    except OSError as exc:
+        raise InvalidRequest(f"cannot read {file}: {exc.strerror or exc}") from None
+    except UnicodeDecodeError:
+        raise InvalidRequest(f"{file} is not UTF-8 text") from None
     llm = localai.load(model, backend=backend, n_ctx=max(ctx, 8))
     ref = localai.load(base, backend=backend, n_ctx=max(ctx, 8)) if kl_divergence else None
 
@@ -61,20 +70,38 @@ def quantize(
     leave_output_tensor: bool = typer.Option(False, "--leave-output-tensor", help="Keep output.weight as it is."),
     tensor_type: List[str] = typer.Option([], "--tensor-type", help="NAME=TYPE: tensors whose name matches NAME (regex) get TYPE."),
     allow_requantize: bool = typer.Option(False, "--allow-requantize", help="Accept quantized input (quality suffers)."),
-    threads: int = typer.Option(2, "--threads", help="Threads quantizing chunks of a tensor at the same time."),
+    threads: int = typer.Option(2, "--threads", min=1, help="Threads quantizing chunks of a tensor at the same time."),
 ):
-    """Quantize a model as llama-quantize does (its per-tensor mixes; K-quants bit-exact with llama.cpp)."""
+    """Quantize a model as llama-quantize does (its per-tensor mixes; K-quants bit-exact with llama.cpp).
+    OUT is written under a temporary name and renamed once whole: an error or Ctrl-C leaves no
+    partial file, and a file already at OUT stays as it was."""
     from ..quantize import quantize_file
 
-    def progress(done, total, name, typ):
-        frac = done / max(total, 1)
-        bar = "#" * int(frac * 30)
-        sys.stderr.write(f"\r[{bar:<30}] {frac:6.1%} {name:<32.32} -> {typ:<5}")
-        sys.stderr.flush()
+    shown = []
+    tty = sys.stderr.isatty()
 
-    res = quantize_file(src, dst, type_name, pure=pure, leave_output=leave_output_tensor, tensor_types=tensor_type,
-                        allow_requantize=allow_requantize, threads=threads, progress=progress)
-    sys.stderr.write("\n")
+    def progress(done, total, name, typ):  # a bar on a terminal; a log gets nothing until the end
+        if tty:
+            frac = done / max(total, 1)
+            bar = "#" * int(frac * 30)
+            sys.stderr.write(f"\r[{bar:<30}] {frac:6.1%} {name:<32.32} -> {typ:<5}")
+            sys.stderr.flush()
+            shown.append(True)
+
+    try:
+        res = quantize_file(src, dst, type_name, pure=pure, leave_output=leave_output_tensor, tensor_types=tensor_type,
+                            allow_requantize=allow_requantize, threads=threads, progress=progress)
+    except (KeyboardInterrupt, SystemExit) as exc:
+        if shown:
+            sys.stderr.write("\n")
+        print(f"localai: quantize stopped; {dst} was not written", file=sys.stderr)
+        raise typer.Exit(130 if isinstance(exc, KeyboardInterrupt) else 143) from None
+    except BaseException:
+        if shown:
+            sys.stderr.write("\n")
+        raise
+    if shown:
+        sys.stderr.write("\n")
     types = ", ".join(f"{k}: {v}" for k, v in sorted(res["types"].items()))
     print(f"{dst}: {res['out_bytes'] / 2**20:.1f} MiB (from {res['in_bytes'] / 2**20:.1f} MiB) in "
           f"{res['seconds']:.1f} s; tensors {types}")
