@@ -157,9 +157,6 @@ class _Emit:
     def at(self, p, i):
         return self.b.add(p, self.c(i))
 
-    def byte(self, p, i):
-        return self.load(self.w, self.at(p, i), _i8)
-
     def f16x2(self, p, i):
         """The two float16 at p + i and p + i + 2, as float32. (Loaded one at a time, LLVM
         inserts each into whatever vector register is free (vpinsrw), which chains a block's
@@ -186,12 +183,11 @@ class _Emit:
         return self.b.shuffle_vector(one, ir.Constant(t, ir.Undefined), self.cv(0, _i32, n))
 
     def fma(self, a, b, c):
+        """a * b + c, rounded once, for float32 scalars or vectors."""
         t = a.type
-        f = cgutils.get_or_insert_function(self.b.module, ir.FunctionType(t, [t] * 3), f"llvm.fma.v{t.count}f32")
+        name = f"llvm.fma.v{t.count}f32" if isinstance(t, ir.VectorType) else "llvm.fma.f32"
+        f = cgutils.get_or_insert_function(self.b.module, ir.FunctionType(t, [t] * 3), name)
         return self.b.call(f, [a, b, c])
-
-    def scalar_uf(self, v):
-        return self.b.uitofp(v, _f32)
 
     def high_bits(self, qh, shift):
         """(qh >> shift & 1) << 4 for a <32 x i8> qh."""
@@ -321,11 +317,6 @@ def _pmaddwd(e, a, b):
     return e.b.add(even, odd)
 
 
-def _fma1(e, a, b, c):
-    f = cgutils.get_or_insert_function(e.b.module, ir.FunctionType(_f32, [_f32] * 3), "llvm.fma.f32")
-    return e.b.call(f, [a, b, c])
-
-
 def _emit_tile(e, qtype, nx, nw, o, ws, k, K, nb, out):
     """The loop over the blocks of nw rows of W and nx rows of x; dot (r, i) stored to the
     float alloca out[r * nw + i]."""
@@ -370,7 +361,7 @@ def _emit_tile(e, qtype, nx, nw, o, ws, k, K, nb, out):
                         b.store(e.fma(b.fmul(b.sitofp(isum, vt), dxv), svs[i], b.load(acc)), acc)
                         if m is not None:  # m times the rounded x's sum, dx * xsq (xm)
                             mn = mins[r][i]
-                            b.store(_fma1(e, m, e.load(xm, xb, _f32, align=4), b.load(mn)), mn)
+                            b.store(e.fma(m, e.load(xm, xb, _f32, align=4), b.load(mn)), mn)
 
     step = 2 if qk == 32 else 1  # blocks per loop iteration
     nsb = b.udiv(nb, e.c(qk // 32))  # blocks of this type
