@@ -374,20 +374,17 @@ def quantize_file(src: str | Path, dst: str | Path, type_name: str, *, pure: boo
     Errors (InvalidRequest / UnsupportedModel, one line): unknown type, quantized input without
     `allow_requantize`, `dst` equal to `src`, unwritable `dst`.
     """
-    from gguf import GGUFWriter
-
     t0 = time.perf_counter()
     type_name = ALIASES.get(type_name.upper(), type_name.upper())
     if type_name not in FILE_TYPES:
         raise InvalidRequest(f"unknown --type {type_name}; available: {', '.join([*FILE_TYPES, *ALIASES])}")
     src, dst = Path(src), Path(dst)
-    if dst.exists() and src.exists() and (dst.resolve() == src.resolve() or os.path.samefile(src, dst)):
-        raise InvalidRequest("OUT must differ from IN")  # a hard link to IN too
+    if dst.exists() and src.exists() and os.path.samefile(src, dst):  # the same path, a symlink or a hard link
+        raise InvalidRequest("OUT must differ from IN")
     overrides = parse_tensor_types(list(tensor_types))
     if not dst.parent.is_dir():
         raise InvalidRequest(f"cannot write {dst}: the folder {dst.parent} does not exist")
     source = open_source(src)
-    T = _tensor_types()
     plan = plan_types([(n, len(t.shape), t.shape[-1]) for n, t in source.tensors.items()], type_name,
                       n_layer=source.n_layer, pure=pure, leave_output=leave_output, overrides=overrides,
                       n_expert=source.n_expert, arch=source.architecture)

@@ -7,6 +7,7 @@ import atexit
 import functools
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
@@ -58,6 +59,15 @@ def local_llm():
 
 def greedy_chat(messages, max_tokens: int) -> str:
     return local_llm().chat(messages, max_tokens=max_tokens, temperature=0).text
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on now."""
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
 
 
 def run_cli(args, env, input: str | None = None, timeout: float = 60) -> subprocess.CompletedProcess:

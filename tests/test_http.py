@@ -20,17 +20,10 @@ import openai
 import pytest
 
 from localai.client import Client
+from test_daemon_support import free_port
 
 N_CTX = 512
 HI = [{"role": "user", "content": "Name three colors."}]
-
-
-def _free_port() -> int:
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
 
 
 def _start(http: str, extra_env: dict | None = None, args: tuple = ()) -> dict:
@@ -72,7 +65,7 @@ def _wait_http(d: dict, url: str) -> None:
 
 @pytest.fixture(scope="module")
 def daemon(smollm2_path):
-    port = _free_port()
+    port = free_port()
     d = _start(f"127.0.0.1:{port}")
     d["url"] = f"http://127.0.0.1:{port}"
     try:
@@ -330,7 +323,7 @@ def _non_loopback_address() -> str:
 @pytest.mark.parametrize("host", ["0.0.0.0", "interface"])
 def test_non_loopback_without_a_key_refuses_to_start(host):
     host = _non_loopback_address() if host == "interface" else host
-    d = _start(f"{host}:{_free_port()}")
+    d = _start(f"{host}:{free_port()}")
     try:
         assert d["proc"].wait(30) == 1
         err = open(d["log"]).read()
@@ -341,7 +334,7 @@ def test_non_loopback_without_a_key_refuses_to_start(host):
 
 
 def test_api_key_required_on_every_endpoint_but_health_and_models(smollm2_path):
-    port = _free_port()
+    port = free_port()
     url = f"http://127.0.0.1:{port}"
     d = _start(f"127.0.0.1:{port}", extra_env={"LOCALAI_API_KEY": "s3cret-key"})
     try:

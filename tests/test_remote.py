@@ -23,18 +23,11 @@ import pytest
 from localai import config, remote
 from localai.client import Client, DaemonError
 from localai.daemon.handlers import RewriteFilter, SuffixGuard, rewrite_messages
+from test_daemon_support import free_port
 
 N_CTX = 512
 QUESTION = "What is the capital of France?"
 KEY = "s3cret-key"
-
-
-def _free_port() -> int:
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
 
 
 def _wait(proc, log: str, ok, what: str, limit: float = 90) -> None:
@@ -56,7 +49,7 @@ class LlamaServer:
     """`python -m llama_cpp.server` with SmolLM2 on a free loopback port; its log is its output."""
 
     def __init__(self, python, model, root: str, name: str, api_key: str | None = None):
-        self.port = _free_port()
+        self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}/v1"
         self.log = os.path.join(root, f"{name}.log")
         args = [str(python), "-m", "llama_cpp.server", "--model", str(model), "--host", "127.0.0.1",
@@ -161,7 +154,7 @@ def world(llama_cpp_python, smollm2_path):
     a = LlamaServer(llama_cpp_python, smollm2_path, root, "a")
     locked = LlamaServer(llama_cpp_python, smollm2_path, root, "locked", api_key=KEY)
     c = LlamaServer(llama_cpp_python, smollm2_path, root, "c")
-    peer_port = _free_port()
+    peer_port = free_port()
     peer = Daemon(root, "peer", f'[remotes.box]\nurl = "{a.url}"\n', http=f"127.0.0.1:{peer_port}")
     silent = Silent()
     conf = f"""

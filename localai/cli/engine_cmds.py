@@ -37,9 +37,11 @@ def generate(
     from .client_cmds import constraint_params
 
     constrained = constraint_params(schema, grammar)
-    model = default_model(model)
-    if remote_model(model):  # a remote engine's model: the daemon forwards it (docs/remote.md)
-        _generate_remote(model, as_json, prompt=prompt, max_tokens=max_tokens, temperature=temperature,
+    from .talk import is_remote
+
+    cfg, model = _config_and_model(model)
+    if is_remote(cfg, model):  # a remote engine's model: the daemon forwards it (docs/remote.md)
+        _generate_remote(cfg, model, as_json, prompt=prompt, max_tokens=max_tokens, temperature=temperature,
                          top_k=top_k, top_p=top_p, min_p=min_p, repeat_penalty=repeat_penalty, seed=seed,
                          stop=stop, **constrained)
         return
@@ -63,35 +65,33 @@ def generate(
         sys.stdout.write("\n")
 
 
-def default_model(model: str | None) -> str:
-    """`model`, else the config file's `model`, else the catalog's default."""
+def _config_and_model(model: str | None) -> tuple:
+    """(the config, `model` or else the config's `model` or else the catalog's default)."""
     from .. import config, store
 
-    return model or config.load().model or store.DEFAULT_MODEL
-
-
-def remote_model(model: str, command: str | None = None) -> bool:
-    """Whether `model` names a remote engine's model (`[remotes.NAME]` in the config); with
-    `command`, that command runs the model in this process, so a remote one is an error."""
-    from .. import config, remote
-    from ..errors import LocalAIError
-
     cfg = config.load()
-    if not cfg.remotes or remote.route(cfg, model) is None:
-        return False
-    if command:
+    return cfg, model or cfg.model or store.DEFAULT_MODEL
+
+
+def local_model(model: str | None, command: str) -> str:
+    """`model` (default: the config's `model`, else the catalog's default) for a command that
+    reads the model file in this process; a remote engine's model is a one-line error."""
+    from ..errors import LocalAIError
+    from .talk import is_remote
+
+    cfg, model = _config_and_model(model)
+    if is_remote(cfg, model):
         raise LocalAIError(f"{model} is a model of a remote engine ([remotes] in the config); `localai {command}` "
                            f"reads a local model file: name a local model, or use ask, chat or generate")
-    return True
+    return model
 
 
-def _generate_remote(model: str, as_json: bool, **params) -> None:
+def _generate_remote(cfg, model: str, as_json: bool, **params) -> None:
     """`generate` with a remote engine's model, through the daemon; prints as for a local one."""
-    from .. import config
     from .talk import emit_result, request, say_if_cut, status_of
 
     streamed = not as_json
-    done = request(config.load(), False, "generate", {"model": model, **params},
+    done = request(cfg, False, "generate", {"model": model, **params},
                    out=sys.stdout if streamed else None)
     emit_result(done, as_json, streamed)
     say_if_cut(done, as_json)
@@ -109,8 +109,7 @@ def tokenize(
     """Show how a model tokenizes text."""
     import localai
 
-    model = default_model(model)
-    remote_model(model, "tokenize")
+    model = local_model(model, "tokenize")
     llm = localai.load(model)
     ids = llm.tokenize(text, special=special)
     if as_json:

@@ -101,9 +101,9 @@ def show(model: str = typer.Argument(..., help="Catalog name, a name in the stor
          template: bool = typer.Option(False, "--template", help="Print the file's chat template (Jinja) and exit.")):
     """Show what a model is: architecture, quant type, context length, base or instruct, chat template."""
     from .. import store
-    from .engine_cmds import remote_model
+    from .engine_cmds import local_model
 
-    remote_model(model, "show")
+    local_model(model, "show")
     path = str(store.resolve(model, pull_missing=False))
     info = describe(path)
     if template:

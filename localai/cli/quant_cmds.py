@@ -24,7 +24,7 @@ def perplexity(
     from ..errors import InvalidRequest
     from ..perplexity import format_kld, perplexity as run
 
-    from .engine_cmds import remote_model
+    from .engine_cmds import local_model
 
     if kl_divergence and not base:
         raise InvalidRequest("--kl-divergence needs --base MODEL (the model to compare against)")
@@ -32,7 +32,7 @@ def perplexity(
         raise InvalidRequest("--base is the model --kl-divergence compares against: add --kl-divergence")
     for m in (model, base):
         if m:
-            remote_model(m, "perplexity")
+            local_model(m, "perplexity")
     try:
         text = file.read_text(encoding="utf-8")
     except OSError as exc:
@@ -89,19 +89,16 @@ def quantize(
             shown.append(True)
 
     try:
-        res = quantize_file(src, dst, type_name, pure=pure, leave_output=leave_output_tensor, tensor_types=tensor_type,
-                            allow_requantize=allow_requantize, threads=threads, progress=progress)
+        try:
+            res = quantize_file(src, dst, type_name, pure=pure, leave_output=leave_output_tensor,
+                                tensor_types=tensor_type, allow_requantize=allow_requantize, threads=threads,
+                                progress=progress)
+        finally:
+            if shown:  # end the bar's line, whatever came
+                sys.stderr.write("\n")
     except (KeyboardInterrupt, SystemExit) as exc:
-        if shown:
-            sys.stderr.write("\n")
         print(f"localai: quantize stopped; {dst} was not written", file=sys.stderr)
         raise typer.Exit(130 if isinstance(exc, KeyboardInterrupt) else 143) from None
-    except BaseException:
-        if shown:
-            sys.stderr.write("\n")
-        raise
-    if shown:
-        sys.stderr.write("\n")
     types = ", ".join(f"{k}: {v}" for k, v in sorted(res["types"].items()))
     print(f"{dst}: {res['out_bytes'] / 2**20:.1f} MiB (from {res['in_bytes'] / 2**20:.1f} MiB) in "
           f"{res['seconds']:.1f} s; tensors {types}")

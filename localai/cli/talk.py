@@ -64,12 +64,13 @@ def fetch_model(model: str | None, cfg=None) -> None:
     (`[remotes.NAME]` in the config) needs nothing here."""
     from .. import store
 
-    if cfg is not None and _is_remote(cfg, model):
+    if cfg is not None and is_remote(cfg, model):
         return
     store.resolve(model or store.DEFAULT_MODEL)
 
 
-def _is_remote(cfg, model: str | None) -> bool:
+def is_remote(cfg, model: str | None) -> bool:
+    """Whether `model` names a remote engine's model (`[remotes.NAME]` in the config)."""
     if not (model and cfg.remotes):
         return False
     from .. import remote
@@ -80,7 +81,7 @@ def _is_remote(cfg, model: str | None) -> bool:
 def model_arg(model: str | None, cfg=None) -> str | None:
     """A model path made absolute (the daemon runs elsewhere); a catalog name, or a remote
     engine's `NAME/MODEL` or alias, as it is."""
-    if cfg is not None and _is_remote(cfg, model):
+    if cfg is not None and is_remote(cfg, model):
         return model
     if model and (model.endswith(".gguf") or os.sep in model or model.startswith(".") or model.startswith("~")):
         return os.path.abspath(os.path.expanduser(model))
@@ -100,7 +101,7 @@ def request(cfg, no_daemon: bool, method: str, params: dict, out=None):
         except DaemonError as exc:
             if no_daemon or exc.code != "model_not_found":
                 raise
-            if _is_remote(cfg, params.get("model")):  # in the config file, not in the running daemon's
+            if is_remote(cfg, params.get("model")):  # in the config file, not in the running daemon's
                 from ..errors import LocalAIError
 
                 raise LocalAIError(f"{params['model']} is a remote engine's model in the config file, but the "
