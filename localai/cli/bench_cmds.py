@@ -22,9 +22,10 @@ def bench(
 
     def progress(i, r):
         if not as_json:
+            ttft = ("" if r.get("ttft_ms_cold") is None
+                    else f"ttft {r['ttft_ms_cold']:.0f}/{r['ttft_ms_warm']:.0f} ms  ")  # --ttft-prompt 0: none
             print(f"run {i + 1}: load {r['load_s']:.3f}s  pp {r['pp_tps']:.1f} tok/s  tg {r['tg_tps']:.1f} tok/s  "
-                  f"ttft {r['ttft_ms_cold']:.0f}/{r['ttft_ms_warm']:.0f} ms  peak RSS {r['peak_rss_mib']:.0f} MiB",
-                  flush=True)
+                  f"{ttft}peak RSS {r['peak_rss_mib']:.0f} MiB", flush=True)
 
     res = B.run(model, backend=backend, threads=threads, n_prompt=n_prompt, n_gen=n_gen,
                 ttft_prompt=ttft_prompt, ttft_new=ttft_new, repeats=repeats, progress=progress)
