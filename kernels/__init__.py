@@ -3,6 +3,7 @@
     from localai.kernels import QMatrix, dequantize, KERNEL_BACKEND
     W = QMatrix(t.data, t.ggml_type, t.shape)   # (M, K)
     y = W.matmul(x)                              # x (N, K) float32 -> (N, M) = x @ W.T
+    q, k, v = matmul_many([Wq, Wk, Wv], x)       # several W of one K: one kernel call
     e = W.rows(token_ids)                        # (len(ids), K): an embedding lookup
     dequantize(raw, ggml_type, n_cols)           # raw (R, row_bytes) -> float32 (R, n_cols)
     rms_norm, rope, glu, causal_softmax, attend, attend_one   # the other steps (elementwise.py)
@@ -28,14 +29,14 @@ _numba_setup.configure()  # before qmatmul imports numba: compiled kernels go to
 
 from . import qmatmul  # noqa: E402
 from .elementwise import attend, attend_one, causal_softmax, glu, rms_norm, rope
-from .qmatmul import QMatrix, backend, physical_cores, set_backend, set_threads, warmup
+from .qmatmul import QMatrix, backend, matmul_many, physical_cores, set_backend, set_threads, warmup
 from .quants import BLOCK, dequantize  # noqa: E402
 
 if "numba" in sys.modules:
     _numba_setup.announce_compiles()
 set_compile_notice = _numba_setup.set_compile_notice
 
-__all__ = ["QMatrix", "set_compile_notice", "dequantize", "KERNEL_BACKEND", "set_threads", "physical_cores", "warmup", "backend", "set_backend",
+__all__ = ["QMatrix", "matmul_many", "set_compile_notice", "dequantize", "KERNEL_BACKEND", "set_threads", "physical_cores", "warmup", "backend", "set_backend",
            "BLOCK", "glu", "causal_softmax", "rms_norm", "rope", "attend", "attend_one"]
 
 

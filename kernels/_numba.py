@@ -462,31 +462,52 @@ def _fetch_add(typingctx, counter):
 
 
 @njit(parallel=True, **JIT)
-def matmul(qtype, w, x, out, full):
-    """out (N, M) = x (N, K) @ dequantize(w (M, row_bytes)).T, fused: no float copy of W, for
-    any N (decode and prefill alike). The types of INT_TYPE_IDS multiply x rounded to int16
-    per 32 values; row n of out depends on row n of x alone, bit for bit.
+def matmul(w, segs, x, out, full):
+    """out = x (N, K) @ dequantize(W_s).T for each segment s, fused: no float copy of W, for
+    any N (decode and prefill alike). The weights W_s of one x (a layer's Q, K and V, or its
+    gate and up) go in one call: one thread-team start and one rounding of x, not one each.
 
-    Work items (a run of rows of W, at least MC and CHUNK_MACS multiply-adds) go to the
+    w: flat uint8, the bytes all segments lie in; segs (S, 4) int64 rows (ggml type, byte
+    offset of W_s's first row in w, bytes per row, M_s); out: flat float32, segment s's
+    (N, M_s) result C-contiguous at N * (M_0 + ... + M_{s-1}). The types of INT_TYPE_IDS
+    multiply x rounded to int16 per 32 values; row n of a result depends on row n of x alone,
+    bit for bit, and not on the other segments of the call.
+
+    Work items (a run of rows of one W_s, at least MC and CHUNK_MACS multiply-adds) go to the
     threads from a shared counter, not in equal shares fixed up front: a thread that the OS
     deschedules (another process busy on its core) holds up the others only for the item it
     is in, not for its whole share. Which thread computes an item does not change its bits."""
-    M, row_bytes = w.shape
     N, K = x.shape
-    wf, xf = w.reshape(-1), x.reshape(-1)  # flat views, made once
-    w16 = wf[:len(wf) // 2 * 2].view(np.uint16)  # F16 weights
+    xf = x.reshape(-1)
+    w16 = w[:len(w) // 2 * 2].view(np.uint16)  # F16 weights (their offsets are even)
     nb = U(K // 32)
-    quantized_x = qtype in _INT_TYPES
+    quantized_x = False
+    for s in range(segs.shape[0]):
+        quantized_x = quantized_x or segs[s, 0] in _INT_TYPES
     nq = len(xf) if quantized_x else 0
     xq, xd, xm = np.empty(nq, np.int16), np.empty(nq // 32, F), np.empty(nq // 32, F)
     if quantized_x:
         for n in prange(N):
             _quantize_x(xf, U(n) * U(K), K // 32, xq, xd, xm)
     xs = (xq, xd, xm)
-    rb = U(row_bytes)
-    rows = max(MC, (CHUNK_MACS // max(1, K * N) + MC - 1) // MC * MC)  # rows of W per item
-    rows = min(rows, max(MC, (M // MIN_ITEMS + MC - 1) // MC * MC))
-    items = (M + rows - 1) // rows
+    items = 0
+    for s in range(segs.shape[0]):
+        M = segs[s, 3]
+        rows = max(MC, (CHUNK_MACS // max(1, K * N) + MC - 1) // MC * MC)  # rows of W per item
+        rows = min(rows, max(MC, (M // MIN_ITEMS + MC - 1) // MC * MC))
+        items += (M + rows - 1) // rows
+    item_seg, item_m0, item_m1 = np.empty(items, np.int64), np.empty(items, np.int64), np.empty(items, np.int64)
+    first = np.empty(segs.shape[0], np.int64)  # flat offset of each segment's result
+    c, col = 0, 0
+    for s in range(segs.shape[0]):
+        M = segs[s, 3]
+        rows = max(MC, (CHUNK_MACS // max(1, K * N) + MC - 1) // MC * MC)
+        rows = min(rows, max(MC, (M // MIN_ITEMS + MC - 1) // MC * MC))
+        for m0 in range(0, M, rows):
+            item_seg[c], item_m0[c], item_m1[c] = s, m0, min(M, m0 + rows)
+            c += 1
+        first[s] = N * col
+        col += M
     counter = np.zeros(1, np.int64)
     # Any number of workers >= the threads will do (numba splits them evenly; each drains the
     # queue, and those that come late find it empty): so no call for the thread count, whose
@@ -494,29 +515,31 @@ def matmul(qtype, w, x, out, full):
     for _t in prange(min(items, WORKERS)):
         c = _fetch_add(counter)
         while c < items:
-            m0, m1 = c * rows, min(M, (c + 1) * rows)
+            s, m0, m1 = item_seg[c], item_m0[c], item_m1[c]
             c = _fetch_add(counter)
+            qtype, rb, M, o0 = segs[s, 0], U(segs[s, 2]), segs[s, 3], first[s]
+            w0 = U(segs[s, 1])
             if qtype == F16:
                 for m in range(m0, m1):
                     for i in range(N):
-                        out[i, m] = _dot_f16(w16, U(m) * rb // U(2), xf, U(i) * U(K), U(K))
+                        out[o0 + i * M + m] = _dot_f16(w16, (w0 + U(m) * rb) // U(2), xf, U(i) * U(K), U(K))
                 continue
             for n0 in range(0, N, NC):
                 n1 = min(N, n0 + NC)
                 for m in range(m0, m1, RW):
-                    o = U(m) * rb
+                    o = w0 + U(m) * rb
                     ws = rb if m + 1 < m1 else U(0)  # a last row alone: computed twice, kept once
                     i = n0
                     while i + RX <= n1:
-                        t = _tile_xw(qtype, wf, o, ws, xs, U(i) * U(K), U(K), nb)
+                        t = _tile_xw(qtype, w, o, ws, xs, U(i) * U(K), U(K), nb)
                         for r in range(RX):
                             for j in range(min(RW, m1 - m)):
-                                out[i + r, m + j] = t[r * RW + j]
+                                out[o0 + (i + r) * M + m + j] = t[r * RW + j]
                         i += RX
                     while i < n1:
-                        t1 = _tile_1w(qtype, wf, o, ws, xs, U(i) * U(K), U(K), nb)
+                        t1 = _tile_1w(qtype, w, o, ws, xs, U(i) * U(K), U(K), nb)
                         for j in range(min(RW, m1 - m)):
-                            out[i, m + j] = t1[j]
+                            out[o0 + i * M + m + j] = t1[j]
                         i += 1
 
 

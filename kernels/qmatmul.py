@@ -129,7 +129,7 @@ def warmup() -> str:
     try:
         w = _readonly(np.zeros((2, 34), np.uint8))
         x = np.zeros((1, 32), np.float32)
-        _nb.matmul(int(T.Q8_0), w, x, np.empty((1, 2), np.float32), _nb.FULL)
+        _nb.matmul(w.reshape(-1), np.array([[int(T.Q8_0), 0, 34, 2]], np.int64), x, np.empty(2, np.float32), _nb.FULL)
         _nb.dequantize_rows(int(T.Q8_0), w, np.empty((2, 32), np.float32), _nb.FULL)
         g = np.zeros((2, 2), np.float32)
         _nb.glu(g, g.copy(), False)
@@ -175,6 +175,89 @@ def _scratch(n: int) -> np.ndarray:
     return buf[:n]
 
 
+def _fused(flat: np.ndarray, segs: np.ndarray, x: np.ndarray, macs_per_row: int) -> np.ndarray:
+    """The numba matmul of x (N, K) against the segments `segs` of `flat` (_numba.matmul):
+    the flat float32 result, segment after segment; the thread count from the tuner."""
+    N = x.shape[0]
+    out = np.empty(N * int(segs[:, 3].sum()), np.float32)
+    t = _tuner
+    if t is None:
+        _apply_threads()
+        _nb.matmul(flat, segs, x, out, _nb.FULL)
+    else:  # the count the tuner picks, timed for it (attention follows the same count)
+        kind = "decode" if N <= DECODE_MAX_N else "prefill"
+        _apply_threads(t.threads(kind))
+        t0 = time.perf_counter()
+        _nb.matmul(flat, segs, x, out, _nb.FULL)
+        t.record(kind, macs_per_row * N, time.perf_counter() - t0)
+    return out
+
+
+def _owner(a):
+    """The object whose memory the array a views (an mmap for a model's weights), or a itself."""
+    while isinstance(a, np.ndarray) and a.base is not None:
+        a = a.base
+    return a.obj if isinstance(a, memoryview) else a
+
+
+def _group(mats) -> tuple[np.ndarray, np.ndarray] | None:
+    """One numba kernel view (flat bytes, segs) of several matrices of one K that lie in one
+    buffer (the same model file), or None where that cannot be (another backend, a type the
+    kernel does not cover, different buffers)."""
+    views = [m._numba_view() if isinstance(m, QMatrix) else None for m in mats]
+    if any(v is None for v in views) or len({m.shape[1] for m in mats}) != 1:
+        return None
+    owner = _owner(mats[0].raw)
+    if any(_owner(m.raw) is not owner for m in mats):
+        return None
+    if isinstance(owner, np.ndarray):
+        if not owner.flags.c_contiguous:
+            return None
+        flat = owner.reshape(-1).view(np.uint8)
+    else:
+        try:
+            flat = np.frombuffer(owner, np.uint8)
+        except (TypeError, ValueError):
+            return None
+    flat = _readonly(flat)
+    segs = []
+    for m in mats:
+        off = m.raw.ctypes.data - flat.ctypes.data
+        if not 0 <= off <= flat.nbytes - m.raw.nbytes or (m.type == T.F16 and off % 2):
+            return None
+        segs.append([m.ggml_type, off, m.raw.shape[1], m.shape[0]])
+    return flat, np.array(segs, np.int64)
+
+
+def matmul_many(mats, x: np.ndarray) -> list[np.ndarray]:
+    """x (N, K) float32 against matrices W_i (M_i, K) -> [x @ W_i.T (N, M_i)], bit for bit what
+    each W_i.matmul(x) gives. Where the numba kernels cover them all and they lie in one
+    buffer (a layer's Q, K, V or gate and up, in one model file), one kernel call: x rounded
+    once and one start of the thread team, which in decode costs as much as a small matmul."""
+    mats = list(mats)
+    first = mats[0]
+    key = tuple(id(m) for m in mats[1:])
+    hit = first._groups.get(key) if isinstance(first, QMatrix) else None
+    if hit is None or any(a is not b for a, b in zip(hit[0], mats[1:])):
+        hit = (mats[1:], _group(mats))
+        if isinstance(first, QMatrix):
+            first._groups[key] = hit  # holds the matrices: their ids stay theirs
+    view = hit[1]
+    x2 = np.ascontiguousarray(x, dtype=np.float32).reshape(-1, first.shape[1])
+    N = x2.shape[0]
+    if view is None or 0 < BLAS_MIN_N <= N or len(mats) == 1:
+        return [m.matmul(x) for m in mats]
+    if not x2.flags.writeable:
+        x2 = x2.copy()
+    flat = _fused(view[0], view[1], x2, sum(m.shape[0] for m in mats) * first.shape[1])
+    outs, at = [], 0
+    for m in mats:
+        M = m.shape[0]
+        outs.append(flat[at:at + N * M].reshape(N, M) if np.ndim(x) != 1 else flat[at:at + M])
+        at += N * M
+    return outs
+
+
 class QMatrix:
     """A 2-D GGUF weight (M, K), kept as the bytes of the file; dequantized only a tile or a
     row at a time."""
@@ -192,6 +275,10 @@ class QMatrix:
             if self.raw.shape[1] != quants.row_bytes(self.type, K):
                 raise ValueError(f"{self.type.name} weight of shape {self.shape} needs "
                                  f"{quants.row_bytes(self.type, K)} bytes per row, got {self.raw.shape[1]}")
+            # the numba kernel's view: the flat bytes and one segment (type, offset, bytes per row, M)
+            self._flat = self.raw.reshape(-1)
+            self._segs = np.array([[self.ggml_type, 0, self.raw.shape[1], M]], np.int64)
+        self._groups: dict = {}  # matmul_many's kernel views of this matrix with others
 
     def __repr__(self) -> str:
         return f"QMatrix({self.type.name}, shape={self.shape})"
@@ -206,20 +293,14 @@ class QMatrix:
         if self._blas:
             out = x2 @ self.raw.T
         elif _numba_kernel(self.ggml_type) and not 0 < BLAS_MIN_N <= N:
-            out = np.empty((N, M), np.float32)
-            t = _tuner
-            if t is None:
-                _apply_threads()
-                _nb.matmul(self.ggml_type, self.raw, x2, out, _nb.FULL)
-            else:  # the count the tuner picks, timed for it (attention follows the same count)
-                kind = "decode" if N <= DECODE_MAX_N else "prefill"
-                _apply_threads(t.threads(kind))
-                t0 = time.perf_counter()
-                _nb.matmul(self.ggml_type, self.raw, x2, out, _nb.FULL)
-                t.record(kind, M * K * N, time.perf_counter() - t0)
+            out = _fused(self._flat, self._segs, x2, M * K).reshape(N, M)
         else:
             out = self._tiled_matmul(x2)
         return out.reshape(M) if np.ndim(x) == 1 else out
+
+    def _numba_view(self):
+        """(flat bytes, segs) for the numba kernel, or None where it does not cover this matrix."""
+        return None if self._blas or not _numba_kernel(self.ggml_type) else (self._flat, self._segs)
 
     def _tiled_matmul(self, x: np.ndarray) -> np.ndarray:
         M, K = self.shape

@@ -146,6 +146,52 @@ def test_matmul_1d(backend):
     np.testing.assert_array_equal(W.matmul(x), W.matmul(x[None])[0])
 
 
+def _one_buffer(parts):
+    """The raw rows of several matrices copied into one uint8 buffer (as a model file holds
+    them, each at a 32-byte aligned offset), read back as views of it."""
+    offs, at = [], 0
+    for raw in parts:
+        offs.append(at)
+        at += (raw.nbytes + 31) // 32 * 32
+    buf = np.zeros(at, np.uint8)
+    for raw, o in zip(parts, offs):
+        buf[o:o + raw.nbytes] = raw.reshape(-1).view(np.uint8)
+    buf.flags.writeable = False
+    return [buf[o:o + raw.nbytes].view(raw.dtype).reshape(raw.shape) for raw, o in zip(parts, offs)]
+
+
+@pytest.mark.parametrize("N", [1, 5, 70])  # 70: more rows than one pass over W (NC = 64) takes
+def test_matmul_many(backend, N):
+    """Several matrices of one K by one x (a layer's Q, K, V: Q4_K, Q4_K, Q6_K in a Q4_K_M file;
+    gate and up; F16 among them): bit for bit each matrix's own matmul, and one kernel call
+    where the numba kernels run them (the matrices lie in one buffer)."""
+    K = 512
+    types = [T.Q4_K, T.Q4_K, T.Q6_K, T.F16, T.Q4_0, T.Q8_0]
+    Ms = [67, 19, 19, 33, 130, 16]
+    raws = _one_buffer([random_rows(t, M, K, seed=i) for i, (t, M) in enumerate(zip(types, Ms))])
+    mats = [QMatrix(r, t, (M, K)) for r, t, M in zip(raws, types, Ms)]
+    x = np.random.default_rng(N).standard_normal((N, K)).astype(np.float32)
+    ys = kernels.matmul_many(mats, x)
+    for y, W, M in zip(ys, mats, Ms):
+        assert y.shape == (N, M) and y.dtype == np.float32 and y.flags.c_contiguous
+        np.testing.assert_array_equal(y, W.matmul(x))
+    if qmatmul.backend() == "numba":
+        flat, segs = qmatmul._group(mats)  # one call: the segments of one buffer
+        assert segs[:, 3].tolist() == Ms and segs[:, 0].tolist() == [int(t) for t in types]
+    np.testing.assert_array_equal(kernels.matmul_many(mats[:2], x[0])[1], mats[1].matmul(x[0]))  # a 1-D x
+
+
+def test_matmul_many_apart(backend):
+    """Matrices in different buffers (or F32 ones, BLAS's) are multiplied one by one, the same."""
+    K = 256
+    a, b = (QMatrix(random_rows(T.Q4_0, 9, K, seed=s), T.Q4_0, (9, K)) for s in (1, 2))
+    f = QMatrix(random_rows(T.F32, 5, K), T.F32, (5, K))
+    assert qmatmul._group([a, b]) is None and qmatmul._group([a, f]) is None
+    x = np.random.default_rng(0).standard_normal((3, K)).astype(np.float32)
+    for y, W in zip(kernels.matmul_many([a, b, f], x), (a, b, f)):
+        np.testing.assert_array_equal(y, W.matmul(x))
+
+
 @pytest.mark.parametrize("qtype", [T.F32, T.F16, T.Q4_1, T.Q8_0, T.Q6_K], ids=lambda t: t.name)
 def test_rows(backend, qtype):
     raw = random_rows(qtype, 40, 256)

@@ -51,14 +51,13 @@ class Block:
         ops, a, eps = self.ops, self.args, self.args.norm_eps
         L = x.shape[0]                                    # x: (L, D)
         h = ops.rms_norm(x, self.attn_norm, eps)
-        q = ops.linear(h, self.wq).reshape(L, a.n_heads, a.head_dim)
-        k = ops.linear(h, self.wk).reshape(L, a.n_kv_heads, a.head_dim)
-        v = ops.linear(h, self.wv).reshape(L, a.n_kv_heads, a.head_dim)
+        q, k, v = ops.linears(h, (self.wq, self.wk, self.wv))
+        q, k, v = (t.reshape(L, n, a.head_dim) for t, n in ((q, a.n_heads), (k, a.n_kv_heads), (v, a.n_kv_heads)))
         q, k = self.rope(q, cache.offset), self.rope(k, cache.offset)
         o = ops.attention(q, k, v, cache, a.extra["attn_scale"], self.window, a.extra["attn_softcap"])
         x = x + ops.rms_norm(ops.linear(o, self.wo), self.post_attn_norm, eps)
         h = ops.rms_norm(x, self.ffn_norm, eps)
-        m = ops.linear(ops.glu(ops.linear(h, self.w_gate), ops.linear(h, self.w_up), "gelu_tanh"), self.w_down)
+        m = ops.linear(ops.glu(*ops.linears(h, (self.w_gate, self.w_up)), "gelu_tanh"), self.w_down)
         return x + ops.rms_norm(m, self.post_ffn_norm, eps)
 
 

@@ -45,15 +45,14 @@ class Block:
         ops, a, x_ = self.ops, self.args, self.args.extra
         L = x.shape[0]                                    # x: (L, D)
         h = ops.rms_norm(x, self.attn_norm, a.norm_eps)
-        q = ops.linear(h, self.wq).reshape(L, a.n_heads, a.head_dim)
-        k = ops.linear(h, self.wk).reshape(L, a.n_kv_heads, a.head_dim)
-        v = ops.linear(h, self.wv).reshape(L, a.n_kv_heads, a.head_dim)
+        q, k, v = ops.linears(h, (self.wq, self.wk, self.wv))
+        q, k, v = (t.reshape(L, n, a.head_dim) for t, n in ((q, a.n_heads), (k, a.n_kv_heads), (v, a.n_kv_heads)))
         if self.rope is not None:
             q, k = self.rope(q, cache.offset), self.rope(k, cache.offset)
         o = ops.linear(ops.attention(q, k, v, cache, x_["attn_scale"]), self.wo, self.bo)
         x = x + o * x_["residual_scale"]
         h = ops.rms_norm(x, self.ffn_norm, a.norm_eps)
-        m = ops.glu(ops.linear(h, self.w_gate, self.b_gate), ops.linear(h, self.w_up, self.b_up), "silu")
+        m = ops.glu(*ops.linears(h, (self.w_gate, self.w_up), (self.b_gate, self.b_up)), "silu")
         return x + ops.linear(m, self.w_down, self.b_down) * x_["residual_scale"]
 
 

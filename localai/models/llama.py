@@ -36,13 +36,12 @@ class Block:
         ops, a = self.ops, self.args
         L = x.shape[0]                                    # x: (L, D)
         h = ops.rms_norm(x, self.attn_norm, a.norm_eps)
-        q = ops.linear(h, self.wq).reshape(L, a.n_heads, a.head_dim)
-        k = ops.linear(h, self.wk).reshape(L, a.n_kv_heads, a.head_dim)
-        v = ops.linear(h, self.wv).reshape(L, a.n_kv_heads, a.head_dim)
+        q, k, v = ops.linears(h, (self.wq, self.wk, self.wv))
+        q, k, v = (t.reshape(L, n, a.head_dim) for t, n in ((q, a.n_heads), (k, a.n_kv_heads), (v, a.n_kv_heads)))
         q, k = self.rope(q, cache.offset), self.rope(k, cache.offset)
         x = x + ops.linear(ops.attention(q, k, v, cache, self.scale), self.wo)
         h = ops.rms_norm(x, self.ffn_norm, a.norm_eps)
-        return x + ops.linear(ops.glu(ops.linear(h, self.w_gate), ops.linear(h, self.w_up), "silu"), self.w_down)
+        return x + ops.linear(ops.glu(*ops.linears(h, (self.w_gate, self.w_up)), "silu"), self.w_down)
 
 
 class Model:

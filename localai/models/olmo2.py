@@ -33,13 +33,14 @@ class Block:
     def __call__(self, x, cache):
         ops, a, eps = self.ops, self.args, self.args.norm_eps
         L = x.shape[0]                                    # x: (L, D)
-        q = ops.rms_norm(ops.linear(x, self.wq), self.q_norm, eps).reshape(L, a.n_heads, a.head_dim)
-        k = ops.rms_norm(ops.linear(x, self.wk), self.k_norm, eps).reshape(L, a.n_kv_heads, a.head_dim)
-        v = ops.linear(x, self.wv).reshape(L, a.n_kv_heads, a.head_dim)
+        q, k, v = ops.linears(x, (self.wq, self.wk, self.wv))
+        q = ops.rms_norm(q, self.q_norm, eps).reshape(L, a.n_heads, a.head_dim)
+        k = ops.rms_norm(k, self.k_norm, eps).reshape(L, a.n_kv_heads, a.head_dim)
+        v = v.reshape(L, a.n_kv_heads, a.head_dim)
         q, k = self.rope(q, cache.offset), self.rope(k, cache.offset)
         o = ops.attention(q, k, v, cache, self.scale, self.window)
         x = x + ops.rms_norm(ops.linear(o, self.wo), self.post_attn_norm, eps)
-        m = ops.linear(ops.glu(ops.linear(x, self.w_gate), ops.linear(x, self.w_up), "silu"), self.w_down)
+        m = ops.linear(ops.glu(*ops.linears(x, (self.w_gate, self.w_up)), "silu"), self.w_down)
         return x + ops.rms_norm(m, self.post_ffn_norm, eps)
 
 

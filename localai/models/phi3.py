@@ -38,7 +38,7 @@ class Block:
             qkv = ops.linear(h, self.wqkv)                # (L, nq + 2 nk)
             q, k, v = qkv[:, :nq], qkv[:, nq:nq + nk], qkv[:, nq + nk:]
         else:
-            q, k, v = ops.linear(h, self.wq), ops.linear(h, self.wk), ops.linear(h, self.wv)
+            q, k, v = ops.linears(h, (self.wq, self.wk, self.wv))
         q = self.rope(q.reshape(L, a.n_heads, a.head_dim), cache.offset)
         k = self.rope(k.reshape(L, a.n_kv_heads, a.head_dim), cache.offset)
         v = v.reshape(L, a.n_kv_heads, a.head_dim)

@@ -28,9 +28,10 @@ class Block:
         ops, a, eps = self.ops, self.args, self.args.norm_eps
         L = x.shape[0]                                    # x: (L, D)
         h = ops.rms_norm(x, self.attn_norm, eps)
-        q = ops.rms_norm(ops.linear(h, self.wq).reshape(L, a.n_heads, a.head_dim), self.q_norm, eps)
-        k = ops.rms_norm(ops.linear(h, self.wk).reshape(L, a.n_kv_heads, a.head_dim), self.k_norm, eps)
-        v = ops.linear(h, self.wv).reshape(L, a.n_kv_heads, a.head_dim)
+        q, k, v = ops.linears(h, (self.wq, self.wk, self.wv))
+        q = ops.rms_norm(q.reshape(L, a.n_heads, a.head_dim), self.q_norm, eps)
+        k = ops.rms_norm(k.reshape(L, a.n_kv_heads, a.head_dim), self.k_norm, eps)
+        v = v.reshape(L, a.n_kv_heads, a.head_dim)
         q, k = self.rope(q, cache.offset), self.rope(k, cache.offset)
         return ops.linear(ops.attention(q, k, v, cache, self.scale), self.wo)
 
@@ -38,7 +39,7 @@ class Block:
         ops = self.ops
         x = x + self.attention(x, cache)
         h = ops.rms_norm(x, self.ffn_norm, self.args.norm_eps)
-        return x + ops.linear(ops.glu(ops.linear(h, self.w_gate), ops.linear(h, self.w_up), "silu"), self.w_down)
+        return x + ops.linear(ops.glu(*ops.linears(h, (self.w_gate, self.w_up)), "silu"), self.w_down)
 
 
 class Model:

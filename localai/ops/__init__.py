@@ -16,6 +16,8 @@ Weights (read from the GGUF file, staying quantized):
 Compute:
     embed(W, tokens)             token ids (L,) -> rows of W (L, D)
     linear(x, W, b=None)         x (L, K) -> x @ W.T (+ b) (L, M)
+    linears(x, Ws, bs=None)      the same x by several W (a layer's Q, K, V; gate, up) -> a tuple
+                                 of linear(x, W_i, b_i); numpy: one kernel call for them all
     rms_norm(x, w, eps)          over the last axis; x (..., D), w (D,)
     layer_norm(x, w, b, eps)     over the last axis, with bias
     rope(dims, base, neox, scale=1, freq_factors=None)

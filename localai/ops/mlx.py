@@ -56,6 +56,11 @@ def linear(x: mx.array, W, b: mx.array | None = None) -> mx.array:
     return y if b is None else y + b
 
 
+def linears(x: mx.array, Ws, bs=None) -> tuple:
+    """linear(x, W_i, b_i) for each W_i (MLX fuses the graph itself)."""
+    return tuple(linear(x, W, b) for W, b in zip(Ws, bs or [None] * len(Ws)))
+
+
 def rms_norm(x: mx.array, w: mx.array, eps: float) -> mx.array:
     return mx.fast.rms_norm(x, w, eps)
 

@@ -119,6 +119,16 @@ def linear(x: np.ndarray, W: kernels.QMatrix, b: np.ndarray | None = None) -> np
     return y
 
 
+def linears(x: np.ndarray, Ws, bs=None) -> tuple[np.ndarray, ...]:
+    """linear(x, W_i, b_i) for each W_i, in one kernel call where the numba kernels cover them
+    (kernels.matmul_many: x rounded once, one start of the thread team), bit for bit the same."""
+    ys = kernels.matmul_many(Ws, x)                   # [(L, M_i)]
+    for y, b in zip(ys, bs or ()):
+        if b is not None:
+            y += b
+    return tuple(ys)
+
+
 rms_norm = layers.rms_norm
 
 
@@ -198,7 +208,7 @@ def moe(x: np.ndarray, router: kernels.QMatrix, gate: list, up: list, down: list
     for e in np.unique(top):
         rows, slot = np.nonzero(top == e)
         h = np.ascontiguousarray(x[rows])
-        y = down[e].matmul(layers.glu(gate[e].matmul(h), up[e].matmul(h), act))
+        y = down[e].matmul(layers.glu(*kernels.matmul_many((gate[e], up[e]), h), act))
         out[rows] += y * w[rows, slot][:, None]
     return out
 
