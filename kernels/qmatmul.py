@@ -175,13 +175,14 @@ def _scratch(n: int) -> np.ndarray:
     return buf[:n]
 
 
-def _fused(flat: np.ndarray, segs: np.ndarray, x: np.ndarray, macs_per_row: int) -> np.ndarray:
-    """The numba matmul of x (N, K) against the segments `segs` of `flat` (_numba.matmul):
-    the flat float32 result, segment after segment; the thread count from the tuner."""
+def _fused(flat: np.ndarray, segs: np.ndarray, x: np.ndarray, M: int, K: int) -> np.ndarray:
+    """The numba matmul of x (N, K) against the segments `segs` of `flat` (_numba.matmul),
+    M rows of W in all: the flat float32 result, segment after segment; the thread count
+    from the tuner."""
     N = x.shape[0]
-    out = np.empty(N * int(segs[:, 3].sum()), np.float32)
+    out = np.empty(N * M, np.float32)
     t = _tuner
-    if t is None:
+    if t is None or t.pinned:
         _apply_threads()
         _nb.matmul(flat, segs, x, out, _nb.FULL)
     else:  # the count the tuner picks, timed for it (attention follows the same count)
@@ -189,7 +190,7 @@ def _fused(flat: np.ndarray, segs: np.ndarray, x: np.ndarray, macs_per_row: int)
         _apply_threads(t.threads(kind))
         t0 = time.perf_counter()
         _nb.matmul(flat, segs, x, out, _nb.FULL)
-        t.record(kind, macs_per_row * N, time.perf_counter() - t0)
+        t.record(kind, M * K * N, time.perf_counter() - t0)
     return out
 
 
@@ -200,10 +201,19 @@ def _owner(a):
     return a.obj if isinstance(a, memoryview) else a
 
 
-def _group(mats) -> tuple[np.ndarray, np.ndarray] | None:
-    """One numba kernel view (flat bytes, segs) of several matrices of one K that lie in one
-    buffer (the same model file), or None where that cannot be (another backend, a type the
-    kernel does not cover, different buffers)."""
+class _Group:
+    """One numba kernel view of several matrices of one K that lie in one buffer: flat bytes,
+    segs (S, 4) and where each result starts (matmul_many)."""
+
+    def __init__(self, mats, flat, segs):
+        self.mats, self.flat, self.segs = mats, flat, segs  # mats: holds them, so their ids stay theirs
+        self.Ms = [m.shape[0] for m in mats]
+        self.M, self.K = sum(self.Ms), mats[0].shape[1]
+
+
+def _group(mats) -> _Group | None:
+    """The matrices' _Group, or None where one call cannot take them (another backend, a type
+    the kernel does not cover, different buffers)."""
     views = [m._numba_view() if isinstance(m, QMatrix) else None for m in mats]
     if any(v is None for v in views) or len({m.shape[1] for m in mats}) != 1:
         return None
@@ -226,7 +236,7 @@ def _group(mats) -> tuple[np.ndarray, np.ndarray] | None:
         if not 0 <= off <= flat.nbytes - m.raw.nbytes or (m.type == T.F16 and off % 2):
             return None
         segs.append([m.ggml_type, off, m.raw.shape[1], m.shape[0]])
-    return flat, np.array(segs, np.int64)
+    return _Group(list(mats), flat, np.array(segs, np.int64))
 
 
 def matmul_many(mats, x: np.ndarray) -> list[np.ndarray]:
@@ -234,26 +244,24 @@ def matmul_many(mats, x: np.ndarray) -> list[np.ndarray]:
     each W_i.matmul(x) gives. Where the numba kernels cover them all and they lie in one
     buffer (a layer's Q, K, V or gate and up, in one model file), one kernel call: x rounded
     once and one start of the thread team, which in decode costs as much as a small matmul."""
-    mats = list(mats)
     first = mats[0]
-    key = tuple(id(m) for m in mats[1:])
-    hit = first._groups.get(key) if isinstance(first, QMatrix) else None
-    if hit is None or any(a is not b for a, b in zip(hit[0], mats[1:])):
-        hit = (mats[1:], _group(mats))
-        if isinstance(first, QMatrix):
-            first._groups[key] = hit  # holds the matrices: their ids stay theirs
-    view = hit[1]
-    x2 = np.ascontiguousarray(x, dtype=np.float32).reshape(-1, first.shape[1])
-    N = x2.shape[0]
-    if view is None or 0 < BLAS_MIN_N <= N or len(mats) == 1:
+    groups = getattr(first, "_groups", None)
+    if groups is None:  # not a QMatrix
         return [m.matmul(x) for m in mats]
+    key = tuple(map(id, mats))  # the group holds the matrices: an id stays theirs while it lives
+    g = groups.get(key, False)
+    if g is False:
+        g = groups[key] = _group(mats)
+    if g is None or _nb is None or 0 < BLAS_MIN_N <= (x.shape[0] if x.ndim == 2 else 1):
+        return [m.matmul(x) for m in mats]
+    x2 = np.ascontiguousarray(x, dtype=np.float32).reshape(-1, g.K)
     if not x2.flags.writeable:
         x2 = x2.copy()
-    flat = _fused(view[0], view[1], x2, sum(m.shape[0] for m in mats) * first.shape[1])
+    N = x2.shape[0]
+    flat = _fused(g.flat, g.segs, x2, g.M, g.K)
     outs, at = [], 0
-    for m in mats:
-        M = m.shape[0]
-        outs.append(flat[at:at + N * M].reshape(N, M) if np.ndim(x) != 1 else flat[at:at + M])
+    for M in g.Ms:
+        outs.append(flat[at:at + N * M].reshape(N, M) if x.ndim == 2 else flat[at:at + M])
         at += N * M
     return outs
 
@@ -293,7 +301,7 @@ class QMatrix:
         if self._blas:
             out = x2 @ self.raw.T
         elif _numba_kernel(self.ggml_type) and not 0 < BLAS_MIN_N <= N:
-            out = _fused(self._flat, self._segs, x2, M * K).reshape(N, M)
+            out = _fused(self._flat, self._segs, x2, M, K).reshape(N, M)
         else:
             out = self._tiled_matmul(x2)
         return out.reshape(M) if np.ndim(x) == 1 else out

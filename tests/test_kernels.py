@@ -176,8 +176,8 @@ def test_matmul_many(backend, N):
         assert y.shape == (N, M) and y.dtype == np.float32 and y.flags.c_contiguous
         np.testing.assert_array_equal(y, W.matmul(x))
     if qmatmul.backend() == "numba":
-        flat, segs = qmatmul._group(mats)  # one call: the segments of one buffer
-        assert segs[:, 3].tolist() == Ms and segs[:, 0].tolist() == [int(t) for t in types]
+        g = qmatmul._group(mats)  # one call: the segments of one buffer
+        assert g.segs[:, 3].tolist() == Ms and g.segs[:, 0].tolist() == [int(t) for t in types]
     np.testing.assert_array_equal(kernels.matmul_many(mats[:2], x[0])[1], mats[1].matmul(x[0]))  # a 1-D x
 
 
