@@ -767,7 +767,9 @@ def rope(x, cos, sin, neox, out):
 @njit(parallel=True, fastmath=FM, error_model="numpy", **JIT)
 def attend(q, kb, vb, offset, window, scale, out):
     """Causal attention of L new positions, one query at a time: q (L, H, hd) at positions
-    offset..offset+L-1; kb, vb (Hkv, cap, hd) KV storage holding them and every earlier one;
+    offset..offset+L-1; kb, vb (Hkv, cap, hd) KV storage holding them and every earlier one,
+    float32 or float16 as its uint16 bits (a KV cache's storage; each element goes to float32
+    exactly, in the dot products: `_kv_f32`);
     out (L, H, hd) = softmax(scale q k^T) v over the keys j <= p (and p - j < window if
     window > 0). Query head h reads KV head h // (H / Hkv).
 
@@ -794,7 +796,7 @@ def attend(q, kb, vb, offset, window, scale, out):
             ko = base + U(j) * U(hd)
             acc = F(0)
             for d in range(U(hd)):
-                acc += qf[qo + d] * kf[ko + d]
+                acc += qf[qo + d] * _kv_f32(kf[ko + d])
             acc *= F(scale)
             s[j] = acc
             m = acc if acc > m else m
@@ -810,4 +812,20 @@ def attend(q, kb, vb, offset, window, scale, out):
             pj = s[j] * inv
             vo = base + U(j) * U(hd)
             for d in range(U(hd)):
-                of[qo + d] += pj * vf[vo + d]
+                of[qo + d] += pj * _kv_f32(vf[vo + d])
+
+
+@intrinsic
+def _kv_f32(typingctx, x):
+    """A KV storage element as float32: uint16 is a float16's bits (converted exactly, as
+    _half_to_f32: vcvtph2ps, 8 or 16 per instruction), float32 is itself. (Defined after
+    `attend`, which resolves it when it compiles.)"""
+    if isinstance(x, types.Integer) and x.bitwidth == 16 and not x.signed:
+        def codegen(context, builder, sig, args):
+            return builder.fpext(builder.bitcast(args[0], ir.HalfType()), ir.FloatType())
+    elif x == types.float32:
+        def codegen(context, builder, sig, args):
+            return args[0]
+    else:
+        return None
+    return types.float32(x), codegen
