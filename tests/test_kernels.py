@@ -317,6 +317,27 @@ def test_attend(backend, window):
             np.testing.assert_allclose(got[i, h * hd:(h + 1) * hd], w / w.sum() @ vh, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize("window", [None, 6])
+def test_attend_reads_float16_storage_as_its_float32_values(backend, window):
+    """A float16 KV cache (the numpy backend's) gives the very bits that float32 storage
+    holding the same values gives: prefill and decode, GQA, storage read in place."""
+    from localai.models.cache import KVCache
+
+    rng = np.random.default_rng(10)
+    H, Hkv, hd, offset, L = 6, 2, 64, 11, 9
+    c16, c32 = KVCache(Hkv, hd, 32), KVCache(Hkv, hd, 32, dtype=np.float32)
+    for n in (offset, L):
+        kv = (rng.standard_normal((2, Hkv, n, hd)) * 3).astype(np.float32)
+        k16, v16 = c16.update_and_fetch(*kv)
+        k32, v32 = c32.update_and_fetch(*kv.astype(np.float16).astype(np.float32))
+    assert k16.dtype == np.float16 and k16.base is c16.keys
+    q = rng.standard_normal((H, L, hd)).astype(np.float32)
+    np.testing.assert_array_equal(kernels.attend(q, k16, v16, offset, 0.125, window),
+                                  kernels.attend(q, k32, v32, offset, 0.125, window))
+    np.testing.assert_array_equal(kernels.attend_one(q[:, -1], k16, v16, 0.125, window),
+                                  kernels.attend_one(q[:, -1], k32, v32, 0.125, window))
+
+
 @NUMBA
 def test_attend_rows_equal_decode_bit_for_bit():
     """A prefill query's output is exactly what decode computes for that position."""
