@@ -172,3 +172,37 @@ def attend_one(q: np.ndarray, k: np.ndarray, v: np.ndarray, scale: float, window
     attend() for one position."""
     H, hd = q.shape
     return attend(q.reshape(H, 1, hd), k, v, k.shape[1] - 1, scale, window).reshape(H, hd)
+
+
+def attend_many(q: np.ndarray, seqs: list, scale: float, window: int | None = None) -> np.ndarray:
+    """Causal attention of several sequences' new positions (a batched step, localai/batch.py).
+
+    q (R, H, hd): the new rows of every sequence, in order; seqs [(k, v, offset)]: sequence
+    i's n_i rows are at positions offset.., k, v (Hkv, offset + n_i, hd) its keys and values
+    (a KV cache's storage is read in place), sum n_i = R. Returns (R, H * hd): each
+    sequence's rows exactly what `attend` gives that sequence alone. Numba: one kernel call
+    for all of them (attend_many in _numba.py) where their storages share a dtype; else
+    `attend` per sequence."""
+    R, H, hd = q.shape
+    ns = [k.shape[1] - off for k, _, off in seqs]
+    if sum(ns) != R or min(ns, default=0) < 0:
+        raise ValueError(f"attend_many: the sequences have {sum(ns)} new positions, q has {R} rows")
+    nb = qmatmul.numba_kernels()
+    stores = [(_kv_bits(_storage(k)), _kv_bits(_storage(v))) for k, v, _ in seqs]
+    if nb is None or len(stores) < 2 or len({(kb.dtype, vb.dtype) for kb, vb in stores}) > 1:
+        out, a = [], 0
+        for (k, v, off), n in zip(seqs, ns):
+            out.append(attend(q[a:a + n].transpose(1, 0, 2), k, v, off, scale, window))
+            a += n
+        return np.concatenate(out) if out else np.empty((0, H * hd), np.float32)
+    table = np.empty((len(seqs), 6), np.int64)  # rows start, rows, offset, capacity, K, V address
+    a = 0
+    for i, ((_, _, off), n, (kb, vb)) in enumerate(zip(seqs, ns, stores)):
+        if kb.shape != vb.shape or kb.shape[0] != stores[0][0].shape[0] or kb.shape[2] != hd:
+            raise ValueError(f"attend_many: sequence {i} has K {kb.shape}, V {vb.shape}, queries of {hd}")
+        table[i] = (a, n, off, kb.shape[1], kb.ctypes.data, vb.ctypes.data)
+        a += n
+    out = np.empty((R, H, hd), np.float32)
+    qmatmul._apply_threads()
+    nb.attend_many(np.ascontiguousarray(q, np.float32), stores[0][0], table, int(window or 0), float(scale), out)
+    return out.reshape(R, H * hd)

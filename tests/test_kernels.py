@@ -357,6 +357,34 @@ def test_attend_rows_equal_decode_bit_for_bit():
             np.testing.assert_array_equal(tail, full[p:])
 
 
+@pytest.mark.parametrize("dtype", [np.float16, np.float32])
+@pytest.mark.parametrize("window", [None, 7])
+def test_attend_many_equals_attend_per_sequence_bit_for_bit(backend, dtype, window):
+    """A batched step's attention in one call: decode rows and prompt chunks of sequences
+    with different contexts and cache capacities, each sequence's rows exactly what attend
+    gives it alone."""
+    from localai.kernels import elementwise
+    from localai.models.cache import KVCache
+
+    rng = np.random.default_rng(11)
+    H, Hkv, hd = 6, 2, 48
+    shapes = [(300, 1), (5, 1), (0, 4), (40, 9), (1, 1)]  # (cached positions, new rows)
+    seqs, qs, want = [], [], []
+    for cached, n in shapes:
+        c = KVCache(Hkv, hd, 512, dtype=dtype)
+        if cached:
+            c.update_and_fetch(*(rng.standard_normal((2, Hkv, cached, hd)).astype(np.float32)))
+        k, v = c.update_and_fetch(*(rng.standard_normal((2, Hkv, n, hd)).astype(np.float32)))
+        q = rng.standard_normal((n, H, hd)).astype(np.float32)
+        seqs.append((k, v, cached))
+        qs.append(q)
+        want.append(kernels.attend(q.transpose(1, 0, 2), k, v, cached, 0.2, window))
+    got = elementwise.attend_many(np.concatenate(qs), seqs, 0.2, window)
+    np.testing.assert_array_equal(got, np.concatenate(want))
+    with pytest.raises(ValueError, match="q has"):
+        elementwise.attend_many(np.concatenate(qs)[1:], seqs, 0.2, window)
+
+
 @NUMBA
 def test_numba_exp():
     import numba
