@@ -174,6 +174,9 @@ def attend_one(q: np.ndarray, k: np.ndarray, v: np.ndarray, scale: float, window
     return attend(q.reshape(H, 1, hd), k, v, k.shape[1] - 1, scale, window).reshape(H, hd)
 
 
+ONE_CALL = True  # attend_many: one kernel call per step (False: attend per sequence, the A/B of benchmarks/batching.py)
+
+
 def attend_many(q: np.ndarray, seqs: list, scale: float, window: int | None = None) -> np.ndarray:
     """Causal attention of several sequences' new positions (a batched step, localai/batch.py).
 
@@ -189,7 +192,7 @@ def attend_many(q: np.ndarray, seqs: list, scale: float, window: int | None = No
         raise ValueError(f"attend_many: the sequences have {sum(ns)} new positions, q has {R} rows")
     nb = qmatmul.numba_kernels()
     stores = [(_kv_bits(_storage(k)), _kv_bits(_storage(v))) for k, v, _ in seqs]
-    if nb is None or len(stores) < 2 or len({(kb.dtype, vb.dtype) for kb, vb in stores}) > 1:
+    if nb is None or not ONE_CALL or len(stores) < 2 or len({(kb.dtype, vb.dtype) for kb, vb in stores}) > 1:
         out, a = [], 0
         for (k, v, off), n in zip(seqs, ns):
             out.append(attend(q[a:a + n].transpose(1, 0, 2), k, v, off, scale, window))
