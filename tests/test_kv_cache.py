@@ -46,3 +46,16 @@ def test_the_cache_is_float16_and_half_the_bytes_of_float32(llm, monkeypatch):
     assert (logits16.argmax(-1) == logits32.argmax(-1)).mean() >= 0.9
     print(f"\nfloat16 vs float32 KV cache: top-20 log-prob |diff| max {diff.max():.4f} mean {diff.mean():.5f}")
     assert diff.max() < 0.05, diff.max()
+
+
+def test_admission_counts_what_the_cache_holds(llm, smollm2_path):
+    """The daemon's memory admission sizes a context by the cache's real bytes per position."""
+    from localai.daemon import admission
+    from localai.gguf_file import GGUFFile
+
+    s = llm.new_session()
+    llm.model(np.asarray(llm.tokenize("Hello there")), s.cache)
+    per_position = sum(c.nbytes for c in s.cache) // s.cache[0].keys.shape[1]
+    g = GGUFFile(str(smollm2_path))
+    assert admission.kv_bytes_per_token(g, "numpy") == per_position
+    assert admission.kv_bytes_per_token(g, "mlx") == 2 * per_position  # MLX's cache is float32
