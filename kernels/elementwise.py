@@ -7,6 +7,7 @@ activations, the attention softmax, and the whole attention of a decode step.
     causal_softmax(scores, L, offset, scale, window) scores := softmax(scale * scores), masked
     attend(q, k, v, offset, scale, window)           causal attention of L new positions
     attend_one(q, k, v, scale, window)               attention of one new position (decode)
+    attend_many(q, [(k, v, offset), ...], scale, window)  several sequences' attention, one call
 
 Numba's one-pass vectorized kernels (kernels/_numba.py) where they load, these numpy twins
 otherwise; tests/test_kernels.py holds the two together.
