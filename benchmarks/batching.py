@@ -16,6 +16,8 @@ stream's text is the same in every run (and, for stream 0, equal to its run alon
 and spread (the issue's "no request slower alone than without batching by more than 10%").
 `steps`: in this process, no daemon: one batched decode pass (`batch.evaluate_batch`) of
 1, 2, 4, 8, 16 sequences (13-token contexts), median ms: what a row costs the batch.
+`--attention both` (streams, steps): the batched step's attention as one kernel call and as
+one call per sequence, alternated at each n in the same run.
 `rewrite`: a 60-line Python function, "rename one identifier", with `draft` none and auto
 (prompt lookup), alternated, `--repeats` times each: end-to-end ms, medians, identical text.
 The daemon runs in this process on a temporary socket (the scheduler and engine are the real
@@ -74,11 +76,23 @@ def concurrent(path, reqs):
     return out, time.perf_counter() - t0
 
 
+MODES = {"one-call": [True], "per-sequence": [False], "both": [True, False]}  # --attention: elementwise.ONE_CALL
+
+
+def _attention(one_call: bool) -> str:
+    from localai.kernels import elementwise
+
+    elementwise.ONE_CALL = one_call
+    return "one call" if one_call else "per sequence"
+
+
 def streams(args):
     server, path = start(args.model, args.n_ctx)
-    texts, got = {}, {n: [] for n in args.ns}
+    modes = MODES[args.attention]
+    texts, got = {}, {(m, n): [] for m in modes for n in args.ns}
     for r in range(args.repeats):  # 1, 2, 4, ... then again: a drift in the load hits every n
-        for n in args.ns:
+        for n, mode in ((n, m) for n in args.ns for m in modes):  # both: alternated at each n
+            label = _attention(mode)
             reqs = [("generate", {"prompt": PROMPTS[i], "max_tokens": args.tokens, "temperature": 0,
                                   "cache_prompt": False}) for i in range(n)]
             server.scheduler.recent.clear()
@@ -87,18 +101,18 @@ def streams(args):
             batch = server.scheduler.status()["batch"]
             for i, (d, _, _) in enumerate(out):
                 texts.setdefault(i, set()).add(d.text)
-            got[n].append((toks, wall, toks / wall, batch["requests_max"]))
-            print(f"n={n}: {toks} tokens in {wall:.1f} s = {toks / wall:.2f} tok/s (batch up to {batch['requests_max']})",
-                  flush=True)
-    base = statistics.median(t for _, _, t, _ in got[args.ns[0]]) or float("nan")
+            got[mode, n].append((toks, wall, toks / wall, batch["requests_max"]))
+            print(f"n={n}: {toks} tokens in {wall:.1f} s = {toks / wall:.2f} tok/s (batch up to {batch['requests_max']}, "
+                  f"attention {label})", flush=True)
     print(f"\n{args.model}, {args.tokens} tokens per stream, {args.repeats} repeats:")
-    print("| streams | tokens | wall s (median) | aggregate tok/s (median, range) | x one stream | largest batch |")
-    print("|---|---|---|---|---|---|")
-    for n in args.ns:
-        toks, walls, tps, mx = zip(*got[n])
+    print("| streams | attention | tokens | wall s (median) | aggregate tok/s (median, range) | x one stream | largest batch |")
+    print("|---|---|---|---|---|---|---|")
+    for n, mode in ((n, m) for n in args.ns for m in modes):
+        base = statistics.median(t for _, _, t, _ in got[mode, args.ns[0]]) or float("nan")
+        toks, walls, tps, mx = zip(*got[mode, n])
         m = statistics.median(tps)
-        print(f"| {n} | {toks[0]} | {statistics.median(walls):.1f} | {m:.2f} ({min(tps):.2f}-{max(tps):.2f}) | "
-              f"{m / base:.2f} | {max(mx)} |")
+        print(f"| {n} | {_attention(mode)} | {toks[0]} | {statistics.median(walls):.1f} | {m:.2f} "
+              f"({min(tps):.2f}-{max(tps):.2f}) | {m / base:.2f} | {max(mx)} |")
     same = all(len(v) == 1 for v in texts.values())
     print(f"\nevery stream's text identical across runs (stream 0 alone included): {same}")
     server.shutdown()
@@ -180,18 +194,20 @@ def steps(args):
             s.keep(len(s.tokens) - 1)
         return time.perf_counter() - t
 
+    modes = MODES[args.attention]
     for n in args.ns:
         step(n)
-    ms = {n: [] for n in args.ns}
+    ms = {(m, n): [] for m in modes for n in args.ns}
     for _ in range(args.repeats):
-        for n in args.ns:
-            ms[n].append(step(n) * 1000)
-    one = statistics.median(ms[args.ns[0]])
+        for n, mode in ((n, m) for n in args.ns for m in modes):  # both: alternated at each n
+            _attention(mode)
+            ms[mode, n].append(step(n) * 1000)
     print(f"\n{args.model}: one batched decode pass, median of {args.repeats}")
-    print("| rows | ms (median, range) | x one row |\n|---|---|---|")
-    for n in args.ns:
-        m = statistics.median(ms[n])
-        print(f"| {n} | {m:.1f} ({min(ms[n]):.1f}-{max(ms[n]):.1f}) | {m / one:.2f} |")
+    print("| rows | attention | ms (median, range) | x one row |\n|---|---|---|---|")
+    for n, mode in ((n, m) for n in args.ns for m in modes):
+        one = statistics.median(ms[mode, args.ns[0]])
+        m = statistics.median(ms[mode, n])
+        print(f"| {n} | {_attention(mode)} | {m:.1f} ({min(ms[mode, n]):.1f}-{max(ms[mode, n]):.1f}) | {m / one:.2f} |")
 
 
 FUNC = "\n".join(
@@ -243,6 +259,9 @@ def main():
     ap.add_argument("--chats", type=int, default=8)
     ap.add_argument("--n-ctx", type=int, default=1024, help="streams: the context (a 7B's KV cache is 0.5 MB a position)")
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--attention", choices=list(MODES), default="one-call", help="streams, steps: a batched "
+                    "step's attention in one kernel call, one per sequence (as before issue 14's fourth "
+                    "session), or both alternated in one run")
     ap.add_argument("--base", action="store_true", help="rewrite: a base model (gemma3-270m): `generate` "
                     "continuing the function and the instruction, draft lookup vs none")
     args = ap.parse_args()

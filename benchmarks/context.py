@@ -2,7 +2,7 @@
 localai and (with --peer-python, a Python that has llama-cpp-python) llama.cpp on the same
 file, one after the other.
 
-Each step reads the whole KV cache once (SmolLM2: 46 MB at 1,000 tokens, float32), so decode
+Each step reads the whole KV cache once (SmolLM2: 23 MB at 1,000 tokens, float16), so decode
 slows as the context fills; Gemma 3's sliding-window layers read at most 512 positions.
 
     python benchmarks/context.py [--peer-python /tmp/peervenv/bin/python] [model] [n ...]

@@ -818,7 +818,9 @@ def rope(x, cos, sin, neox, out):
 @njit(parallel=True, fastmath=FM, error_model="numpy", **JIT)
 def attend(q, kb, vb, offset, window, scale, out):
     """Causal attention of L new positions, one query at a time: q (L, H, hd) at positions
-    offset..offset+L-1; kb, vb (Hkv, cap, hd) KV storage holding them and every earlier one;
+    offset..offset+L-1; kb, vb (Hkv, cap, hd) KV storage holding them and every earlier one,
+    float32 or float16 as its uint16 bits (a KV cache's storage; each element goes to float32
+    exactly, in the dot products: `_kv_f32`);
     out (L, H, hd) = softmax(scale q k^T) v over the keys j <= p (and p - j < window if
     window > 0). Query head h reads KV head h // (H / Hkv).
 
@@ -836,29 +838,98 @@ def attend(q, kb, vb, offset, window, scale, out):
         h, l = t // L, t % L
         p = offset + l
         lo = max(0, p - window + 1) if window > 0 else 0
-        n = p + 1 - lo
         base = (U(h // G) * U(cap) + U(lo)) * U(hd)
         qo = (U(l) * U(H) + U(h)) * U(hd)
-        s = np.empty(n, F)
-        m = F(-np.inf)
-        for j in range(n):
-            ko = base + U(j) * U(hd)
-            acc = F(0)
-            for d in range(U(hd)):
-                acc += qf[qo + d] * kf[ko + d]
-            acc *= F(scale)
-            s[j] = acc
-            m = acc if acc > m else m
-        tot = F(0)
-        for j in range(n):
-            e = _exp(s[j] - m)
-            s[j] = e
-            tot += e
-        inv = F(1) / tot
+        _attend_query(qf, qo, kf, vf, base, p + 1 - lo, hd, scale, of)
+
+
+@njit(fastmath=FM, error_model="numpy", **JIT)
+def _attend_query(qf, qo, kf, vf, base, n, hd, scale, of):
+    """One query of `attend` and `attend_many` (the same machine code for both, so a row's
+    output does not depend on which kernel ran it): of[qo:qo + hd] = softmax(scale q k_j^T)
+    summed over v_j, for the n keys and values stored from flat offset `base`, hd apart
+    (kf, vf as attend's kb, vb, flat); q = qf[qo:qo + hd]."""
+    s = np.empty(n, F)
+    m = F(-np.inf)
+    for j in range(n):
+        ko = base + U(j) * U(hd)
+        acc = F(0)
         for d in range(U(hd)):
-            of[qo + d] = F(0)
-        for j in range(n):
-            pj = s[j] * inv
-            vo = base + U(j) * U(hd)
-            for d in range(U(hd)):
-                of[qo + d] += pj * vf[vo + d]
+            acc += qf[qo + d] * _kv_f32(kf[ko + d])
+        acc *= F(scale)
+        s[j] = acc
+        m = acc if acc > m else m
+    tot = F(0)
+    for j in range(n):
+        e = _exp(s[j] - m)
+        s[j] = e
+        tot += e
+    inv = F(1) / tot
+    for d in range(U(hd)):
+        of[qo + d] = F(0)
+    for j in range(n):
+        pj = s[j] * inv
+        vo = base + U(j) * U(hd)
+        for d in range(U(hd)):
+            of[qo + d] += pj * _kv_f32(vf[vo + d])
+
+
+@intrinsic
+def _kv_f32(typingctx, x):
+    """A KV storage element as float32: uint16 is a float16's bits (converted exactly, as
+    _half_to_f32: vcvtph2ps, 8 or 16 per instruction), float32 is itself. (Defined after
+    `attend`, which resolves it when it compiles.)"""
+    if isinstance(x, types.Integer) and x.bitwidth == 16 and not x.signed:
+        def codegen(context, builder, sig, args):
+            return builder.fpext(builder.bitcast(args[0], ir.HalfType()), ir.FloatType())
+    elif x == types.float32:
+        def codegen(context, builder, sig, args):
+            return args[0]
+    else:
+        return None
+    return types.float32(x), codegen
+
+
+@intrinsic
+def _ptr_like(typingctx, addr, proto):
+    """The integer address `addr` as a pointer to elements of proto's dtype (for carray)."""
+    if not isinstance(addr, types.Integer) or not isinstance(proto, types.Array):
+        return None
+    ptr = types.CPointer(proto.dtype)
+
+    def codegen(context, builder, sig, args):
+        return builder.inttoptr(args[0], context.get_value_type(ptr))
+
+    return ptr(addr, proto), codegen
+
+
+@njit(parallel=True, fastmath=FM, error_model="numpy", **JIT)
+def attend_many(q, proto, table, window, scale, out):
+    """`attend` for several sequences in one call (a batched step, localai/batch.py): q, out
+    (R, H, hd) the rows of all of them. Sequence i (table int64 (S, 6)) has rows
+    table[i, 0] .. + table[i, 1] - 1 at positions table[i, 2] .., and its K and V storage
+    (Hkv, table[i, 3], hd) at addresses table[i, 4], table[i, 5], of proto's type (float32,
+    or uint16: float16 bits; proto is one of them, alive like all of them during the call).
+    Work items are (sequence, head, query), each query by `_attend_query` as in attend, so
+    every row is bit for bit what attend gives its sequence alone; one parallel region per
+    step instead of one per sequence."""
+    R, H, hd = q.shape
+    Hkv = proto.shape[0]
+    G = H // Hkv
+    S = table.shape[0]
+    first = np.zeros(S + 1, np.int64)  # first work item of each sequence
+    for i in range(S):
+        first[i + 1] = first[i] + table[i, 1] * H
+    qf, of = q.reshape(-1), out.reshape(-1)
+    for t in prange(first[S]):
+        i = np.searchsorted(first, t, side="right") - 1
+        a, L, offset, cap = table[i, 0], table[i, 1], table[i, 2], table[i, 3]
+        kf = numba.carray(_ptr_like(table[i, 4], proto), Hkv * cap * hd)
+        vf = numba.carray(_ptr_like(table[i, 5], proto), Hkv * cap * hd)
+        u = t - first[i]
+        h, l = u // L, u % L
+        p = offset + l
+        lo = max(0, p - window + 1) if window > 0 else 0
+        base = (U(h // G) * U(cap) + U(lo)) * U(hd)
+        qo = (U(a + l) * U(H) + U(h)) * U(hd)
+        _attend_query(qf, qo, kf, vf, base, p + 1 - lo, hd, scale, of)

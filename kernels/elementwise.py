@@ -7,6 +7,7 @@ activations, the attention softmax, and the whole attention of a decode step.
     causal_softmax(scores, L, offset, scale, window) scores := softmax(scale * scores), masked
     attend(q, k, v, offset, scale, window)           causal attention of L new positions
     attend_one(q, k, v, scale, window)               attention of one new position (decode)
+    attend_many(q, [(k, v, offset), ...], scale, window)  several sequences' attention, one call
 
 Numba's one-pass vectorized kernels (kernels/_numba.py) where they load, these numpy twins
 otherwise; tests/test_kernels.py holds the two together.
@@ -97,15 +98,24 @@ def causal_softmax(scores: np.ndarray, L: int, offset: int, scale: float, window
     return scores
 
 
+KV_DTYPES = (np.dtype(np.float16), np.dtype(np.float32))  # what attend reads in place
+
+
 def _storage(a: np.ndarray) -> np.ndarray:
-    """a (Hkv, T, hd) float32 as the first T positions of the C-contiguous (Hkv, cap, hd) array
-    it is a view of (a KV cache's storage, read in place), else a contiguous copy."""
+    """a (Hkv, T, hd) float16 or float32 as the first T positions of the C-contiguous
+    (Hkv, cap, hd) array it is a view of (a KV cache's storage, read in place), else a
+    contiguous copy (float32 unless a is float16)."""
     b = a.base
-    if (isinstance(b, np.ndarray) and b.ndim == 3 and b.dtype == np.float32 and b.flags.c_contiguous
-            and b.shape[0] == a.shape[0] and b.shape[2] == a.shape[2] and a.strides == b.strides
-            and a.ctypes.data == b.ctypes.data):
+    if (isinstance(b, np.ndarray) and b.ndim == 3 and b.dtype == a.dtype and b.dtype in KV_DTYPES
+            and b.flags.c_contiguous and b.shape[0] == a.shape[0] and b.shape[2] == a.shape[2]
+            and a.strides == b.strides and a.ctypes.data == b.ctypes.data):
         return b
-    return np.ascontiguousarray(a, np.float32)
+    return np.ascontiguousarray(a, a.dtype if a.dtype in KV_DTYPES else np.float32)
+
+
+def _kv_bits(a: np.ndarray) -> np.ndarray:
+    """KV storage as the numba kernel takes it: float32 as is, float16 as its uint16 bits."""
+    return a.view(np.uint16) if a.dtype == np.float16 else a
 
 
 Q_BLOCK = 128  # numpy twin: prefill queries per block; a block only scores the keys it can see
@@ -115,14 +125,16 @@ def attend(q: np.ndarray, k: np.ndarray, v: np.ndarray, offset: int, scale: floa
            window: int | None = None) -> np.ndarray:
     """Causal grouped-query attention of L new positions.
 
-    q (H, L, hd) for positions offset..offset+L-1; k, v (Hkv, T, hd) with T = offset + L (a
-    KV cache's storage is read in place). A query at position p sees keys j <= p (and
+    q (H, L, hd) for positions offset..offset+L-1; k, v (Hkv, T, hd) float16 or float32 with
+    T = offset + L (a KV cache's storage is read in place; float16 goes to float32 exactly
+    as it is read). A query at position p sees keys j <= p (and
     p - j < window if set); query head h reads KV head h // (H / Hkv). Returns (L, H * hd).
 
     Numba: one query at a time in one kernel, the same code for every L, so a position's
     output is bit-identical whether its prompt came in one batch, in chunks or token by
     token. Numpy twin: blocks of Q_BLOCK queries through BLAS, each scored only against the
-    keys up to its last position (and from its window's start)."""
+    keys up to its last position (and from its window's start), converting only those keys
+    and values to float32."""
     H, L, hd = q.shape
     T = k.shape[1]
     if T != offset + L:
@@ -132,7 +144,7 @@ def attend(q: np.ndarray, k: np.ndarray, v: np.ndarray, offset: int, scale: floa
         out = np.empty((L, H, hd), np.float32)
         qc = np.ascontiguousarray(np.asarray(q, np.float32).transpose(1, 0, 2))  # (L, H, hd)
         qmatmul._apply_threads()
-        nb.attend(qc, _storage(k), _storage(v), int(offset), int(window or 0), float(scale), out)
+        nb.attend(qc, _kv_bits(_storage(k)), _kv_bits(_storage(v)), int(offset), int(window or 0), float(scale), out)
         return out.reshape(L, H * hd)
     out = np.empty((L, H * hd), np.float32)
     for i in range(0, L, Q_BLOCK):
@@ -148,6 +160,7 @@ def _attend_block(q, k, v, offset: int, scale: float, window: int | None) -> np.
     Hkv, T, _ = k.shape
     G = H // Hkv
     qg = q.reshape(Hkv, G * L, hd)
+    k, v = np.asarray(k, np.float32), np.asarray(v, np.float32)  # float16 storage: this block's keys
     scores = qg @ k.transpose(0, 2, 1)  # (Hkv, G*L, T): row r is query r % L
     causal_softmax(scores.reshape(Hkv * G * L, T), L, offset, scale, window)
     out = scores @ v  # (Hkv, G*L, hd)
@@ -160,3 +173,40 @@ def attend_one(q: np.ndarray, k: np.ndarray, v: np.ndarray, scale: float, window
     attend() for one position."""
     H, hd = q.shape
     return attend(q.reshape(H, 1, hd), k, v, k.shape[1] - 1, scale, window).reshape(H, hd)
+
+
+ONE_CALL = True  # attend_many: one kernel call per step (False: attend per sequence, the A/B of benchmarks/batching.py)
+
+
+def attend_many(q: np.ndarray, seqs: list, scale: float, window: int | None = None) -> np.ndarray:
+    """Causal attention of several sequences' new positions (a batched step, localai/batch.py).
+
+    q (R, H, hd): the new rows of every sequence, in order; seqs [(k, v, offset)]: sequence
+    i's n_i rows are at positions offset.., k, v (Hkv, offset + n_i, hd) its keys and values
+    (a KV cache's storage is read in place), sum n_i = R. Returns (R, H * hd): each
+    sequence's rows exactly what `attend` gives that sequence alone. Numba: one kernel call
+    for all of them (attend_many in _numba.py) where their storages share a dtype; else
+    `attend` per sequence."""
+    R, H, hd = q.shape
+    ns = [k.shape[1] - off for k, _, off in seqs]
+    if sum(ns) != R or min(ns, default=0) < 0:
+        raise ValueError(f"attend_many: the sequences have {sum(ns)} new positions, q has {R} rows")
+    nb = qmatmul.numba_kernels()
+    stores = [(_kv_bits(_storage(k)), _kv_bits(_storage(v))) for k, v, _ in seqs]
+    if nb is None or not ONE_CALL or len(stores) < 2 or len({(kb.dtype, vb.dtype) for kb, vb in stores}) > 1:
+        out, a = [], 0
+        for (k, v, off), n in zip(seqs, ns):
+            out.append(attend(q[a:a + n].transpose(1, 0, 2), k, v, off, scale, window))
+            a += n
+        return np.concatenate(out) if out else np.empty((0, H * hd), np.float32)
+    table = np.empty((len(seqs), 6), np.int64)  # rows start, rows, offset, capacity, K, V address
+    a = 0
+    for i, ((_, _, off), n, (kb, vb)) in enumerate(zip(seqs, ns, stores)):
+        if kb.shape != vb.shape or kb.shape[0] != stores[0][0].shape[0] or kb.shape[2] != hd:
+            raise ValueError(f"attend_many: sequence {i} has K {kb.shape}, V {vb.shape}, queries of {hd}")
+        table[i] = (a, n, off, kb.shape[1], kb.ctypes.data, vb.ctypes.data)
+        a += n
+    out = np.empty((R, H, hd), np.float32)
+    qmatmul._apply_threads()
+    nb.attend_many(np.ascontiguousarray(q, np.float32), stores[0][0], table, int(window or 0), float(scale), out)
+    return out.reshape(R, H * hd)

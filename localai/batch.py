@@ -3,8 +3,9 @@ own KV cache and positions (continuous batching, as llama-server's slots share a
 
 The architectures are written for one sequence (`model(tokens, cache)`); a `BatchedCache`
 stands in for the per-layer caches of several sessions: its `offset` is each row's position
-(RoPE takes it per row) and the backend's attention splits the rows at `parts` and runs each
-sequence against its own cache. Norms, matmuls and activations take all rows at once, so the
+(RoPE takes it per row) and the backend's attention splits the rows at `parts`, stores each
+sequence's K/V in its own cache and attends all of them in one kernel call
+(kernels.elementwise.attend_many). Norms, matmuls and activations take all rows at once, so the
 weights are read once per step for every sequence. The kernels are batch-invariant (a row's
 result does not depend on the other rows in its pass: tests/test_batch_invariance.py), so
 each sequence's logits are bit-identical to its pass alone. A pass may also carry prompt

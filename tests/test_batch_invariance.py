@@ -62,3 +62,36 @@ def test_greedy_text_is_the_same_cold_and_on_cache_hits(llm):
     assert full_hit.timings.cache_n == len(prompt) and partial_hit.timings.cache_n == 25
     assert cold.text == first.text == full_hit.text == partial_hit.text
     assert cold.tokens == full_hit.tokens == partial_hit.tokens
+
+
+def test_a_batched_step_equals_each_sequence_alone(llm):
+    """One forward pass for three sequences (two decode rows at different context lengths, a
+    verify pass of 4 rows, a prompt chunk: localai/batch.py, attention in one kernel call)
+    gives each the logits and K/V it gets alone, bit for bit."""
+    from localai import batch
+    from localai.engine import Eval
+
+    ids = llm.tokenize(TEXT)
+    prompts = [ids[:30], ids[5:12], ids[:20], ids[10:19]]
+    steps = [[42], [7], ids[20:24], ids[19:30]]
+    saves = ["decode", "decode", "verify", "prefill"]
+
+    def sessions():
+        out = []
+        for p in prompts:
+            s = llm.new_session()
+            llm.model(np.asarray(p), s.cache)
+            s.tokens.extend(p)
+            out.append(s)
+        return out
+
+    alone = sessions()
+    want = [llm.evaluate(Eval(s, n, save)) for s, n, save in zip(alone, steps, saves)]
+    together = sessions()
+    got = batch.evaluate_batch(llm, [Eval(s, n, save) for s, n, save in zip(together, steps, saves)])
+    for w, g, a, t in zip(want, got, alone, together):
+        assert np.array_equal(w, g)
+        for ca, ct in zip(a.cache, t.cache):
+            assert ca.offset == ct.offset
+            assert np.array_equal(ca.keys[:, :ca.offset], ct.keys[:, :ct.offset])
+            assert np.array_equal(ca.values[:, :ca.offset], ct.values[:, :ct.offset])

@@ -363,6 +363,27 @@ def test_attend(backend, window):
             np.testing.assert_allclose(got[i, h * hd:(h + 1) * hd], w / w.sum() @ vh, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize("window", [None, 6])
+def test_attend_reads_float16_storage_as_its_float32_values(backend, window):
+    """A float16 KV cache (the numpy backend's) gives the very bits that float32 storage
+    holding the same values gives: prefill and decode, GQA, storage read in place."""
+    from localai.models.cache import KVCache
+
+    rng = np.random.default_rng(10)
+    H, Hkv, hd, offset, L = 6, 2, 64, 11, 9
+    c16, c32 = KVCache(Hkv, hd, 32), KVCache(Hkv, hd, 32, dtype=np.float32)
+    for n in (offset, L):
+        kv = (rng.standard_normal((2, Hkv, n, hd)) * 3).astype(np.float32)
+        k16, v16 = c16.update_and_fetch(*kv)
+        k32, v32 = c32.update_and_fetch(*kv.astype(np.float16).astype(np.float32))
+    assert k16.dtype == np.float16 and k16.base is c16.keys
+    q = rng.standard_normal((H, L, hd)).astype(np.float32)
+    np.testing.assert_array_equal(kernels.attend(q, k16, v16, offset, 0.125, window),
+                                  kernels.attend(q, k32, v32, offset, 0.125, window))
+    np.testing.assert_array_equal(kernels.attend_one(q[:, -1], k16, v16, 0.125, window),
+                                  kernels.attend_one(q[:, -1], k32, v32, 0.125, window))
+
+
 @NUMBA
 def test_attend_rows_equal_decode_bit_for_bit():
     """A prefill query's output is exactly what decode computes for that position."""
@@ -380,6 +401,34 @@ def test_attend_rows_equal_decode_bit_for_bit():
             np.testing.assert_array_equal(one.reshape(-1), full[p])
             tail = kernels.attend(q[:, p:], k, v, p, 0.2, window)
             np.testing.assert_array_equal(tail, full[p:])
+
+
+@pytest.mark.parametrize("dtype", [np.float16, np.float32])
+@pytest.mark.parametrize("window", [None, 7])
+def test_attend_many_equals_attend_per_sequence_bit_for_bit(backend, dtype, window):
+    """A batched step's attention in one call: decode rows and prompt chunks of sequences
+    with different contexts and cache capacities, each sequence's rows exactly what attend
+    gives it alone."""
+    from localai.kernels import elementwise
+    from localai.models.cache import KVCache
+
+    rng = np.random.default_rng(11)
+    H, Hkv, hd = 6, 2, 48
+    shapes = [(300, 1), (5, 1), (0, 4), (40, 9), (1, 1)]  # (cached positions, new rows)
+    seqs, qs, want = [], [], []
+    for cached, n in shapes:
+        c = KVCache(Hkv, hd, 512, dtype=dtype)
+        if cached:
+            c.update_and_fetch(*(rng.standard_normal((2, Hkv, cached, hd)).astype(np.float32)))
+        k, v = c.update_and_fetch(*(rng.standard_normal((2, Hkv, n, hd)).astype(np.float32)))
+        q = rng.standard_normal((n, H, hd)).astype(np.float32)
+        seqs.append((k, v, cached))
+        qs.append(q)
+        want.append(kernels.attend(q.transpose(1, 0, 2), k, v, cached, 0.2, window))
+    got = elementwise.attend_many(np.concatenate(qs), seqs, 0.2, window)
+    np.testing.assert_array_equal(got, np.concatenate(want))
+    with pytest.raises(ValueError, match="q has"):
+        elementwise.attend_many(np.concatenate(qs)[1:], seqs, 0.2, window)
 
 
 @NUMBA

@@ -358,5 +358,5 @@ def test_an_n_ctx_too_large_for_memory_is_an_error_naming_the_figures(tmp_path):
 def test_the_prompt_cache_budget_is_sized_to_the_model(tiny_daemon):
     (m,) = status(tiny_daemon["path"])["models"]
     size = os.path.getsize(tiny_daemon["model"])
-    per_token = 2 * 2 * (16 + 16) * 4  # layers x kv heads x (k + v head dims) x float32
+    per_token = 2 * 2 * (16 + 16) * 2  # layers x kv heads x (k + v head dims) x float16
     assert m["prompt_cache"]["max_bytes"] == max(per_token * 256, 2 * size)

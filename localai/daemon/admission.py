@@ -4,10 +4,10 @@ cache's budget to the model and the machine.
 
     available_bytes() -> (bytes, where)       MemAvailable, capped by the cgroup's limit
     cgroup_room() -> bytes | None              least (limit - usage) over our cgroup and its ancestors
-    admit(path, n_ctx, cache_bytes) -> Admission(n_ctx, cache_bytes, need, available)
+    admit(path, n_ctx, cache_bytes, backend) -> Admission(n_ctx, cache_bytes, need, available)
 
-KV cache bytes per token = n_layers x 2 (K and V) x n_kv_heads x head_dim x 4 (float32), as
-localai.models.cache stores it.
+KV cache bytes per token = n_layers x 2 (K and V) x n_kv_heads x head_dim x item bytes: 2 on
+the numpy backend (float16, localai.models.cache), 4 on MLX (float32, localai.mlx.cache).
 """
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ from ..errors import LocalAIError
 log = logging.getLogger("localai.daemon")
 
 DEFAULT_N_CTX = 8192       # as localai.engine: the file's trained context, capped here
-KV_ITEM_BYTES = 4          # float32 keys and values
+KV_ITEM_BYTES = {"numpy": 2, "mlx": 4}  # bytes per key or value element, per backend
 
 
 class InsufficientMemory(LocalAIError):
@@ -132,19 +132,30 @@ def available_bytes() -> tuple[int | None, str]:
     return avail, where
 
 
-def kv_bytes_per_token(g) -> int:
+def _kv_item_bytes(backend: str | None) -> int:
+    """KV_ITEM_BYTES of the backend that `backend` ("auto", None, or a name) will load."""
+    if backend in (None, "auto"):  # as engine.resolve_backend, without importing MLX
+        import platform
+        import sys
+
+        backend = "mlx" if sys.platform == "darwin" and platform.machine() == "arm64" else "numpy"
+    return KV_ITEM_BYTES.get(backend, max(KV_ITEM_BYTES.values()))
+
+
+def kv_bytes_per_token(g, backend: str | None = "numpy") -> int:
+    """KV cache bytes per position of GGUF file `g` on `backend`."""
     a = g.arch_get
     d, H = int(a("embedding_length", 0) or 0), int(a("attention.head_count", 1) or 1)
     hd_k = int(a("attention.key_length", d // max(H, 1)) or 0)
     hd_v = int(a("attention.value_length", hd_k) or 0)
-    return int(a("block_count", 0) or 0) * int(a("attention.head_count_kv", H) or H) * (hd_k + hd_v) * KV_ITEM_BYTES
+    return int(a("block_count", 0) or 0) * int(a("attention.head_count_kv", H) or H) * (hd_k + hd_v) * _kv_item_bytes(backend)
 
 
 def _mb(n: int) -> str:
     return f"{n / 1e6:,.0f} MB"
 
 
-def admit(path: str, n_ctx: int | None, cache_bytes: int | None) -> Admission:
+def admit(path: str, n_ctx: int | None, cache_bytes: int | None, backend: str | None = "auto") -> Admission:
     """Check that `path` with `n_ctx` fits (InsufficientMemory naming the figures if not);
     warn beyond the trained context; size the prompt cache (cache_bytes None: one full
     context or twice the weights, whichever is larger, at most a quarter of what is free)."""
@@ -152,7 +163,7 @@ def admit(path: str, n_ctx: int | None, cache_bytes: int | None) -> Admission:
 
     g = GGUFFile(path)
     weights = os.path.getsize(path)
-    per_token = kv_bytes_per_token(g)
+    per_token = kv_bytes_per_token(g, backend)
     train = int(g.arch_get("context_length", 2048) or 2048)
     n = int(n_ctx) if n_ctx else min(train, DEFAULT_N_CTX)
     if n > train:

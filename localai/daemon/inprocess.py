@@ -32,7 +32,7 @@ class InProcessClient(BaseClient):
             from .. import load
             from .admission import admit
 
-            adm = admit(path, self.cfg.n_ctx, self.cfg.cache_bytes)  # as the daemon: fits, or one line
+            adm = admit(path, self.cfg.n_ctx, self.cfg.cache_bytes, self.cfg.backend)  # as the daemon: fits, or one line
             llm = load(path, backend=self.cfg.backend, n_ctx=adm.n_ctx, n_threads=self.cfg.threads)
             self._models[path] = (llm, PromptCache(llm, max_sessions=2, max_bytes=adm.cache_bytes))
         return self._models[path]

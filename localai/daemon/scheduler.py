@@ -555,7 +555,7 @@ class Scheduler:
                 kernels.set_compile_notice(self._notice)
             while True:
                 try:  # a test's loader (no model file) is not admitted
-                    adm = admit(path, self.cfg.n_ctx, self.cfg.cache_bytes) if self.loader is None else \
+                    adm = admit(path, self.cfg.n_ctx, self.cfg.cache_bytes, self.cfg.backend) if self.loader is None else \
                         Admission(self.cfg.n_ctx, self.cfg.cache_bytes or 1 << 30, 0, None)
                     break
                 except InsufficientMemory:

@@ -149,8 +149,15 @@ def rope(dims: int, base: float, neox: bool, scale: float = 1.0, freq_factors=No
 def attention(q: np.ndarray, k: np.ndarray, v: np.ndarray, cache, scale: float,
               window: int | None = None, softcap: float | None = None) -> np.ndarray:
     if hasattr(cache, "parts"):  # several sequences in one pass (localai/batch.py): each its own cache
-        return np.concatenate([attention(q[a:b], k[a:b], v[a:b], c, scale, window, softcap)
-                               for c, a, b in cache.parts])
+        if softcap:
+            return np.concatenate([attention(q[a:b], k[a:b], v[a:b], c, scale, window, softcap)
+                                   for c, a, b in cache.parts])
+        seqs = []
+        for c, a, b in cache.parts:
+            offset = c.offset
+            keys, values = c.update_and_fetch(k[a:b].transpose(1, 0, 2), v[a:b].transpose(1, 0, 2))
+            seqs.append((keys, values, offset))
+        return kernels.elementwise.attend_many(q, seqs, scale, window)   # one kernel call for all
     offset = cache.offset
     keys, values = cache.update_and_fetch(k.transpose(1, 0, 2), v.transpose(1, 0, 2))   # (Hkv, T, hd)
     if softcap:
