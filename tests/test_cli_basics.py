@@ -103,6 +103,16 @@ def test_show_says_what_a_model_is(env, smollm2_path, gemma3_path):
     assert r.returncode == 1 and "unknown model 'no-such-model'" in r.stderr and "Traceback" not in r.stderr
 
 
+def test_show_prints_the_absolute_path_of_a_relative_one(tmp_path, smollm2_path):
+    import subprocess
+
+    (tmp_path / "m.gguf").symlink_to(smollm2_path)
+    r = subprocess.run([sys.executable, "-m", "localai", "show", "./m.gguf"], cwd=tmp_path, env=dict(os.environ),
+                       capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
+    assert r.returncode == 0, r.stderr
+    assert re.search(r"^path:\s+(\S+)$", r.stdout, re.M).group(1) == str(tmp_path / "m.gguf")
+
+
 def test_rm_deletes_from_the_store_only(tmp_path):
     store_dir = tmp_path / "store"
     store_dir.mkdir()

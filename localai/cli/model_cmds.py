@@ -104,7 +104,7 @@ def show(model: str = typer.Argument(..., help="Catalog name, a name in the stor
     from .engine_cmds import local_model
 
     local_model(model, "show")
-    path = str(store.resolve(model, pull_missing=False))
+    path = os.path.abspath(store.resolve(model, pull_missing=False))  # absolute, whatever the user typed
     info = describe(path)
     if template:
         from ..gguf_file import GGUFFile
