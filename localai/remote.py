@@ -589,7 +589,7 @@ def _write_cache(cache: dict) -> None:
 
 
 def list_models(cfg, max_age: float = MODELS_MAX_AGE) -> list:
-    """The remote models: [{"name": "NAME/ID", "remote", "id", "aliases", "age_s", "error"}],
+    """The remote models: [{"name": "NAME/ID", "remote", "id", "aliases", "age_s", "error", "urls"}],
     from each remote's /v1/models, reused for `max_age` seconds (kept, with the error, when
     the remote does not answer)."""
     cache = _read_cache()
@@ -613,8 +613,9 @@ def list_models(cfg, max_age: float = MODELS_MAX_AGE) -> list:
             rows.append({"name": f"{r.name}/{mid}", "remote": r.name, "id": mid, "kind": "remote",
                          "aliases": sorted(a for a, m in r.models.items() if m == mid),
                          "listed": mid in (entry.get("models") or []), "age_s": age,
-                         "error": errors.get(r.name)})
+                         "error": errors.get(r.name), "urls": r.urls})
         if not ids:
             rows.append({"name": f"{r.name}/", "remote": r.name, "id": None, "kind": "remote", "aliases": [],
-                         "listed": False, "age_s": age, "error": errors.get(r.name) or "lists no models"})
+                         "listed": False, "age_s": age, "error": errors.get(r.name) or "lists no models",
+                         "urls": r.urls})
     return rows

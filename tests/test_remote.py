@@ -529,3 +529,42 @@ def test_routing_needs_a_configured_remote(tmp_path):
     cfg.model = "gpu/llama-70b"  # ... unless the default model is remote
     assert remote.route(cfg, None)[1] == "llama-70b"
     assert remote.route(config.load(str(tmp_path / "none.toml")), "gpu/x") is None
+
+
+# --- a remote that answers 404 (no `world`: a tiny HTTP server, no llama.cpp) --------------------
+
+NOT_FOUND_BODY = "Not Found: this server has no /v1/models " + "x" * 400 + "\nsecond line of the page\n"
+
+
+@pytest.fixture(scope="module")
+def not_found_url():
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    class NotFound(BaseHTTPRequestHandler):
+        def do_GET(self):
+            body = NOT_FOUND_BODY.encode()
+            self.send_response(404)
+            self.send_header("Content-Type", "text/plain")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), NotFound)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/v1"
+    server.shutdown()
+
+
+def test_models_names_a_bare_remote_as_a_remote(tmp_path, not_found_url):
+    os.makedirs(tmp_path / "config" / "localai")
+    (tmp_path / "config" / "localai" / "config.toml").write_text(f'[remotes.bare]\nurl = "{not_found_url}"\n')
+    env = dict(os.environ, LOCALAI_SOCKET=str(tmp_path / "localai.sock"), XDG_CONFIG_HOME=str(tmp_path / "config"))
+    env.pop("LOCALAI_CONFIG", None)
+    r = subprocess.run([sys.executable, "-m", "localai", "models"], env=env, capture_output=True, text=True,
+                       timeout=60, stdin=subprocess.DEVNULL)
+    assert r.returncode == 0, r.stderr
+    line = next(ln for ln in r.stdout.splitlines() if ln.startswith("bare/"))
+    assert f"remote bare at {not_found_url}" in line and "configured alias" not in line

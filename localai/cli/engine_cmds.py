@@ -142,8 +142,12 @@ def models(as_json: bool = typer.Option(False, "--json", help="A JSON list of {n
         path = r["path"] if r["downloaded"] else "(not downloaded: localai pull " + r["name"] + ")"
         print(f"{r['name']:<16}{(r['arch'] or '-'):<10}{(r['quant'] or '-'):<10}{(r['kind'] or '-'):<10}{size:>10}  {path}")
     for r in remote_rows:
-        where = "configured alias" if not r["listed"] else \
-            f"listed by the remote {r['age_s']:.0f} s ago" if r["age_s"] else "listed by the remote"
+        if r["listed"]:
+            where = "listed by the remote" + (f" {r['age_s']:.0f} s ago" if r["age_s"] else "")
+        elif r["aliases"]:
+            where = "configured alias"
+        else:  # a bare [remotes.NAME]: nothing listed, no alias
+            where = f"remote {r['remote']} at {', '.join(r['urls'])}"
         note = f"; unreachable now: {r['error']}" if r["error"] else ""
         alias = f" (alias {', '.join(r['aliases'])})" if r["aliases"] else ""
         print(f"{r['name']:<36}remote    {where}{alias}{note}")
