@@ -246,6 +246,18 @@ def _upstream_message(raw: bytes) -> str:
         return " ".join(raw.decode("utf-8", "replace").split())[:300]
 
 
+def _first_line(raw: bytes, limit: int = 200) -> str:
+    """An error body in one line: a JSON error's message, else the body's first non-blank line;
+    at most `limit` characters (cut with an ellipsis)."""
+    try:
+        json.loads(raw)
+        text = _upstream_message(raw)
+    except ValueError:
+        text = next((ln for ln in raw.decode("utf-8", "replace").splitlines() if ln.strip()), "")
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[:limit - 1].rstrip() + "…"
+
+
 def _why(exc) -> str:
     """A few words on a transport error: the OS's reason when there is one (httpx wraps it:
     "All connection attempts failed" around ConnectionRefusedError)."""
@@ -520,7 +532,9 @@ def _fetch_models(remote: Remote, url: str, timeout: float) -> list:
     resp = httpx.get(f"{url}/models", headers=_headers(remote), timeout=timeout)
     if resp.status_code in (401, 403):
         raise _refused(remote, url, resp.status_code)
-    resp.raise_for_status()
+    if resp.status_code >= 400:
+        first = _first_line(resp.content)
+        raise RemoteError(f"HTTP {resp.status_code} {resp.reason_phrase}" + (f": {first}" if first else ""))
     data = resp.json().get("data") or []
     return [m["id"] for m in data if isinstance(m, dict) and isinstance(m.get("id"), str)]
 

@@ -568,3 +568,17 @@ def test_models_names_a_bare_remote_as_a_remote(tmp_path, not_found_url):
     assert r.returncode == 0, r.stderr
     line = next(ln for ln in r.stdout.splitlines() if ln.startswith("bare/"))
     assert f"remote bare at {not_found_url}" in line and "configured alias" not in line
+
+
+def test_status_sums_up_a_remote_404_in_one_line(tmp_path, not_found_url):
+    d = Daemon(str(tmp_path), "main", f'[remotes.bare]\nurl = "{not_found_url}"\n')
+    try:
+        d.wait()
+        r = d.cli("status")
+        assert r.returncode == 0, r.stderr
+        line = next(ln for ln in r.stdout.splitlines() if ln.startswith("remote bare:"))
+        head = NOT_FOUND_BODY.splitlines()[0]
+        assert f"UNREACHABLE (HTTP 404 Not Found: {head[:199]}…)" in line, line
+        assert "second line" not in r.stdout and "Traceback" not in r.stderr
+    finally:
+        d.stop()
