@@ -389,6 +389,12 @@ def quantize_file(src: str | Path, dst: str | Path, type_name: str, *, pure: boo
                       n_layer=source.n_layer, pure=pure, leave_output=leave_output, overrides=overrides,
                       n_expert=source.n_expert, arch=source.architecture)
     plan = {n: (None if new == source.tensors[n].type_name else new) for n, new in plan.items()}
+    unmatched = [pat.pattern for pat, _ in overrides
+                 if not any(pat.search(n) and allows_quantization(n, len(t.shape), leave_output)
+                            for n, t in source.tensors.items())]
+    if unmatched:  # a typo would otherwise go unnoticed: the file is still written, without it
+        print(f"localai: warning: --tensor-type {', '.join(map(repr, unmatched))} matched no quantizable tensor "
+              f"in {src.name}; ignored", file=sys.stderr)
     requant = sorted({source.tensors[n].type_name for n, new in plan.items()
                       if new is not None and source.tensors[n].type_name not in FLOAT_INPUT})
     if requant and not allow_requantize:

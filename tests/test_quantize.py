@@ -179,6 +179,25 @@ def test_cli_progress_summary_and_one_line_errors(tmp_path):
     assert r.returncode == 1 and "not a Hugging Face model directory" in r.stderr and "Traceback" not in r.stderr
 
 
+def test_cli_warns_of_a_tensor_type_pattern_that_matches_nothing(tmp_path, smollm2_path):
+    """SmolLM2 (Q4_1, its token_embd Q8_0) to Q4_1 --pure with token_embd kept at Q8_0: every
+    tensor is copied as it is (fast); the pattern naming no tensor gets a one-line warning."""
+    import os
+    import subprocess
+    import sys
+
+    out = tmp_path / "o.gguf"
+    r = subprocess.run([sys.executable, "-m", "localai", "quantize", str(smollm2_path), str(out), "--type", "Q4_1",
+                        "--pure", "--tensor-type", "token_embd=Q8_0", "--tensor-type", "ffn_upp=Q8_0",
+                        "--tensor-type", "attn_norm=Q8_0"], env=dict(os.environ), capture_output=True, text=True,
+                       timeout=300, stdin=subprocess.DEVNULL)
+    assert r.returncode == 0, r.stderr
+    warn = [ln for ln in r.stderr.splitlines() if "--tensor-type" in ln]
+    assert len(warn) == 1 and "'ffn_upp'" in warn[0] and "'attn_norm'" in warn[0] and "token_embd" not in warn[0]
+    assert "Traceback" not in r.stderr
+    assert GGUFFile(out).tensors["token_embd.weight"].type_name == "Q8_0"  # the output is still written
+
+
 def _quantize_cli(*args, preexec=None):
     import os
     import subprocess
