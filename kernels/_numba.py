@@ -2,12 +2,13 @@
 dequantization (BLAS tiles of the numpy path, embedding rows), attention and the elementwise steps.
 
 Two entry points over W, each one parallel loop that dispatches on the type:
-    matmul(qtype, w, x, out, full)          out (N, M) = x (N, K) @ dequantize(w (M, row_bytes)).T
+    matmul(w, segs, x, out, full)           out_s (N, M_s) = x (N, K) @ dequantize(W_s).T for each
+                                            segment s (type, byte offset, bytes per row, M_s) of w
     dequantize_rows(qtype, w, out, full)    out (R, K) = dequantize(w (R, row_bytes))
 `full` is FULL, a runtime all-ones uint64 (see below). Inside, arrays are used flat with
 uint64 offsets (`w[o + j]`, `x[k + j]`). Their numpy twins are
 `quants.dequantize` (bit-exact with dequantize_rows) and dequantize-then-BLAS on x rounded to
-int16 per 32 values (equal to matmul to float32 rounding); tests/test_kernels.py holds them
+int16 with a scale per 256 values (equal to matmul to float32 rounding); tests/test_kernels.py holds them
 together. Block layouts are drawn in quants.py.
 
 matmul's per-type block dots are written in LLVM vector IR (see "integer dots" below); the
@@ -26,7 +27,7 @@ assembly):
   numpy.
 
 Cost: the first call compiles the whole module (see `qmatmul.warmup`), the integer GEMM's
-two tile shapes times eight types most of it: 150-265 s measured on the 2-core dev box while
+three tile shapes times eight types most of it: 150-265 s measured on the 2-core dev box while
 other jobs saturated it (~8 s before the GEMM, on a quiet box). cache=True keeps the machine
 code in numba's cache, and later processes load it in well under a second.
 """
@@ -110,9 +111,10 @@ def _k_scale(w, o, j):
 # -- integer dots: quantized W times x rounded to int16, in LLVM vector IR ----------------------
 # One numba intrinsic, _tile(RX, RW)(qtype, w, o, ws, xs, k, K, nb) -> RX * RW float32: the
 # dots of RW quantized rows of W (at bytes o, o + ws, ...) with RX rows of x (from element k,
-# k + K, ...), x given as int16 codes per 32 values (_quantize_x). For each block of 32
-# weights, an integer dot of the weights' codes with x's codes, scaled once:
-# d * dx * sum(q * xq), plus m * dx * sum(xq) for the types with a min. The block is decoded
+# k + K, ...), x given as int16 codes with one scale dx per group of XG blocks of 32 values
+# (_quantize_x). For each block of 32 weights, an integer dot of the weights' codes with x's
+# codes, scaled by the weights' d, summed over x's group and scaled by dx once:
+# dx * sum_blocks(d * sum(q * xq)), plus m * dx * sum(xq) for the types with a min. The block is decoded
 # once for the RX rows of x (register blocking: 4 dots in flight, 4 accumulators).
 #
 # Generic LLVM IR only, no target intrinsics: the products of 16-bit pairs summed in pairs are
@@ -317,6 +319,7 @@ _IBLOCKS = {
 }
 INT_TYPE_IDS = frozenset(int(t) for t in _IBLOCKS)
 _INT_TYPES = tuple(sorted(INT_TYPE_IDS))  # for matmul: numba reads a tuple, not a frozenset
+XG = 8  # 32-value blocks of x per int16 scale (256 values, as a K-quant super-block)
 RX, RW = 4, 1  # the register block: rows of x times rows of W per tile (AVX2 has 16 vector
 # registers: 4 rows of x codes take 8, and a second row of W spilled them; docs/benchmarks.md)
 
@@ -337,6 +340,7 @@ def _emit_tile(e, qtype, nx, nw, o, ws, k, K, nb, out):
     vt = _vec(_f32, 8)
     zero8 = ir.Constant(vt, [0.0] * 8)
     accs = [[cgutils.alloca_once_value(b, zero8) for _ in range(nw)] for _ in range(nx)]
+    gaccs = [[cgutils.alloca_once_value(b, zero8) for _ in range(nw)] for _ in range(nx)]  # this x group's
     mins = [[cgutils.alloca_once_value(b, ir.Constant(_f32, 0.0)) for _ in range(nw)] for _ in range(nx)]
     mins8 = [[cgutils.alloca_once_value(b, zero8) for _ in range(nw)] for _ in range(nx)]
     wrows = [b.add(o, b.mul(ws, e.c(i))) for i in range(nw)]
@@ -363,27 +367,45 @@ def _emit_tile(e, qtype, nx, nw, o, ws, k, K, nb, out):
                 for r in range(nx):
                     xb = b.add(xrows[r], b.add(b.mul(bi, e.c(qk // 32)), e.c(sub)))
                     xv = e.load(xq, b.mul(xb, e.c(32)), _vec(_i16), align=2)
-                    dxv = e.splat(e.load(xd, xb, _f32, align=4), 8)
                     for i in range(nw):
                         _, q, signed, scale, m = items[i][0][n]
                         if q.type != _vec(_i16):  # codes as bytes: widened here
                             q = (b.sext if signed else b.zext)(q, _vec(_i16))
                         isum = _pmaddwd(e, q, xv)  # <16 x i32>
                         isum = b.add(b.shuffle_vector(isum, isum, fold[0]), b.shuffle_vector(isum, isum, fold[1]))
-                        # (isum dx) d: splats made once per row of x and once per row of W
-                        acc = accs[r][i]
-                        b.store(e.fma(b.fmul(b.sitofp(isum, vt), dxv), svs[i], b.load(acc)), acc)
+                        # isum d, summed over x's group; dx once per group (flush)
+                        gacc = gaccs[r][i]
+                        b.store(e.fma(b.sitofp(isum, vt), svs[i], b.load(gacc)), gacc)
                         if m is not None:  # m times the rounded x's sum, dx * xsq (xm)
                             mn = mins[r][i]
                             b.store(e.fma(m, e.load(xm, xb, _f32, align=4), b.load(mn)), mn)
 
-    step = 2 if qk == 32 else 1  # blocks per loop iteration
+    def flush(first):
+        """acc += (the group's sum) dx, dx the scale of x's group from 32-value block `first`."""
+        for r in range(nx):
+            dxv = e.splat(e.load(xd, b.add(xrows[r], first), _f32, align=4), 8)
+            for i in range(nw):
+                b.store(e.fma(b.load(gaccs[r][i]), dxv, b.load(accs[r][i])), accs[r][i])
+                b.store(zero8, gaccs[r][i])
+
     nsb = b.udiv(nb, e.c(qk // 32))  # blocks of this type
-    main = b.udiv(nsb, e.c(step))
-    with cgutils.for_range(b, main) as loop:
-        blocks(b.mul(loop.index, e.c(step)), step)
-    with cgutils.for_range(b, b.urem(nsb, e.c(step))) as loop:  # the tail, one block at a time
-        blocks(b.add(b.mul(main, e.c(step)), loop.index), 1)
+    if qk == 32:  # XG blocks per x group, two per loop iteration, then the last group's
+        groups = b.udiv(nsb, e.c(XG))
+        with cgutils.for_range(b, groups) as g:
+            first = b.mul(g.index, e.c(XG))
+            with cgutils.for_range(b, e.c(XG // 2)) as loop:
+                blocks(b.add(first, b.mul(loop.index, e.c(2))), 2)
+            flush(first)
+        first = b.mul(groups, e.c(XG))
+        rest = b.urem(nsb, e.c(XG))
+        with cgutils.for_range(b, rest) as loop:
+            blocks(b.add(first, loop.index), 1)
+        with cgutils.if_likely(b, b.icmp_unsigned("!=", rest, e.c(0))):
+            flush(first)
+    else:  # a super-block is an x group
+        with cgutils.for_range(b, nsb) as loop:
+            blocks(loop.index, 1)
+            flush(b.mul(loop.index, e.c(XG)))
     for r in range(nx):
         for i in range(nw):
             v = b.fadd(b.load(accs[r][i]), b.load(mins8[r][i]))
@@ -436,25 +458,31 @@ _tile_xw, _tile_1w, _tile_11 = _tile(RX, RW), _tile(1, R1), _tile(1, 1)  # (a lo
 
 @njit(fastmath=FM, error_model="numpy", **JIT)
 def _quantize_x(x, k, n, xq, xd, xm):
-    """x[k:k + n * 32] float32 -> per 32 values: int16 codes xq = rint(x * 32767 / amax), the
-    scale xd = amax / 32767 and the rounded values' sum xm = xd * sum(xq), at the same offsets
-    (xd, xm: / 32). (A min's term takes the rounded x's sum: weights d q + m with m ~ -8 d
-    nearly cancel, and so do their errors, only if both halves of the dot see one x.)"""
-    for blk in range(n):
-        o = U(k) + U(blk) * U(32)
+    """x[k:k + n * 32] float32 -> int16 codes xq = rint(x * 32767 / amax) with one scale per
+    group of XG blocks of 32 values (256 values, a K-quant super-block; the row's last group
+    may be shorter): xd = amax / 32767, stored for each block of the group, and per block
+    the rounded values' sum xm = xd * sum(xq), at the same offsets (xd, xm: / 32). One scale
+    per group lets the integer dots apply it once per group, not once per block. (A min's
+    term takes the rounded x's sum: weights d q + m with m ~ -8 d nearly cancel, and so do
+    their errors, only if both halves of the dot see one x.)"""
+    for g0 in range(0, n, XG):
+        nbk = min(XG, n - g0)
+        o = U(k) + U(g0) * U(32)
         amax = F(0)
-        for j in range(o, o + U(32)):
+        for j in range(o, o + U(32) * U(nbk)):
             a = abs(x[j])
             amax = a if a > amax else amax
         inv = F(32767) / amax if amax > F(0) else F(0)
-        si = np.int32(0)
-        for j in range(o, o + U(32)):
-            q = np.int32(np.rint(x[j] * inv))
-            xq[j] = np.int16(q)
-            si += q
         d = amax / F(32767)
-        xd[o // U(32)] = d
-        xm[o // U(32)] = d * F(si)
+        for blk in range(nbk):
+            ob = o + U(blk) * U(32)
+            si = np.int32(0)
+            for j in range(ob, ob + U(32)):
+                q = np.int32(np.rint(x[j] * inv))
+                xq[j] = np.int16(q)
+                si += q
+            xd[ob // U(32)] = d
+            xm[ob // U(32)] = d * F(si)
 
 
 @njit(fastmath=FM, **JIT)
@@ -492,7 +520,7 @@ def matmul(w, segs, x, out, full):
     w: flat uint8, the bytes all segments lie in; segs (S, 4) int64 rows (ggml type, byte
     offset of W_s's first row in w, bytes per row, M_s); out: flat float32, segment s's
     (N, M_s) result C-contiguous at N * (M_0 + ... + M_{s-1}). The types of INT_TYPE_IDS
-    multiply x rounded to int16 per 32 values; row n of a result depends on row n of x alone,
+    multiply x rounded to int16 with a scale per 256 values; row n of a result depends on row n of x alone,
     bit for bit, and not on the other segments of the call.
 
     Work items (a run of rows of one W_s, at least MC and CHUNK_MACS multiply-adds) go to the

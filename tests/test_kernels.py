@@ -59,16 +59,27 @@ def backend(request):
     qmatmul.set_backend(before)
 
 
+def group_amax(x: np.ndarray) -> np.ndarray:
+    """(N, K) -> (N, K / 32): for each 32-value block, the largest |x| of its int16 scale's
+    group (XG blocks, 256 values; the row's last group may be shorter)."""
+    g = qmatmul._nb.XG if qmatmul._nb else 8
+    blocks = np.abs(x).reshape(x.shape[0], -1, 32).max(-1)  # (N, K / 32)
+    out = np.empty_like(blocks)
+    for g0 in range(0, blocks.shape[1], g):
+        out[:, g0:g0 + g] = blocks[:, g0:g0 + g].max(1, keepdims=True)
+    return out
+
+
 def assert_close(y: np.ndarray, x: np.ndarray, w: np.ndarray, qtype=None):
     """y == x @ w.T to float32 rounding: |error| <= 4 K u sum_k |x_k w_k|, u = 2^-24, the
     textbook bound for a K-term float32 dot product with room for the scale/min split.
     Where matmul took the fused kernels on x rounded to int16 (`qtype` in INT_TYPE_IDS), plus
-    what that rounding can move: each x_k by at most amax(its 32 values) / 65534."""
+    what that rounding can move: each x_k by at most amax(its group of 256 values) / 65534."""
     ref = x.astype(np.float64) @ w.T.astype(np.float64)
     bound = 4 * x.shape[1] * 2.0**-24 * (np.abs(x).astype(np.float64) @ np.abs(w).T) + 1e-30
     if (qtype is not None and qmatmul.backend() == "numba" and int(qtype) in qmatmul._nb.INT_TYPE_IDS
             and not 0 < qmatmul.BLAS_MIN_N <= x.shape[0]):
-        amax = np.abs(x).reshape(x.shape[0], -1, 32).max(-1).astype(np.float64)  # (N, K / 32)
+        amax = group_amax(x).astype(np.float64)  # (N, K / 32)
         bound = bound * 2 + 1.001 * (amax / 65534) @ np.abs(w).reshape(w.shape[0], -1, 32).sum(-1).T
     assert np.all(np.abs(y - ref) <= bound), f"max error {np.abs(y - ref).max():.3g}"
 
@@ -447,9 +458,11 @@ def test_numba_exp():
 
 
 def rounded_x(x: np.ndarray) -> np.ndarray:
-    """x as the integer dots see it: per 32 values, scale amax / 32767, codes rint(x * 32767 / amax)."""
-    xb = x.reshape(-1, 32)
-    amax = np.abs(xb).max(1, keepdims=True)
+    """x as the integer dots see it: per group of 256 values, scale amax / 32767, codes
+    rint(x * 32767 / amax)."""
+    x2 = x.reshape(-1, x.shape[-1])
+    xb = x2.reshape(x2.shape[0], -1, 32)
+    amax = group_amax(x2)[..., None]  # (N, K / 32, 1)
     inv = np.float32(32767) / np.where(amax > 0, amax, 1)
     return (np.rint(xb * inv) * (amax / np.float32(32767))).reshape(x.shape)
 
