@@ -540,19 +540,18 @@ def matmul(w, segs, x, out, full):
         for n in prange(N):
             _quantize_x(xf, U(n) * U(K), K // 32, xq, xd, xm)
     xs = (xq, xd, xm)
+    seg_rows = np.empty(segs.shape[0], np.int64)  # rows of W per work item, per segment
     items = 0
     for s in range(segs.shape[0]):
         M = segs[s, 3]
-        rows = max(MC, (CHUNK_MACS // max(1, K * N) + MC - 1) // MC * MC)  # rows of W per item
-        rows = min(rows, max(MC, (M // MIN_ITEMS + MC - 1) // MC * MC))
+        rows = max(MC, (CHUNK_MACS // max(1, K * N) + MC - 1) // MC * MC)
+        seg_rows[s] = rows = min(rows, max(MC, (M // MIN_ITEMS + MC - 1) // MC * MC))
         items += (M + rows - 1) // rows
     item_seg, item_m0, item_m1 = np.empty(items, np.int64), np.empty(items, np.int64), np.empty(items, np.int64)
     first = np.empty(segs.shape[0], np.int64)  # flat offset of each segment's result
     c, col = 0, 0
     for s in range(segs.shape[0]):
-        M = segs[s, 3]
-        rows = max(MC, (CHUNK_MACS // max(1, K * N) + MC - 1) // MC * MC)
-        rows = min(rows, max(MC, (M // MIN_ITEMS + MC - 1) // MC * MC))
+        M, rows = segs[s, 3], seg_rows[s]
         for m0 in range(0, M, rows):
             item_seg[c], item_m0[c], item_m1[c] = s, m0, min(M, m0 + rows)
             c += 1

@@ -194,6 +194,12 @@ def _fused(flat: np.ndarray, segs: np.ndarray, x: np.ndarray, M: int, K: int) ->
     return out
 
 
+def _rows_of(x: np.ndarray, K: int) -> np.ndarray:
+    """x as the kernels take it: C-contiguous, writeable float32 (N, K) (a 1-D x is one row)."""
+    x2 = np.ascontiguousarray(x, dtype=np.float32).reshape(-1, K)
+    return x2 if x2.flags.writeable else x2.copy()
+
+
 def _owner(a):
     """The object whose memory the array a views (an mmap for a model's weights), or a itself."""
     while isinstance(a, np.ndarray) and a.base is not None:
@@ -214,8 +220,7 @@ class _Group:
 def _group(mats) -> _Group | None:
     """The matrices' _Group, or None where one call cannot take them (another backend, a type
     the kernel does not cover, different buffers)."""
-    views = [m._numba_view() if isinstance(m, QMatrix) else None for m in mats]
-    if any(v is None for v in views) or len({m.shape[1] for m in mats}) != 1:
+    if not all(isinstance(m, QMatrix) and m._numba_covers() for m in mats) or len({m.shape[1] for m in mats}) != 1:
         return None
     owner = _owner(mats[0].raw)
     if any(_owner(m.raw) is not owner for m in mats):
@@ -254,9 +259,7 @@ def matmul_many(mats, x: np.ndarray) -> list[np.ndarray]:
         g = groups[key] = _group(mats)
     if g is None or _nb is None or 0 < BLAS_MIN_N <= (x.shape[0] if x.ndim == 2 else 1):
         return [m.matmul(x) for m in mats]
-    x2 = np.ascontiguousarray(x, dtype=np.float32).reshape(-1, g.K)
-    if not x2.flags.writeable:
-        x2 = x2.copy()
+    x2 = _rows_of(x, g.K)
     N = x2.shape[0]
     flat = _fused(g.flat, g.segs, x2, g.M, g.K)
     outs, at = [], 0
@@ -294,21 +297,19 @@ class QMatrix:
     def matmul(self, x: np.ndarray) -> np.ndarray:
         """x (N, K) float32 -> (N, M) float32 = x @ W.T (a 1-D x gives a 1-D result)."""
         M, K = self.shape
-        x2 = np.ascontiguousarray(x, dtype=np.float32).reshape(-1, K)  # (N, K)
-        if not x2.flags.writeable:
-            x2 = x2.copy()
+        x2 = _rows_of(x, K)  # (N, K)
         N = x2.shape[0]
         if self._blas:
             out = x2 @ self.raw.T
-        elif _numba_kernel(self.ggml_type) and not 0 < BLAS_MIN_N <= N:
+        elif self._numba_covers() and not 0 < BLAS_MIN_N <= N:
             out = _fused(self._flat, self._segs, x2, M, K).reshape(N, M)
         else:
             out = self._tiled_matmul(x2)
         return out.reshape(M) if np.ndim(x) == 1 else out
 
-    def _numba_view(self):
-        """(flat bytes, segs) for the numba kernel, or None where it does not cover this matrix."""
-        return None if self._blas or not _numba_kernel(self.ggml_type) else (self._flat, self._segs)
+    def _numba_covers(self) -> bool:
+        """Whether the numba kernel multiplies this matrix (its _flat and _segs)."""
+        return not self._blas and _numba_kernel(self.ggml_type)
 
     def _tiled_matmul(self, x: np.ndarray) -> np.ndarray:
         M, K = self.shape
