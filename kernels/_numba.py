@@ -494,6 +494,329 @@ def _dot_f16(w16, o, x, k, n):
     return s
 
 
+# -- packed weights: 16 rows of W interleaved, the integer dots of 16 outputs in one vector ----
+# llama.cpp's CPU back end repacks Q4_0 and the K-quants at load (ggml-cpu/repack.cpp:
+# q4_0_8x8, q4_K_8x8) so that one vector instruction serves 8 or 16 output rows. Here:
+# PR = 16 rows of a matrix go in one group; for each 32-value block of those rows, codes are
+# stored so that 16-bit vector lane 2i + t holds row i's code for value 2p + t ("pair" p,
+# 0..15). One multiply-add of pairs (pmaddwd; vpdpwssd with AVX-512 VNNI) against x's pair p
+# broadcast to all lanes then adds 2 products to each of the 16 rows' int32 sums: a block's
+# 16 integer dots take 16 of them, with no horizontal sum, and the weights' scales, x's
+# scale and the float work apply once per 16 outputs. Same arithmetic as the tiles above:
+# integer dots of codes with x's int16 codes, exact; d * isum summed over x's group of XG
+# blocks, times dx once; a min's term from x's block sums.
+#
+# Packed layouts (per group of PR rows; a last group is padded with zero rows):
+#   per 32-value block of Q4_0 (288 B): d f16[16] | codes 256 B
+#                         Q4_1 (320 B): d f16[16] | m f16[16] | codes 256 B
+#                         Q8_0 (544 B): d f16[16] | pairs 16 x 32 B (int8, lane 2i + t)
+#   per 256-value super-block of Q4_K (2368 B): d f16[16] | dmin f16[16] | then per
+#       32-value sub-block j (288 B): sc u8[16] | mn u8[16] | codes 256 B
+#   Q6_K (3360 B): d f16[16] | then per sub-block (416 B): scales i8[16] for values 0..15,
+#       i8[16] for 16..31 | low nibbles 256 B | high 2 bits 128 B
+# "codes 256 B": 8 chunks of 32 bytes; chunk c, byte 2i + t holds row i's code of value
+# 2c + t in its low nibble and of value 16 + 2c + t in its high nibble (pairs c and c + 8).
+# Q6_K's high bits: 4 chunks of 32 bytes; chunk h, byte 2i + t, bits 2s..2s + 1 are the top
+# two bits of row i's code of value 2(h + 4s) + t (pair h + 4s).
+PR = 16
+PACK = 1 << 10  # a packed segment's type in matmul's segs: PACK + ggml type
+# ggml type: (values per unit, bytes per unit and PR rows, header bytes, bytes per 32-value block)
+_PACKED = {Q4_0: (32, 288, 0, 288), Q4_1: (32, 320, 0, 320), Q8_0: (32, 544, 0, 544),
+           Q4_K: (256, 2368, 64, 288), Q6_K: (256, 3360, 32, 416)}
+PACKED_TYPE_IDS = frozenset(_PACKED)
+_PACKED_TYPES = tuple(sorted(_PACKED))
+PRX = 4  # rows of x per packed tile
+
+
+def packed_bytes(qtype, M, K):
+    """Bytes of the packed copy of an (M, K) matrix of ggml type qtype (in PACKED_TYPE_IDS)."""
+    qk, ub = _PACKED[qtype][:2]
+    return (M + PR - 1) // PR * (K // qk) * ub
+
+
+@njit(**JIT)
+def _pack_q4(raw, r0, M, o, out, a):
+    """Codes of a Q4_0/Q4_1 block (its 16 bytes of nibbles at byte o of each row) of rows
+    r0.. r0 + 15 to the 256 code bytes at out[a:]: the block's byte 2c + t is already low
+    nibble value 2c + t, high nibble value 16 + 2c + t."""
+    for c in range(8):
+        for i in range(PR):
+            for t in range(2):
+                out[a + 32 * c + 2 * i + t] = raw[r0 + i, o + 2 * c + t] if r0 + i < M else 0
+
+
+@njit(**JIT)
+def _pack_f16(raw, r0, M, o, out, a):
+    """The float16 at byte o of rows r0.. r0 + 15 to out[a: a + 32]."""
+    for i in range(PR):
+        for t in range(2):
+            out[a + 2 * i + t] = raw[r0 + i, o + t] if r0 + i < M else 0
+
+
+@njit(**JIT)
+def _q6k_code(raw, r, o, v):
+    """The 6-bit code (0..63) of value v (0..255) of the Q6_K super-block at byte o of row r."""
+    h, v2 = v // 128, v % 128
+    l, quarter = v2 % 32, v2 // 32
+    ql = np.int64(raw[r, o + 64 * h + l + 32 * (quarter % 2)])
+    lo = (ql >> 4) if quarter >= 2 else (ql & 15)
+    hi = (np.int64(raw[r, o + 128 + 32 * h + l]) >> (2 * quarter)) & 3
+    return lo | (hi << 4)
+
+
+@njit(parallel=True, **JIT)
+def pack(qtype, raw, out):
+    """raw (M, row bytes) uint8 rows of a ggml type in PACKED_TYPE_IDS -> out, flat uint8 of
+    packed_bytes(qtype, M, K): the layout above, group after group."""
+    M = raw.shape[0]
+    if qtype == Q4_0:
+        size, ub, hdr, bb = 18, 288, 0, 288
+    elif qtype == Q4_1:
+        size, ub, hdr, bb = 20, 320, 0, 320
+    elif qtype == Q8_0:
+        size, ub, hdr, bb = 34, 544, 0, 544
+    elif qtype == Q4_K:
+        size, ub, hdr, bb = 144, 2368, 64, 288
+    else:
+        size, ub, hdr, bb = 210, 3360, 32, 416
+    units = raw.shape[1] // size
+    for g in prange((M + PR - 1) // PR):
+        r0 = g * PR
+        for u in range(units):
+            a = (g * units + u) * ub
+            o = u * size
+            if qtype == Q4_0 or qtype == Q4_1:
+                _pack_f16(raw, r0, M, o, out, a)
+                if qtype == Q4_1:
+                    _pack_f16(raw, r0, M, o + 2, out, a + 32)
+                _pack_q4(raw, r0, M, o + (2 if qtype == Q4_0 else 4), out, a + (32 if qtype == Q4_0 else 64))
+            elif qtype == Q8_0:
+                _pack_f16(raw, r0, M, o, out, a)
+                for p in range(16):
+                    for i in range(PR):
+                        for t in range(2):
+                            out[a + 32 + 32 * p + 2 * i + t] = raw[r0 + i, o + 2 + 2 * p + t] if r0 + i < M else 0
+            elif qtype == Q4_K:
+                _pack_f16(raw, r0, M, o, out, a)
+                _pack_f16(raw, r0, M, o + 2, out, a + 32)
+                for j in range(8):
+                    s = a + hdr + j * bb
+                    for i in range(PR):
+                        if r0 + i < M:
+                            sc, mn = _k_scale(raw[r0 + i], U(o + 4), U(j))
+                            out[s + i], out[s + 16 + i] = u8(sc), u8(mn)
+                        else:
+                            out[s + i], out[s + 16 + i] = 0, 0
+                    q = o + 16 + 32 * (j // 2)  # the sub-block's nibbles: low (j even) or high
+                    for c in range(8):
+                        for i in range(PR):
+                            for t in range(2):
+                                if r0 + i < M:
+                                    lo = (np.int64(raw[r0 + i, q + 2 * c + t]) >> (4 * (j % 2))) & 15
+                                    hi = (np.int64(raw[r0 + i, q + 16 + 2 * c + t]) >> (4 * (j % 2))) & 15
+                                    out[s + 32 + 32 * c + 2 * i + t] = lo | (hi << 4)
+                                else:
+                                    out[s + 32 + 32 * c + 2 * i + t] = 0
+            else:  # Q6_K
+                _pack_f16(raw, r0, M, o + 208, out, a)
+                for j in range(8):
+                    s = a + hdr + j * bb
+                    for i in range(PR):
+                        for half in range(2):
+                            out[s + 16 * half + i] = raw[r0 + i, o + 192 + 2 * j + half] if r0 + i < M else 0
+                    for c in range(8):
+                        for i in range(PR):
+                            for t in range(2):
+                                if r0 + i < M:
+                                    lo = _q6k_code(raw, r0 + i, o, 32 * j + 2 * c + t) & 15
+                                    hi = _q6k_code(raw, r0 + i, o, 32 * j + 16 + 2 * c + t) & 15
+                                    out[s + 32 + 32 * c + 2 * i + t] = lo | (hi << 4)
+                                else:
+                                    out[s + 32 + 32 * c + 2 * i + t] = 0
+                    for h in range(4):
+                        for i in range(PR):
+                            for t in range(2):
+                                v = np.int64(0)
+                                if r0 + i < M:
+                                    for q in range(4):
+                                        v |= (_q6k_code(raw, r0 + i, o, 32 * j + 2 * (h + 4 * q) + t) >> 4) << (2 * q)
+                                out[s + 288 + 32 * h + 2 * i + t] = v
+
+
+def _target_has_vnni():
+    """Whether numba compiles for a CPU with AVX-512 VNNI (and BW), by the features numba
+    itself targets (NUMBA_CPU_FEATURES, else the host's: numba.core.codegen). There the
+    packed tile sums its pair products with vpdpwssd, one instruction for a pmaddwd and the add
+    after it (LLVM forms it from plain IR only now and then); elsewhere plain IR. The same
+    exact integer sums either way, so the same bits. numba keys its cache by the target's
+    features, so each variant is cached apart."""
+    from numba.core import config
+    from numba.core.codegen import get_host_cpu_features
+
+    feats = config.CPU_FEATURES if config.CPU_FEATURES is not None else get_host_cpu_features()
+    return all(f"+{f}" in feats.split(",") for f in ("avx512vnni", "avx512bw", "avx512f"))
+
+
+_VNNI = _target_has_vnni()
+
+
+def _emit_packed(e, qtype, nx, a, k, K, nb, dest, stride, valid):
+    """The tile of PR packed rows of W (group at address a) against nx rows of x (from
+    element k, k + K, ...): row r's 16 results stored at dest + r * stride (float32
+    pointers), the first `valid` of them."""
+    b = e.b
+    qk, ub, hdr, bb = _PACKED[qtype]
+    v16, vi16 = _vec(_f32, 16), _vec(_i32, 16)
+    zero = ir.Constant(v16, [0.0] * 16)
+    acc = [cgutils.alloca_once_value(b, zero) for _ in range(nx)]
+    gacc = [cgutils.alloca_once_value(b, zero) for _ in range(nx)]
+    macc = [cgutils.alloca_once_value(b, zero) for _ in range(nx)]
+    xq, xd, xm = e.xs
+    xrows = [b.udiv(b.add(k, b.mul(K, e.c(r))), e.c(32)) for r in range(nx)]  # in 32-value blocks
+    w = b.inttoptr(a, _i8.as_pointer())
+    dpwssd = cgutils.get_or_insert_function(b.module, ir.FunctionType(vi16, [vi16] * 3),
+                                            "llvm.x86.avx512.vpdpwssd.512") if _VNNI else None
+
+    def ld(off, t):
+        return b.load(b.bitcast(b.gep(w, [off]), t.as_pointer()), align=1)
+
+    def f16v(off):
+        return b.fpext(ld(off, _vec(ir.HalfType(), 16)), v16)
+
+    def xpair(r, xb, p):
+        """x's codes of values 2p, 2p + 1 of block xb of row r, in every 32-bit lane."""
+        ptr = b.bitcast(b.gep(xq, [b.add(b.mul(xb, e.c(32)), e.c(2 * p))]), _i32.as_pointer())
+        return b.bitcast(e.splat(b.load(ptr, align=2), 16), _vec(_i16))
+
+    def block(p, xblock, head):
+        """The 32-value block whose packed bytes start at p; xblock: its index in x's rows."""
+        if qtype in (Q4_0, Q4_1, Q8_0):
+            dv = f16v(p)
+            mv = f16v(b.add(p, e.c(32))) if qtype == Q4_1 else None
+            codes = b.add(p, e.c(64 if qtype == Q4_1 else 32))
+            scales = [dv]
+        elif qtype == Q4_K:
+            d, dmin = head
+            sc = b.uitofp(ld(p, _vec(_i8, 16)), v16)
+            mn = b.uitofp(ld(b.add(p, e.c(16)), _vec(_i8, 16)), v16)
+            scales, mv = [b.fmul(d, sc)], b.fneg(b.fmul(dmin, mn))
+            codes = b.add(p, e.c(32))
+        else:  # Q6_K: a scale per 16 values, pairs 0..7 and 8..15
+            d = head[0]
+            scales = [b.fmul(d, b.sitofp(ld(b.add(p, e.c(16 * h)), _vec(_i8, 16)), v16)) for h in range(2)]
+            mv = None
+            codes = b.add(p, e.c(32))
+        pairs = []  # 16 <32 x i16> code vectors, pair p at index p
+        if qtype == Q8_0:
+            pairs = [b.sext(ld(b.add(codes, e.c(32 * q)), _vec(_i8)), _vec(_i16)) for q in range(16)]
+        else:
+            lo, hi = [None] * 8, [None] * 8
+            for c in range(8):
+                v = b.zext(ld(b.add(codes, e.c(32 * c)), _vec(_i8)), _vec(_i16))
+                lo[c], hi[c] = b.and_(v, e.cv(15, _i16)), b.lshr(v, e.cv(4, _i16))
+            pairs = lo + hi
+            if qtype == Q6_K:
+                hb = [b.zext(ld(b.add(codes, e.c(256 + 32 * h)), _vec(_i8)), _vec(_i16)) for h in range(4)]
+                for q in range(16):
+                    top = b.and_(b.lshr(hb[q % 4], e.cv(2 * (q // 4), _i16)), e.cv(3, _i16))
+                    pairs[q] = b.sub(b.or_(pairs[q], b.shl(top, e.cv(4, _i16))), e.cv(32, _i16))
+            elif qtype == Q4_0:
+                pairs = [b.sub(q, e.cv(8, _i16)) for q in pairs]
+        for r in range(nx):
+            xb = b.add(xrows[r], xblock)
+            sums = []
+            for part in range(len(scales)):  # Q6_K: two halves of 8 pairs, else one of 16
+                n = 16 // len(scales)
+                s = None
+                for q in range(part * n, part * n + n):
+                    if _VNNI:
+                        s = ir.Constant(vi16, [0] * 16) if s is None else s
+                        s = b.call(dpwssd, [s, b.bitcast(pairs[q], vi16), b.bitcast(xpair(r, xb, q), vi16)])
+                    else:
+                        t = _pmaddwd(e, pairs[q], xpair(r, xb, q))
+                        s = t if s is None else b.add(s, t)
+                sums.append(s)
+            g = b.load(gacc[r])
+            for s, sv in zip(sums, scales):
+                g = e.fma(b.sitofp(s, v16), sv, g)
+            b.store(g, gacc[r])
+            if mv is not None:  # the min times the rounded x's block sum (dx * sum xq)
+                xs = e.splat(e.load(xm, xb, _f32, align=4), 16)
+                b.store(e.fma(mv, xs, b.load(macc[r])), macc[r])
+
+    def flush(first):
+        for r in range(nx):
+            dxv = e.splat(e.load(xd, b.add(xrows[r], first), _f32, align=4), 16)
+            b.store(e.fma(b.load(gacc[r]), dxv, b.load(acc[r])), acc[r])
+            b.store(zero, gacc[r])
+
+    units = b.udiv(nb, e.c(qk // 32 if qk > 32 else XG))  # super-blocks, or whole x groups of blocks
+    unit_bytes = e.c(ub if qk > 32 else XG * ub)
+    with cgutils.for_range(b, units) as loop:
+        u = loop.index
+        base = b.add(e.c(0), b.mul(u, unit_bytes))
+        head = None
+        if qtype == Q4_K:
+            head = (f16v(base), f16v(b.add(base, e.c(32))))
+        elif qtype == Q6_K:
+            head = (f16v(base),)
+        with cgutils.for_range(b, e.c(8)) as inner:
+            j = inner.index
+            block(b.add(base, b.add(e.c(hdr), b.mul(j, e.c(bb)))), b.add(b.mul(u, e.c(8)), j), head)
+        flush(b.mul(u, e.c(8)))
+    if qk == 32:  # the blocks after the last whole group of XG
+        first = b.mul(units, e.c(XG))
+        rest = b.sub(nb, first)
+        with cgutils.for_range(b, rest) as loop:
+            bi = b.add(first, loop.index)
+            block(b.mul(bi, e.c(ub)), bi, None)
+        with cgutils.if_likely(b, b.icmp_unsigned("!=", rest, e.c(0))):
+            flush(first)
+    full = b.icmp_unsigned("==", valid, e.c(PR))
+    for r in range(nx):
+        v = b.fadd(b.load(acc[r]), b.load(macc[r]))
+        dst = b.gep(dest, [b.mul(stride, e.c(r))])
+        with b.if_else(full) as (then, otherwise):
+            with then:
+                b.store(v, b.bitcast(dst, v16.as_pointer()), align=4)
+            with otherwise:
+                for i in range(PR):
+                    with cgutils.if_likely(b, b.icmp_unsigned("<", e.c(i), valid)):
+                        b.store(b.extract_element(v, e.c(i, _i32)), b.gep(dst, [e.c(i)]))
+
+
+def _packed_tile(nx):
+    """An intrinsic (qtype, a, xs, k, K, nb, out, o, stride, valid): _emit_packed for each
+    type of _PACKED, results to out[o + r * stride + i], i < valid."""
+
+    @intrinsic
+    def tile(typingctx, qtype, a, xs, k, K, nb, out, o, stride, valid):
+        def codegen(context, builder, sig, args):
+            e = _Emit.__new__(_Emit)
+            e.b = builder
+            e.xs = [context.make_array(t)(context, builder, builder.extract_value(args[2], i)).data
+                    for i, t in enumerate(sig.args[2])]
+            k_, K_, nb_, o_, stride_, valid_ = args[3], args[4], args[5], args[7], args[8], args[9]
+            dest = builder.gep(context.make_array(sig.args[6])(context, builder, args[6]).data, [o_])
+            done = builder.append_basic_block("ptile.done")
+            switch = builder.switch(args[0], done)
+            for t in _PACKED:
+                bb = builder.append_basic_block(f"ptile.{t}")
+                switch.add_case(ir.Constant(args[0].type, t), bb)
+                builder.position_at_end(bb)
+                _emit_packed(e, t, nx, args[1], k_, K_, nb_, dest, stride_, valid_)
+                builder.branch(done)
+            builder.position_at_end(done)
+            return context.get_dummy_value()
+
+        return types.none(qtype, a, xs, k, K, nb, out, o, stride, valid), codegen
+
+    return tile
+
+
+_ptile_x, _ptile_1 = _packed_tile(PRX), _packed_tile(1)
+
+
 MC = 16  # rows of W per work item, at least
 NC = 64  # rows of x per pass over a work item's rows of W (their int16 codes stay in L2)
 CHUNK_MACS = 1 << 18  # multiply-adds per work item, at least (an atomic add per item)
@@ -533,7 +856,7 @@ def matmul(w, segs, x, out, full):
     nb = U(K // 32)
     quantized_x = False
     for s in range(segs.shape[0]):
-        quantized_x = quantized_x or segs[s, 0] in _INT_TYPES
+        quantized_x = quantized_x or segs[s, 0] in _INT_TYPES or segs[s, 0] >= PACK
     nq = len(xf) if quantized_x else 0
     xq, xd, xm = np.empty(nq, np.int16), np.empty(nq // 32, F), np.empty(nq // 32, F)
     if quantized_x:
@@ -568,6 +891,17 @@ def matmul(w, segs, x, out, full):
             c = _fetch_add(counter)
             qtype, rb, M, o0 = segs[s, 0], U(segs[s, 2]), segs[s, 3], first[s]
             w0 = U(segs[s, 1])
+            if qtype >= PACK:  # w0: the packed copy's address; rb: bytes per group of PR rows
+                for n0 in range(0, N, NC):
+                    n1 = min(N, n0 + NC)
+                    nt = n0 + (n1 - n0) // PRX * PRX
+                    for m in range(m0, m1, PR):
+                        a, valid = w0 + U(m // PR) * rb, U(min(PR, m1 - m))
+                        for i in range(n0, nt, PRX):
+                            _ptile_x(qtype - PACK, a, xs, U(i) * U(K), U(K), nb, out, U(o0 + i * M + m), U(M), valid)
+                        for i in range(nt, n1):
+                            _ptile_1(qtype - PACK, a, xs, U(i) * U(K), U(K), nb, out, U(o0 + i * M + m), U(M), valid)
+                continue
             if qtype == F16:
                 for m in range(m0, m1):
                     for i in range(N):

@@ -13,6 +13,7 @@ bounded whatever M is.
 from __future__ import annotations
 
 import logging
+import mmap
 import os
 import threading
 import time
@@ -28,6 +29,7 @@ log = logging.getLogger(__name__)
 BLAS_MIN_N = 0        # if > 0: N >= this goes to dequantize + BLAS (faster prefill, not batch invariant)
 DECODE_MAX_N = 16    # rows of x up to which a matmul counts as decode for the thread tuner
 TILE_BYTES = 8 << 20  # float32 tile of W per BLAS call in the tiled path
+PACK = os.environ.get("LOCALAI_PACK", "1").strip() != "0"  # numba backend: repack W at load (QMatrix._pack)
 
 
 def _load_numba():
@@ -200,6 +202,25 @@ def _rows_of(x: np.ndarray, K: int) -> np.ndarray:
     return x2 if x2.flags.writeable else x2.copy()
 
 
+def _release(a: np.ndarray) -> None:
+    """Drop the pages of a (a view of a read-only file mapping) from this process's resident
+    memory (madvise MADV_DONTNEED): they stay in the OS's page cache and come back on the next
+    read. Nothing happens where a is not a view of an mmap or the OS cannot."""
+    owner = _owner(a)
+    if not isinstance(owner, mmap.mmap) or not hasattr(mmap, "MADV_DONTNEED"):
+        return
+    try:
+        base = np.frombuffer(owner, np.uint8).ctypes.data
+    except (TypeError, ValueError):
+        return
+    off = a.ctypes.data - base
+    start = off // mmap.PAGESIZE * mmap.PAGESIZE
+    try:
+        owner.madvise(mmap.MADV_DONTNEED, start, off + a.nbytes - start)
+    except (OSError, ValueError):
+        pass
+
+
 def _owner(a):
     """The object whose memory the array a views (an mmap for a model's weights), or a itself."""
     while isinstance(a, np.ndarray) and a.base is not None:
@@ -222,8 +243,13 @@ def _group(mats) -> _Group | None:
     the kernel does not cover, different buffers)."""
     if not all(isinstance(m, QMatrix) and m._numba_covers() for m in mats) or len({m.shape[1] for m in mats}) != 1:
         return None
-    owner = _owner(mats[0].raw)
-    if any(_owner(m.raw) is not owner for m in mats):
+    for m in mats:
+        m._packs()
+    plain = [m for m in mats if m._packed is None]  # a packed segment carries its own address
+    if not plain:
+        return _Group(list(mats), mats[0]._flat, np.concatenate([m._segs for m in mats]))
+    owner = _owner(plain[0].raw)
+    if any(_owner(m.raw) is not owner for m in plain):
         return None
     if isinstance(owner, np.ndarray):
         if not owner.flags.c_contiguous:
@@ -237,6 +263,9 @@ def _group(mats) -> _Group | None:
     flat = _readonly(flat)
     segs = []
     for m in mats:
+        if m._packed is not None:
+            segs.append(list(m._segs[0]))
+            continue
         off = m.raw.ctypes.data - flat.ctypes.data
         if not 0 <= off <= flat.nbytes - m.raw.nbytes or (m.type == T.F16 and off % 2):
             return None
@@ -273,7 +302,7 @@ class QMatrix:
     """A 2-D GGUF weight (M, K), kept as the bytes of the file; dequantized only a tile or a
     row at a time."""
 
-    def __init__(self, data: np.ndarray, ggml_type: int, shape: tuple[int, int]):
+    def __init__(self, data: np.ndarray, ggml_type: int, shape: tuple[int, int], pack: bool = True):
         self.ggml_type = int(ggml_type)
         self.type = T(self.ggml_type)
         M, K = self.shape = (int(shape[0]), int(shape[1]))
@@ -289,6 +318,10 @@ class QMatrix:
             # the numba kernel's view: the flat bytes and one segment (type, offset, bytes per row, M)
             self._flat = self.raw.reshape(-1)
             self._segs = np.array([[self.ggml_type, 0, self.raw.shape[1], M]], np.int64)
+        self._packed: np.ndarray | None = None  # the numba kernel's row-interleaved copy (_pack)
+        self._pack_lock = threading.Lock()
+        if pack:  # else on the first matmul (an embedding table: rows() alone reads it, unless tied)
+            self._packs()
         self._groups: dict = {}  # matmul_many's kernel views of this matrix with others
 
     def __repr__(self) -> str:
@@ -302,10 +335,35 @@ class QMatrix:
         if self._blas:
             out = x2 @ self.raw.T
         elif self._numba_covers() and not 0 < BLAS_MIN_N <= N:
+            self._packs()
             out = _fused(self._flat, self._segs, x2, M, K).reshape(N, M)
         else:
             out = self._tiled_matmul(x2)
         return out.reshape(M) if np.ndim(x) == 1 else out
+
+    def _packs(self) -> bool:
+        """Whether the numba kernel multiplies the packed copy, which this makes if not yet."""
+        if self._packed is None and not self._blas and PACK and self._numba_covers() \
+                and self.ggml_type in _nb.PACKED_TYPE_IDS:
+            with self._pack_lock:
+                if self._packed is None:
+                    self._pack()
+        return self._packed is not None
+
+    def _pack(self) -> None:
+        """Copy W into the numba kernel's packed layout (_numba.pack: 16 rows interleaved, so
+        one vector instruction serves 16 outputs), which every matmul of this matrix uses from
+        now on, whatever N (so batch invariance holds). The copy is the size of the file's
+        bytes, or within 3 % of it; the file's pages it read are handed back to the OS (the
+        mapping stays, for rows() and the numpy backend), so resident memory stays ~1x."""
+        M, K = self.shape
+        packed = np.empty(_nb.packed_bytes(self.ggml_type, M, K), np.uint8)
+        _nb.pack(self.ggml_type, self.raw, packed)
+        self._packed = packed
+        self._flat = _readonly(packed)
+        group_bytes = packed.nbytes // ((M + _nb.PR - 1) // _nb.PR)
+        self._segs = np.array([[_nb.PACK + self.ggml_type, packed.ctypes.data, group_bytes, M]], np.int64)
+        _release(self.raw)
 
     def _numba_covers(self) -> bool:
         """Whether the numba kernel multiplies this matrix (its _flat and _segs)."""

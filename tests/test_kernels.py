@@ -187,15 +187,17 @@ def test_matmul_many(backend, N):
         assert y.shape == (N, M) and y.dtype == np.float32 and y.flags.c_contiguous
         np.testing.assert_array_equal(y, W.matmul(x))
     if qmatmul.backend() == "numba":
-        g = qmatmul._group(mats)  # one call: the segments of one buffer
-        assert g.segs[:, 3].tolist() == Ms and g.segs[:, 0].tolist() == [int(t) for t in types]
+        g = qmatmul._group(mats)  # one call: the segments of one buffer, or packed copies
+        nb = qmatmul._nb
+        assert g.segs[:, 3].tolist() == Ms
+        assert g.segs[:, 0].tolist() == [int(t) + (nb.PACK if int(t) in nb.PACKED_TYPE_IDS else 0) for t in types]
     np.testing.assert_array_equal(kernels.matmul_many(mats[:2], x[0])[1], mats[1].matmul(x[0]))  # a 1-D x
 
 
 def test_matmul_many_apart(backend):
     """Matrices in different buffers (or F32 ones, BLAS's) are multiplied one by one, the same."""
     K = 256
-    a, b = (QMatrix(random_rows(T.Q4_0, 9, K, seed=s), T.Q4_0, (9, K)) for s in (1, 2))
+    a, b = (QMatrix(random_rows(T.Q5_0, 9, K, seed=s), T.Q5_0, (9, K)) for s in (1, 2))  # Q5_0: not packed
     f = QMatrix(random_rows(T.F32, 5, K), T.F32, (5, K))
     assert qmatmul._group([a, b]) is None and qmatmul._group([a, f]) is None
     x = np.random.default_rng(0).standard_normal((3, K)).astype(np.float32)
@@ -500,6 +502,70 @@ def test_integer_gemm_rows_are_batch_invariant(qtype):
     full = W.matmul(x)
     for lo, hi in ((0, 1), (5, 6), (3, 10), (1, 70), (66, 70)):
         np.testing.assert_array_equal(W.matmul(x[lo:hi]), full[lo:hi])
+
+
+PACKED_TYPES = [T.Q4_0, T.Q4_1, T.Q8_0, T.Q4_K, T.Q6_K]
+
+
+@NUMBA
+@pytest.mark.parametrize("qtype", PACKED_TYPES, ids=lambda t: t.name)
+def test_packed_weights_match_the_row_kernel(qtype, monkeypatch):
+    """The packed layout (16 rows interleaved; kernels/_numba.py `pack`) is what QMatrix
+    multiplies for these types, it is within 3 % of the file's bytes, and it computes the
+    same integer dots as the row-at-a-time kernel on the file's bytes: equal up to the order
+    of the float sums. M = 37: a last group of 5 real rows and 11 zero ones; K = 544: two
+    x groups of 8 blocks and one block after them."""
+    M, K = 37, 768 if quants.block_size(qtype)[0] == 256 else 544
+    raw = random_rows(qtype, M, K, seed=11)
+    W = QMatrix(raw, qtype, (M, K))
+    assert W._segs[0, 0] == qmatmul._nb.PACK + int(qtype)
+    assert raw.nbytes <= W._packed.nbytes <= 1.03 * raw.nbytes * 48 / M  # 48: M padded to 16s
+    monkeypatch.setattr(qmatmul, "PACK", False)
+    rows = QMatrix(raw, qtype, (M, K))
+    assert rows._packed is None
+    x = np.random.default_rng(2).standard_normal((9, K)).astype(np.float32)
+    y, y0 = W.matmul(x), rows.matmul(x)
+    np.testing.assert_allclose(y, y0, rtol=1e-5, atol=1e-5 * np.abs(y0).max())
+
+
+@NUMBA
+def test_packed_kernel_same_bits_with_and_without_vnni():
+    """Where numba compiles for AVX-512 VNNI, the packed tile sums its pair products with
+    vpdpwssd; compiled for the same CPU less VNNI (NUMBA_CPU_FEATURES), with plain IR (pmaddwd
+    and adds). Both are exact integer sums, so every result is the same bits. (On a CPU
+    without VNNI both runs take plain IR.)"""
+    from numba.core.codegen import get_host_cpu_features
+
+    code = """if True:
+        import sys
+        import numpy as np
+        from gguf import GGMLQuantizationType as T
+        from localai.kernels import QMatrix
+        from localai.kernels import _numba
+        d, tag = sys.argv[1], sys.argv[2]
+        print(_numba._VNNI)
+        x = np.random.default_rng(1).standard_normal((6, 768)).astype(np.float32)
+        for name in sys.argv[3:]:
+            raw = np.load(f"{d}/{name}.npy")
+            np.save(f"{d}/{name}.{tag}.npy", QMatrix(raw, T[name], (raw.shape[0], 768)).matmul(x))
+    """
+    import tempfile
+    feats = get_host_cpu_features()
+    without = ",".join("-avx512vnni" if f == "+avx512vnni" else f for f in feats.split(","))
+    with tempfile.TemporaryDirectory() as d:
+        for t in PACKED_TYPES:
+            np.save(f"{d}/{t.name}.npy", random_rows(t, 21, 768, seed=int(t)))
+        used = []
+        for tag, env_feats in (("host", None), ("novnni", without)):
+            env = dict(os.environ)
+            if env_feats is not None:
+                env["NUMBA_CPU_FEATURES"] = env_feats
+            out = subprocess.run([sys.executable, "-c", code, d, tag, *[t.name for t in PACKED_TYPES]],
+                                 env=env, check=True, capture_output=True, text=True)
+            used.append(out.stdout.split()[-1])
+        assert used[1] == "False" and used[0] == str("+avx512vnni" in feats.split(",") and "+avx512bw" in feats.split(","))
+        for t in PACKED_TYPES:
+            np.testing.assert_array_equal(np.load(f"{d}/{t.name}.host.npy"), np.load(f"{d}/{t.name}.novnni.npy"))
 
 
 @NUMBA

@@ -34,7 +34,8 @@ def matrix(g, name: str) -> kernels.QMatrix:
     if len(t.shape) != 2:
         raise ModelFileError(f"{g.path}: tensor {name!r} should be 2-D, has shape {t.shape}")
     _check_data(g, t)
-    m = kernels.QMatrix(t.data, t.ggml_type, t.shape)
+    # the token embedding is packed for the matmul kernel only if it is also the output (tied)
+    m = kernels.QMatrix(t.data, t.ggml_type, t.shape, pack=name != "token_embd.weight")
     return CheckedMatrix(m, name) if os.environ.get("LOCALAI_CHECK_BOUNDS") == "1" else m
 
 
