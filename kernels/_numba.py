@@ -506,141 +506,121 @@ def _dot_f16(w16, o, x, k, n):
 # integer dots of codes with x's int16 codes, exact; d * isum summed over x's group of XG
 # blocks, times dx once; a min's term from x's block sums.
 #
-# Packed layouts (per group of PR rows; a last group is padded with zero rows):
-#   per 32-value block of Q4_0 (288 B): d f16[16] | codes 256 B
-#                         Q4_1 (320 B): d f16[16] | m f16[16] | codes 256 B
-#                         Q8_0 (544 B): d f16[16] | pairs 16 x 32 B (int8, lane 2i + t)
-#   per 256-value super-block of Q4_K (2368 B): d f16[16] | dmin f16[16] | then per
-#       32-value sub-block j (288 B): sc u8[16] | mn u8[16] | codes 256 B
-#   Q6_K (3360 B): d f16[16] | then per sub-block (416 B): scales i8[16] for values 0..15,
-#       i8[16] for 16..31 | low nibbles 256 B | high 2 bits 128 B
-# "codes 256 B": 8 chunks of 32 bytes; chunk c, byte 2i + t holds row i's code of value
-# 2c + t in its low nibble and of value 16 + 2c + t in its high nibble (pairs c and c + 8).
-# Q6_K's high bits: 4 chunks of 32 bytes; chunk h, byte 2i + t, bits 2s..2s + 1 are the top
-# two bits of row i's code of value 2(h + 4s) + t (pair h + 4s).
+# Packed layouts, per group of PR rows (a last group is padded with zero rows), unit after
+# unit (a 32-value block, or a K-quant's 256-value super-block):
+#   K-quant unit header: d f16[16], then dmin f16[16] (Q4_K, Q5_K; not Q6_K)
+#   per 32-value block:  Q4_0, Q5_0, Q8_0: d f16[16]; Q4_1, Q5_1: d f16[16] | m f16[16];
+#                        Q4_K, Q5_K: sc u8[16] | mn u8[16]; Q6_K: scale i8[16] of values
+#                        0..15 | i8[16] of 16..31; then the codes
+#   codes: Q8_0: 16 chunks of 32 bytes, chunk p byte 2i + t = row i's code of value 2p + t.
+#     Else nibbles, 8 chunks of 32 bytes: chunk c, byte 2i + t holds row i's code of value
+#     2c + t in its low nibble and of 16 + 2c + t in its high one (pairs c and c + 8); then
+#     the codes' bits above 4 (HB bits each: 1 for Q5, 2 for Q6_K) in 2 HB chunks of 32
+#     bytes: chunk h, byte 2i + t, bits HB s.. HB s + HB - 1 are those of row i's value
+#     2(h + 2 HB s) + t (pair h + 2 HB s).
 PR = 16
 PACK = 1 << 10  # a packed segment's type in matmul's segs: PACK + ggml type
-# ggml type: (values per unit, bytes per unit and PR rows, header bytes, bytes per 32-value block)
-_PACKED = {Q4_0: (32, 288, 0, 288), Q4_1: (32, 320, 0, 320), Q8_0: (32, 544, 0, 544),
-           Q4_K: (256, 2368, 64, 288), Q6_K: (256, 3360, 32, 416)}
+# ggml type: (values per unit, file bytes per unit and row, high bits per code, code offset,
+#             has a min, header bytes per unit, bytes per 32-value block; PR rows)
+_PACKED = {Q4_0: (32, 18, 0, 8, False, 0, 288), Q4_1: (32, 20, 0, 0, True, 0, 320),
+           Q5_0: (32, 22, 1, 16, False, 0, 352), Q5_1: (32, 24, 1, 0, True, 0, 384),
+           Q8_0: (32, 34, 0, 0, False, 0, 544),
+           Q4_K: (256, 144, 0, 0, True, 64, 288), Q5_K: (256, 176, 1, 0, True, 64, 352),
+           Q6_K: (256, 210, 2, 32, False, 32, 416)}
 PACKED_TYPE_IDS = frozenset(_PACKED)
-_PACKED_TYPES = tuple(sorted(_PACKED))
 PRX = 4  # rows of x per packed tile
+
+
+def _unit_bytes(qtype):
+    qk, _, _, _, _, hdr, bb = _PACKED[qtype]
+    return hdr + qk // 32 * bb
 
 
 def packed_bytes(qtype, M, K):
     """Bytes of the packed copy of an (M, K) matrix of ggml type qtype (in PACKED_TYPE_IDS)."""
-    qk, ub = _PACKED[qtype][:2]
-    return (M + PR - 1) // PR * (K // qk) * ub
+    return (M + PR - 1) // PR * (K // _PACKED[qtype][0]) * _unit_bytes(qtype)
+
+
+_P = np.array([[q, *(int(v) for v in _PACKED[q]), _unit_bytes(q)] for q in sorted(_PACKED)], np.int64)
 
 
 @njit(**JIT)
-def _pack_q4(raw, r0, M, o, out, a):
-    """Codes of a Q4_0/Q4_1 block (its 16 bytes of nibbles at byte o of each row) of rows
-    r0.. r0 + 15 to the 256 code bytes at out[a:]: the block's byte 2c + t is already low
-    nibble value 2c + t, high nibble value 16 + 2c + t."""
-    for c in range(8):
-        for i in range(PR):
-            for t in range(2):
-                out[a + 32 * c + 2 * i + t] = raw[r0 + i, o + 2 * c + t] if r0 + i < M else 0
-
-
-@njit(**JIT)
-def _pack_f16(raw, r0, M, o, out, a):
-    """The float16 at byte o of rows r0.. r0 + 15 to out[a: a + 32]."""
-    for i in range(PR):
-        for t in range(2):
-            out[a + 2 * i + t] = raw[r0 + i, o + t] if r0 + i < M else 0
-
-
-@njit(**JIT)
-def _q6k_code(raw, r, o, v):
-    """The 6-bit code (0..63) of value v (0..255) of the Q6_K super-block at byte o of row r."""
-    h, v2 = v // 128, v % 128
+def _code(qtype, row, o, v):
+    """The code (unsigned, before its offset) of value v of the unit at byte o of row."""
+    if qtype == Q4_0 or qtype == Q4_1 or qtype == Q5_0 or qtype == Q5_1:
+        qs = o + (2 if qtype == Q4_0 else 4 if qtype == Q4_1 else 6 if qtype == Q5_0 else 8)
+        c = np.int64(row[qs + v % 16]) >> (4 * (v // 16)) & 15
+        if qtype == Q5_0 or qtype == Q5_1:
+            c |= (np.int64(row[o + (2 if qtype == Q5_0 else 4) + v // 8]) >> (v % 8) & 1) << 4
+        return c
+    if qtype == Q8_0:
+        return np.int64(row[o + 2 + v])
+    j, l = v // 32, v % 32
+    if qtype == Q4_K or qtype == Q5_K:
+        qs = o + (16 if qtype == Q4_K else 48)
+        c = np.int64(row[qs + 32 * (j // 2) + l]) >> (4 * (j % 2)) & 15
+        if qtype == Q5_K:
+            c |= (np.int64(row[o + 16 + l]) >> j & 1) << 4
+        return c
+    h, v2 = v // 128, v % 128  # Q6_K
     l, quarter = v2 % 32, v2 // 32
-    ql = np.int64(raw[r, o + 64 * h + l + 32 * (quarter % 2)])
+    ql = np.int64(row[o + 64 * h + l + 32 * (quarter % 2)])
     lo = (ql >> 4) if quarter >= 2 else (ql & 15)
-    hi = (np.int64(raw[r, o + 128 + 32 * h + l]) >> (2 * quarter)) & 3
-    return lo | (hi << 4)
+    return lo | ((np.int64(row[o + 128 + 32 * h + l]) >> (2 * quarter)) & 3) << 4
 
 
 @njit(parallel=True, **JIT)
-def pack(qtype, raw, out):
+def pack(qtype, raw, zero, out):
     """raw (M, row bytes) uint8 rows of a ggml type in PACKED_TYPE_IDS -> out, flat uint8 of
-    packed_bytes(qtype, M, K): the layout above, group after group."""
+    packed_bytes(qtype, M, K): the layout above, group after group. zero: (1, row bytes)
+    zeros of raw's array type (read-only where raw is), the padding rows."""
     M = raw.shape[0]
-    if qtype == Q4_0:
-        size, ub, hdr, bb = 18, 288, 0, 288
-    elif qtype == Q4_1:
-        size, ub, hdr, bb = 20, 320, 0, 320
-    elif qtype == Q8_0:
-        size, ub, hdr, bb = 34, 544, 0, 544
-    elif qtype == Q4_K:
-        size, ub, hdr, bb = 144, 2368, 64, 288
-    else:
-        size, ub, hdr, bb = 210, 3360, 32, 416
+    p = 0
+    while _P[p, 0] != qtype:
+        p += 1
+    qk, size, hb, hdr, bb, ub = _P[p, 1], _P[p, 2], _P[p, 3], _P[p, 6], _P[p, 7], _P[p, 8]
     units = raw.shape[1] // size
     for g in prange((M + PR - 1) // PR):
-        r0 = g * PR
         for u in range(units):
-            a = (g * units + u) * ub
-            o = u * size
-            if qtype == Q4_0 or qtype == Q4_1:
-                _pack_f16(raw, r0, M, o, out, a)
-                if qtype == Q4_1:
-                    _pack_f16(raw, r0, M, o + 2, out, a + 32)
-                _pack_q4(raw, r0, M, o + (2 if qtype == Q4_0 else 4), out, a + (32 if qtype == Q4_0 else 64))
-            elif qtype == Q8_0:
-                _pack_f16(raw, r0, M, o, out, a)
-                for p in range(16):
-                    for i in range(PR):
-                        for t in range(2):
-                            out[a + 32 + 32 * p + 2 * i + t] = raw[r0 + i, o + 2 + 2 * p + t] if r0 + i < M else 0
-            elif qtype == Q4_K:
-                _pack_f16(raw, r0, M, o, out, a)
-                _pack_f16(raw, r0, M, o + 2, out, a + 32)
-                for j in range(8):
+            a, o = (g * units + u) * ub, u * size
+            for i in range(PR):
+                row = raw[g * PR + i] if g * PR + i < M else zero[0]
+                if qk == 256:  # the header: d (Q6_K's at its end), dmin
+                    do = o + 208 if qtype == Q6_K else o
+                    out[a + 2 * i], out[a + 2 * i + 1] = row[do], row[do + 1]
+                    if qtype != Q6_K:
+                        out[a + 32 + 2 * i], out[a + 33 + 2 * i] = row[o + 2], row[o + 3]
+                for j in range(qk // 32):
                     s = a + hdr + j * bb
-                    for i in range(PR):
-                        if r0 + i < M:
-                            sc, mn = _k_scale(raw[r0 + i], U(o + 4), U(j))
-                            out[s + i], out[s + 16 + i] = u8(sc), u8(mn)
-                        else:
-                            out[s + i], out[s + 16 + i] = 0, 0
-                    q = o + 16 + 32 * (j // 2)  # the sub-block's nibbles: low (j even) or high
-                    for c in range(8):
-                        for i in range(PR):
-                            for t in range(2):
-                                if r0 + i < M:
-                                    lo = (np.int64(raw[r0 + i, q + 2 * c + t]) >> (4 * (j % 2))) & 15
-                                    hi = (np.int64(raw[r0 + i, q + 16 + 2 * c + t]) >> (4 * (j % 2))) & 15
-                                    out[s + 32 + 32 * c + 2 * i + t] = lo | (hi << 4)
-                                else:
-                                    out[s + 32 + 32 * c + 2 * i + t] = 0
-            else:  # Q6_K
-                _pack_f16(raw, r0, M, o + 208, out, a)
-                for j in range(8):
-                    s = a + hdr + j * bb
-                    for i in range(PR):
-                        for half in range(2):
-                            out[s + 16 * half + i] = raw[r0 + i, o + 192 + 2 * j + half] if r0 + i < M else 0
-                    for c in range(8):
-                        for i in range(PR):
-                            for t in range(2):
-                                if r0 + i < M:
-                                    lo = _q6k_code(raw, r0 + i, o, 32 * j + 2 * c + t) & 15
-                                    hi = _q6k_code(raw, r0 + i, o, 32 * j + 16 + 2 * c + t) & 15
-                                    out[s + 32 + 32 * c + 2 * i + t] = lo | (hi << 4)
-                                else:
-                                    out[s + 32 + 32 * c + 2 * i + t] = 0
-                    for h in range(4):
-                        for i in range(PR):
-                            for t in range(2):
-                                v = np.int64(0)
-                                if r0 + i < M:
-                                    for q in range(4):
-                                        v |= (_q6k_code(raw, r0 + i, o, 32 * j + 2 * (h + 4 * q) + t) >> 4) << (2 * q)
-                                out[s + 288 + 32 * h + 2 * i + t] = v
+                    if qtype == Q4_K or qtype == Q5_K:
+                        sc, mn = _k_scale(row, U(o + 4), U(j))
+                        out[s + i], out[s + 16 + i] = u8(sc), u8(mn)
+                    elif qtype == Q6_K:
+                        out[s + i], out[s + 16 + i] = row[o + 192 + 2 * j], row[o + 193 + 2 * j]
+                    else:  # d, and m
+                        out[s + 2 * i], out[s + 2 * i + 1] = row[o], row[o + 1]
+                        if qtype == Q4_1 or qtype == Q5_1:
+                            out[s + 32 + 2 * i], out[s + 33 + 2 * i] = row[o + 2], row[o + 3]
+                    c0 = s + (64 if qtype == Q4_1 or qtype == Q5_1 else 32)
+                    v0 = 32 * j
+                    for t in range(2):
+                        if qtype == Q8_0:
+                            for q in range(16):
+                                out[c0 + 32 * q + 2 * i + t] = row[o + 2 + 2 * q + t]
+                            continue
+                        for c in range(8):
+                            if qtype == Q4_0 or qtype == Q4_1:  # the file's byte as it is
+                                out[c0 + 32 * c + 2 * i + t] = row[o + (2 if qtype == Q4_0 else 4) + 2 * c + t]
+                            else:
+                                lo = _code(qtype, row, o, v0 + 2 * c + t) & 15
+                                hi = _code(qtype, row, o, v0 + 16 + 2 * c + t) & 15
+                                out[c0 + 32 * c + 2 * i + t] = lo | (hi << 4)
+                        for h in range(2 * hb):
+                            bits = np.int64(0)
+                            for s2 in range(8 // hb):
+                                q = h + 2 * hb * s2
+                                bits |= (_code(qtype, row, o, v0 + 2 * q + t) >> 4) << (hb * s2)
+                            out[c0 + 256 + 32 * h + 2 * i + t] = bits
 
 
 def _target_has_vnni():
@@ -665,7 +645,8 @@ def _emit_packed(e, qtype, nx, a, k, K, nb, dest, stride, valid):
     element k, k + K, ...): row r's 16 results stored at dest + r * stride (float32
     pointers), the first `valid` of them."""
     b = e.b
-    qk, ub, hdr, bb = _PACKED[qtype]
+    qk, _, hb, offset, has_min, hdr, bb = _PACKED[qtype]
+    ub = _unit_bytes(qtype)
     v16, vi16 = _vec(_f32, 16), _vec(_i32, 16)
     zero = ir.Constant(v16, [0.0] * 16)
     acc = [cgutils.alloca_once_value(b, zero) for _ in range(nx)]
@@ -683,6 +664,9 @@ def _emit_packed(e, qtype, nx, a, k, K, nb, dest, stride, valid):
     def f16v(off):
         return b.fpext(ld(off, _vec(ir.HalfType(), 16)), v16)
 
+    def u8v(off, signed=False):
+        return (b.sitofp if signed else b.uitofp)(ld(off, _vec(_i8, 16)), v16)
+
     def xpair(r, xb, p):
         """x's codes of values 2p, 2p + 1 of block xb of row r, in every 32-bit lane."""
         ptr = b.bitcast(b.gep(xq, [b.add(b.mul(xb, e.c(32)), e.c(2 * p))]), _i32.as_pointer())
@@ -690,43 +674,38 @@ def _emit_packed(e, qtype, nx, a, k, K, nb, dest, stride, valid):
 
     def block(p, xblock, head):
         """The 32-value block whose packed bytes start at p; xblock: its index in x's rows."""
-        if qtype in (Q4_0, Q4_1, Q8_0):
-            dv = f16v(p)
-            mv = f16v(b.add(p, e.c(32))) if qtype == Q4_1 else None
-            codes = b.add(p, e.c(64 if qtype == Q4_1 else 32))
-            scales = [dv]
-        elif qtype == Q4_K:
+        mv = None
+        if qk == 32:
+            scales = [f16v(p)]
+            if has_min:
+                mv = f16v(b.add(p, e.c(32)))
+        elif qtype == Q6_K:  # a scale per 16 values: pairs 0..7, 8..15
+            scales = [b.fmul(head[0], u8v(b.add(p, e.c(16 * h)), True)) for h in range(2)]
+        else:
             d, dmin = head
-            sc = b.uitofp(ld(p, _vec(_i8, 16)), v16)
-            mn = b.uitofp(ld(b.add(p, e.c(16)), _vec(_i8, 16)), v16)
-            scales, mv = [b.fmul(d, sc)], b.fneg(b.fmul(dmin, mn))
-            codes = b.add(p, e.c(32))
-        else:  # Q6_K: a scale per 16 values, pairs 0..7 and 8..15
-            d = head[0]
-            scales = [b.fmul(d, b.sitofp(ld(b.add(p, e.c(16 * h)), _vec(_i8, 16)), v16)) for h in range(2)]
-            mv = None
-            codes = b.add(p, e.c(32))
-        pairs = []  # 16 <32 x i16> code vectors, pair p at index p
+            scales, mv = [b.fmul(d, u8v(p))], b.fneg(b.fmul(dmin, u8v(b.add(p, e.c(16)))))
+        codes = b.add(p, e.c(64 if qk == 32 and has_min else 32))
         if qtype == Q8_0:
             pairs = [b.sext(ld(b.add(codes, e.c(32 * q)), _vec(_i8)), _vec(_i16)) for q in range(16)]
         else:
-            lo, hi = [None] * 8, [None] * 8
+            lo, hi = [], []
             for c in range(8):
                 v = b.zext(ld(b.add(codes, e.c(32 * c)), _vec(_i8)), _vec(_i16))
-                lo[c], hi[c] = b.and_(v, e.cv(15, _i16)), b.lshr(v, e.cv(4, _i16))
+                lo.append(b.and_(v, e.cv(15, _i16)))
+                hi.append(b.lshr(v, e.cv(4, _i16)))
             pairs = lo + hi
-            if qtype == Q6_K:
-                hb = [b.zext(ld(b.add(codes, e.c(256 + 32 * h)), _vec(_i8)), _vec(_i16)) for h in range(4)]
+            if hb:
+                top = [b.zext(ld(b.add(codes, e.c(256 + 32 * h)), _vec(_i8)), _vec(_i16)) for h in range(2 * hb)]
                 for q in range(16):
-                    top = b.and_(b.lshr(hb[q % 4], e.cv(2 * (q // 4), _i16)), e.cv(3, _i16))
-                    pairs[q] = b.sub(b.or_(pairs[q], b.shl(top, e.cv(4, _i16))), e.cv(32, _i16))
-            elif qtype == Q4_0:
-                pairs = [b.sub(q, e.cv(8, _i16)) for q in pairs]
+                    bits = b.and_(b.lshr(top[q % (2 * hb)], e.cv(hb * (q // (2 * hb)), _i16)), e.cv((1 << hb) - 1, _i16))
+                    pairs[q] = b.or_(pairs[q], b.shl(bits, e.cv(4, _i16)))
+            if offset:
+                pairs = [b.sub(q, e.cv(offset, _i16)) for q in pairs]
         for r in range(nx):
             xb = b.add(xrows[r], xblock)
             sums = []
+            n = 16 // len(scales)
             for part in range(len(scales)):  # Q6_K: two halves of 8 pairs, else one of 16
-                n = 16 // len(scales)
                 s = None
                 for q in range(part * n, part * n + n):
                     if _VNNI:
@@ -751,15 +730,12 @@ def _emit_packed(e, qtype, nx, a, k, K, nb, dest, stride, valid):
             b.store(zero, gacc[r])
 
     units = b.udiv(nb, e.c(qk // 32 if qk > 32 else XG))  # super-blocks, or whole x groups of blocks
-    unit_bytes = e.c(ub if qk > 32 else XG * ub)
     with cgutils.for_range(b, units) as loop:
         u = loop.index
-        base = b.add(e.c(0), b.mul(u, unit_bytes))
+        base = b.mul(u, e.c(ub if qk > 32 else XG * ub))
         head = None
-        if qtype == Q4_K:
-            head = (f16v(base), f16v(b.add(base, e.c(32))))
-        elif qtype == Q6_K:
-            head = (f16v(base),)
+        if qk > 32:
+            head = (f16v(base),) if qtype == Q6_K else (f16v(base), f16v(b.add(base, e.c(32))))
         with cgutils.for_range(b, e.c(8)) as inner:
             j = inner.index
             block(b.add(base, b.add(e.c(hdr), b.mul(j, e.c(bb)))), b.add(b.mul(u, e.c(8)), j), head)

@@ -358,7 +358,8 @@ class QMatrix:
         mapping stays, for rows() and the numpy backend), so resident memory stays ~1x."""
         M, K = self.shape
         packed = np.empty(_nb.packed_bytes(self.ggml_type, M, K), np.uint8)
-        _nb.pack(self.ggml_type, self.raw, packed)
+        zero = np.zeros((1, self.raw.shape[1]), np.uint8)
+        _nb.pack(self.ggml_type, self.raw, _readonly(zero) if not self.raw.flags.writeable else zero, packed)
         self._packed = packed
         self._flat = _readonly(packed)
         group_bytes = packed.nbytes // ((M + _nb.PR - 1) // _nb.PR)

@@ -195,14 +195,20 @@ def test_matmul_many(backend, N):
 
 
 def test_matmul_many_apart(backend):
-    """Matrices in different buffers (or F32 ones, BLAS's) are multiplied one by one, the same."""
+    """Matrices in different buffers (or F32 ones, BLAS's) are multiplied one by one, the same;
+    packed ones (each its own buffer) still go in one call."""
     K = 256
-    a, b = (QMatrix(random_rows(T.Q5_0, 9, K, seed=s), T.Q5_0, (9, K)) for s in (1, 2))  # Q5_0: not packed
+    a, b = (QMatrix(random_rows(T.F16, 9, K, seed=s), T.F16, (9, K)) for s in (1, 2))  # F16: not packed
     f = QMatrix(random_rows(T.F32, 5, K), T.F32, (5, K))
     assert qmatmul._group([a, b]) is None and qmatmul._group([a, f]) is None
     x = np.random.default_rng(0).standard_normal((3, K)).astype(np.float32)
     for y, W in zip(kernels.matmul_many([a, b, f], x), (a, b, f)):
         np.testing.assert_array_equal(y, W.matmul(x))
+    if qmatmul.backend() == "numba":
+        p, q = (QMatrix(random_rows(T.Q4_0, 9, K, seed=s), T.Q4_0, (9, K)) for s in (1, 2))
+        assert qmatmul._group([p, q]).segs.shape == (2, 4)
+        for y, W in zip(kernels.matmul_many([p, q], x), (p, q)):
+            np.testing.assert_array_equal(y, W.matmul(x))
 
 
 @pytest.mark.parametrize("qtype", [T.F32, T.F16, T.Q4_1, T.Q8_0, T.Q6_K], ids=lambda t: t.name)
@@ -504,7 +510,7 @@ def test_integer_gemm_rows_are_batch_invariant(qtype):
         np.testing.assert_array_equal(W.matmul(x[lo:hi]), full[lo:hi])
 
 
-PACKED_TYPES = [T.Q4_0, T.Q4_1, T.Q8_0, T.Q4_K, T.Q6_K]
+PACKED_TYPES = INT_TYPES  # every type of the integer kernels
 
 
 @NUMBA
