@@ -13,6 +13,7 @@ A missing peer fails the test that needs it (never a skip): run the install line
 from __future__ import annotations
 
 import os
+import platform
 import shutil
 import subprocess
 import sys
@@ -54,11 +55,23 @@ def install() -> Path:
     subprocess.run([sys.executable, "-m", "venv", str(root)], check=True)
     python = root / "bin" / "python"
     env = dict(os.environ, CMAKE_BUILD_PARALLEL_LEVEL=str(os.cpu_count() or 2))
+    if platform.machine().lower() in ("x86_64", "amd64"):
+        # Built for this CPU (GGML_NATIVE), llama.cpp 0.3.36 compiles its AMX kernels where the CPU
+        # has AMX, and on a 2-core Xeon (Emerald Rapids) VM here they die at once of an illegal
+        # instruction (`tilezero` in ggml::cpu::amx, before any tile configuration), although the
+        # OS grants AMX. The flags keep everything else native (AVX-512, VNNI).
+        flags = "-mno-amx-tile -mno-amx-int8 -mno-amx-bf16"
+        env["CFLAGS"] = f"{env.get('CFLAGS', '')} {flags}".strip()
+        env["CXXFLAGS"] = f"{env.get('CXXFLAGS', '')} {flags}".strip()
     print(f"building {REQUIREMENT} into {root} (compiles llama.cpp, several minutes)",
           file=sys.stderr, flush=True)
-    subprocess.run([str(python), "-m", "pip", "install", "-q", "--no-binary", "llama-cpp-python",
+    subprocess.run([str(python), "-m", "pip", "install", "-q", "--no-cache-dir", "--no-binary", "llama-cpp-python",
                     REQUIREMENT], check=True, env=env)
     subprocess.run([str(python), "-c", "import llama_cpp, llama_cpp.server"], check=True)
+    # and it runs on this CPU: logits of a tiny model (tests/data/arch)
+    tiny = Path(__file__).parent / "data" / "arch" / "llama_mha.q4_k_m.gguf"
+    subprocess.run([str(python), "-c", "import sys, llama_cpp; m = llama_cpp.Llama(sys.argv[1], verbose=False); "
+                    "m.eval([1, 2, 3])", str(tiny)], check=True)
     (root / ".complete").write_text(REQUIREMENT + "\n")
     return python
 
