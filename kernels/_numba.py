@@ -520,28 +520,30 @@ def _dot_f16(w16, o, x, k, n):
 #     2(h + 2 HB s) + t (pair h + 2 HB s).
 PR = 16
 PACK = 1 << 10  # a packed segment's type in matmul's segs: PACK + ggml type
-# ggml type: (values per unit, file bytes per unit and row, high bits per code, code offset,
-#             has a min, header bytes per unit, bytes per 32-value block; PR rows)
-_PACKED = {Q4_0: (32, 18, 0, 8, False, 0, 288), Q4_1: (32, 20, 0, 0, True, 0, 320),
-           Q5_0: (32, 22, 1, 16, False, 0, 352), Q5_1: (32, 24, 1, 0, True, 0, 384),
-           Q8_0: (32, 34, 0, 0, False, 0, 544),
-           Q4_K: (256, 144, 0, 0, True, 64, 288), Q5_K: (256, 176, 1, 0, True, 64, 352),
-           Q6_K: (256, 210, 2, 32, False, 32, 416)}
+# ggml type: (high bits per code, code offset, has a min, header bytes per unit, bytes per
+# 32-value block; PR rows). A unit is the file's block (quants.block_size: values, bytes).
+_PACKED = {Q4_0: (0, 8, False, 0, 288), Q4_1: (0, 0, True, 0, 320),
+           Q5_0: (1, 16, False, 0, 352), Q5_1: (1, 0, True, 0, 384), Q8_0: (0, 0, False, 0, 544),
+           Q4_K: (0, 0, True, 64, 288), Q5_K: (1, 0, True, 64, 352), Q6_K: (2, 32, False, 32, 416)}
 PACKED_TYPE_IDS = frozenset(_PACKED)
 PRX = 4  # rows of x per packed tile
 
 
 def _unit_bytes(qtype):
-    qk, _, _, _, _, hdr, bb = _PACKED[qtype]
-    return hdr + qk // 32 * bb
+    """Packed bytes of one unit of PR rows."""
+    hdr, bb = _PACKED[qtype][3:]
+    return hdr + block_size(qtype)[0] // 32 * bb
 
 
 def packed_bytes(qtype, M, K):
     """Bytes of the packed copy of an (M, K) matrix of ggml type qtype (in PACKED_TYPE_IDS)."""
-    return (M + PR - 1) // PR * (K // _PACKED[qtype][0]) * _unit_bytes(qtype)
+    return (M + PR - 1) // PR * (K // block_size(qtype)[0]) * _unit_bytes(qtype)
 
 
-_P = np.array([[q, *(int(v) for v in _PACKED[q]), _unit_bytes(q)] for q in sorted(_PACKED)], np.int64)
+# pack's table, a row per type: ggml type, values and file bytes per unit, then _PACKED's
+# fields, then packed bytes per unit
+_P = np.array([[q, *block_size(q), *(int(v) for v in _PACKED[q]), _unit_bytes(q)] for q in sorted(_PACKED)],
+              np.int64)
 
 
 @njit(**JIT)
@@ -645,7 +647,8 @@ def _emit_packed(e, qtype, nx, a, k, K, nb, dest, stride, valid):
     element k, k + K, ...): row r's 16 results stored at dest + r * stride (float32
     pointers), the first `valid` of them."""
     b = e.b
-    qk, _, hb, offset, has_min, hdr, bb = _PACKED[qtype]
+    qk = block_size(qtype)[0]
+    hb, offset, has_min, hdr, bb = _PACKED[qtype]
     ub = _unit_bytes(qtype)
     v16, vi16 = _vec(_f32, 16), _vec(_i32, 16)
     zero = ir.Constant(v16, [0.0] * 16)
@@ -794,6 +797,7 @@ _ptile_x, _ptile_1 = _packed_tile(PRX), _packed_tile(1)
 
 
 MC = 16  # rows of W per work item, at least
+assert MC % PR == 0  # work items start at multiples of MC rows: whole packed groups
 NC = 64  # rows of x per pass over a work item's rows of W (their int16 codes stay in L2)
 CHUNK_MACS = 1 << 18  # multiply-adds per work item, at least (an atomic add per item)
 MIN_ITEMS = 8  # work items per matmul, at least, where M allows

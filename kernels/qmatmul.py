@@ -5,7 +5,10 @@
 
 Numba backend, every N (decode and prefill): one fused pass over the quantized bytes, integer
 dot products of the weights' codes with x rounded to int16, no float copy of W; a row of the
-result depends on its row of x alone, bit for bit, whatever N is (batch invariance).
+result depends on its row of x alone, bit for bit, whatever N is (batch invariance). The
+integer types are read from a packed copy made at load (QMatrix._pack: 16 rows interleaved,
+the file's size), whose file pages are handed back to the OS; LOCALAI_PACK=0 keeps the file's
+layout (the row kernels).
 Numpy backend (and F32 weights, and types the numba kernels do not cover): W is dequantized
 TILE_BYTES at a time into a reused float32 buffer and multiplied by BLAS, so memory stays
 bounded whatever M is.
@@ -358,8 +361,8 @@ class QMatrix:
         mapping stays, for rows() and the numpy backend), so resident memory stays ~1x."""
         M, K = self.shape
         packed = np.empty(_nb.packed_bytes(self.ggml_type, M, K), np.uint8)
-        zero = np.zeros((1, self.raw.shape[1]), np.uint8)
-        _nb.pack(self.ggml_type, self.raw, _readonly(zero) if not self.raw.flags.writeable else zero, packed)
+        # padding rows: zeros of raw's array type (raw is read-only, so one numba signature)
+        _nb.pack(self.ggml_type, self.raw, _readonly(np.zeros((1, self.raw.shape[1]), np.uint8)), packed)
         self._packed = packed
         self._flat = _readonly(packed)
         group_bytes = packed.nbytes // ((M + _nb.PR - 1) // _nb.PR)
