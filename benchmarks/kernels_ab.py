@@ -7,6 +7,7 @@ directory (e.g. `git worktree add /tmp/old <commit>`); its results are also comp
 this one's bit for bit.
 
     python benchmarks/kernels_ab.py /tmp/old/kernels --threads 1 --ns 1,64
+    python benchmarks/kernels_ab.py /tmp/old/kernels --packed --ns 1,64  # the packed copy (W at load)
 
 Both are compiled into a temporary numba cache (loading a kernel module under another name
 must not write the user's cache).
@@ -44,9 +45,19 @@ def load(name: str, path: Path):
     return sys.modules[f"{name}._numba"]
 
 
-def caller(nb, qtype: int, w, x):
-    """A no-argument call of nb.matmul on (w, x), either signature; returns (call, out)."""
+def caller(nb, qtype: int, w, x, packed: bool = False):
+    """A no-argument call of nb.matmul on (w, x), either signature; returns (call, out). With
+    `packed`, on the copy that nb.pack makes of w (kernels.qmatmul.QMatrix._pack), whose
+    buffer the call keeps alive."""
     N, M = x.shape[0], w.shape[0]
+    if packed:
+        K = w.shape[1] // nb.block_size(qtype)[1] * nb.block_size(qtype)[0]
+        buf = np.empty(nb.packed_bytes(qtype, M, K), np.uint8)
+        nb.pack(qtype, w, np.zeros((1, w.shape[1]), np.uint8), buf)
+        buf.flags.writeable = False
+        segs = np.array([[nb.PACK + qtype, buf.ctypes.data, buf.nbytes // ((M + nb.PR - 1) // nb.PR), M]], np.int64)
+        out = np.empty(N * M, np.float32)
+        return (lambda: nb.matmul(buf, segs, x, out, nb.FULL)), out
     if nb.matmul.py_func.__code__.co_varnames[0] == "qtype":  # before matmul_many: one matrix
         out = np.empty((N, M), np.float32)
         return (lambda: nb.matmul(qtype, w, x, out, nb.FULL)), out
@@ -61,6 +72,8 @@ def main() -> None:
     ap.add_argument("other", type=Path, help="the other version's kernels/ directory")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--ns", default="1,64", help="rows of x, comma-separated")
+    ap.add_argument("--packed", action="store_true", help="time the packed copy's kernel (integer types)")
+    ap.add_argument("--cases", help="type:MxK, comma-separated, instead of the built-in list")
     ap.add_argument("--macs", type=float, default=3e8, help="multiply-adds per case and version")
     a = ap.parse_args()
     import numba
@@ -70,14 +83,15 @@ def main() -> None:
     numba.set_num_threads(a.threads)
     rng = np.random.default_rng(0)
     print("| type | M x K | N | other us | this us | this / other | bits equal |\n|---|---|---|---|---|---|---|")
-    for name, M, K in CASES:
+    cases = CASES if not a.cases else [(c.split(":")[0], *map(int, c.split(":")[1].split("x"))) for c in a.cases.split(",")]
+    for name, M, K in cases:
         t = T[name]
         qk, nbytes = this.block_size(t)
         w = rng.integers(0, 256, (M * K // qk, nbytes), dtype=np.uint8).reshape(M, -1)
         w.flags.writeable = False
         for N in (int(n) for n in a.ns.split(",")):
             x = rng.standard_normal((N, K)).astype(np.float32)
-            (f_old, o_old), (f_new, o_new) = caller(other, int(t), w, x), caller(this, int(t), w, x)
+            (f_old, o_old), (f_new, o_new) = caller(other, int(t), w, x, a.packed), caller(this, int(t), w, x, a.packed)
             f_old(), f_new()
             same = np.array_equal(o_old.reshape(-1), o_new.reshape(-1), equal_nan=True)
             best_old = best_new = float("inf")

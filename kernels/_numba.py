@@ -526,9 +526,6 @@ _PACKED = {Q4_0: (0, 8, False, 0, 288), Q4_1: (0, 0, True, 0, 320),
            Q5_0: (1, 16, False, 0, 352), Q5_1: (1, 0, True, 0, 384), Q8_0: (0, 0, False, 0, 544),
            Q4_K: (0, 0, True, 64, 288), Q5_K: (1, 0, True, 64, 352), Q6_K: (2, 32, False, 32, 416)}
 PACKED_TYPE_IDS = frozenset(_PACKED)
-PRX = 4  # rows of x per packed tile
-
-
 def _unit_bytes(qtype):
     """Packed bytes of one unit of PR rows."""
     hdr, bb = _PACKED[qtype][3:]
@@ -625,21 +622,36 @@ def pack(qtype, raw, zero, out):
                             out[c0 + 256 + 32 * h + 2 * i + t] = bits
 
 
-def _target_has_vnni():
-    """Whether numba compiles for a CPU with AVX-512 VNNI (and BW), by the features numba
-    itself targets (NUMBA_CPU_FEATURES, else the host's: numba.core.codegen). There the
-    packed tile sums its pair products with vpdpwssd, one instruction for a pmaddwd and the add
-    after it (LLVM forms it from plain IR only now and then); elsewhere plain IR. The same
-    exact integer sums either way, so the same bits. numba keys its cache by the target's
-    features, so each variant is cached apart."""
+def _target_features():
+    """The CPU features numba compiles for: NUMBA_CPU_FEATURES, else the host's
+    (numba.core.codegen), as a set of names without their '+'."""
     from numba.core import config
     from numba.core.codegen import get_host_cpu_features
 
     feats = config.CPU_FEATURES if config.CPU_FEATURES is not None else get_host_cpu_features()
-    return all(f"+{f}" in feats.split(",") for f in ("avx512vnni", "avx512bw", "avx512f"))
+    return {f[1:] for f in feats.split(",") if f.startswith("+")}
 
 
-_VNNI = _target_has_vnni()
+_FEATURES = _target_features()
+# AVX-512 (F and BW): 32 vector registers of 16 int32. There the packed tile holds 8 rows of x
+# (their sums, in CHAINS chains, and a pair of W live at once); with AVX2's 16 registers of 8,
+# where every 16-lane vector takes two, 4 rows and one chain (more spill to the stack: seen as
+# slower on a Zen 3 and a Haswell target).
+_AVX512 = {"avx512f", "avx512bw"} <= _FEATURES
+# AVX-512 VNNI: the packed tile sums its pair products with vpdpwssd, one instruction for a
+# pmaddwd and the add after it, written as inline assembly: in a chain of them LLVM 22's X86
+# back end turns its own intrinsic back into vpmaddwd + vpaddd (seen in the assembly), which
+# cost a third of the packed tile's speed on a Xeon (Emerald Rapids). Elsewhere plain IR. The
+# same exact integer sums either way, so the same bits. numba keys its cache by the target's
+# features, so each variant is cached apart.
+_VNNI = _AVX512 and "avx512vnni" in _FEATURES
+if _VNNI:  # LLVM parses inline assembly only once its target's parser is registered
+    import llvmlite.binding
+
+    llvmlite.binding.initialize_native_asmparser()
+PRX = 8 if _AVX512 else 4  # rows of x per packed tile
+PRX2 = PRX // 2  # and per tile for the rows left after whole PRX tiles
+CHAINS = 2 if _VNNI else 1  # independent sums per row and block: vpdpwssd's latency is 5 cycles
 
 
 def _emit_packed(e, qtype, nx, a, k, K, nb, dest, stride, valid):
@@ -658,8 +670,6 @@ def _emit_packed(e, qtype, nx, a, k, K, nb, dest, stride, valid):
     xq, xd, xm = e.xs
     xrows = [b.udiv(b.add(k, b.mul(K, e.c(r))), e.c(32)) for r in range(nx)]  # in 32-value blocks
     w = b.inttoptr(a, _i8.as_pointer())
-    dpwssd = cgutils.get_or_insert_function(b.module, ir.FunctionType(vi16, [vi16] * 3),
-                                            "llvm.x86.avx512.vpdpwssd.512") if _VNNI else None
 
     def ld(off, t):
         return b.load(b.bitcast(b.gep(w, [off]), t.as_pointer()), align=1)
@@ -704,20 +714,31 @@ def _emit_packed(e, qtype, nx, a, k, K, nb, dest, stride, valid):
                     pairs[q] = b.or_(pairs[q], b.shl(bits, e.cv(4, _i16)))
             if offset:
                 pairs = [b.sub(q, e.cv(offset, _i16)) for q in pairs]
-        for r in range(nx):
-            xb = b.add(xrows[r], xblock)
-            sums = []
-            n = 16 // len(scales)
-            for part in range(len(scales)):  # Q6_K: two halves of 8 pairs, else one of 16
-                s = None
-                for q in range(part * n, part * n + n):
-                    if _VNNI:
+        xbs = [b.add(xrows[r], xblock) for r in range(nx)]
+        n = 16 // len(scales)
+        allsums = [[] for _ in range(nx)]
+        for part in range(len(scales)):  # Q6_K: two halves of 8 pairs, else one of 16
+            ch = [[None] * CHAINS for _ in range(nx)]
+            for q in range(part * n, part * n + n):
+                for r in range(nx):
+                    c_ = q % CHAINS
+                    s = ch[r][c_]
+                    if _VNNI:  # inline: LLVM splits the intrinsic into pmaddwd + add
                         s = ir.Constant(vi16, [0] * 16) if s is None else s
-                        s = b.call(dpwssd, [s, b.bitcast(pairs[q], vi16), b.bitcast(xpair(r, xb, q), vi16)])
+                        s = b.asm(ir.FunctionType(vi16, [vi16] * 3), "vpdpwssd $2, $1, $0", "=v,v,v,0",
+                                  [b.bitcast(pairs[q], vi16), b.bitcast(xpair(r, xbs[r], q), vi16), s], False)
                     else:
-                        t = _pmaddwd(e, pairs[q], xpair(r, xb, q))
+                        t = _pmaddwd(e, pairs[q], xpair(r, xbs[r], q))
                         s = t if s is None else b.add(s, t)
-                sums.append(s)
+                    ch[r][c_] = s
+            for r in range(nx):
+                tot = None
+                for s in ch[r]:
+                    if s is not None:
+                        tot = s if tot is None else b.add(tot, s)
+                allsums[r].append(tot)
+        for r in range(nx):
+            xb, sums = xbs[r], allsums[r]
             g = b.load(gacc[r])
             for s, sv in zip(sums, scales):
                 g = e.fma(b.sitofp(s, v16), sv, g)
@@ -793,7 +814,7 @@ def _packed_tile(nx):
     return tile
 
 
-_ptile_x, _ptile_1 = _packed_tile(PRX), _packed_tile(1)
+_ptile_x, _ptile_x2, _ptile_1 = _packed_tile(PRX), _packed_tile(PRX2), _packed_tile(1)
 
 
 MC = 16  # rows of W per work item, at least
@@ -875,11 +896,14 @@ def matmul(w, segs, x, out, full):
                 for n0 in range(0, N, NC):
                     n1 = min(N, n0 + NC)
                     nt = n0 + (n1 - n0) // PRX * PRX
+                    nt2 = nt + (n1 - nt) // PRX2 * PRX2
                     for m in range(m0, m1, PR):
                         a, valid = w0 + U(m // PR) * rb, U(min(PR, m1 - m))
                         for i in range(n0, nt, PRX):
                             _ptile_x(qtype - PACK, a, xs, U(i) * U(K), U(K), nb, out, U(o0 + i * M + m), U(M), valid)
-                        for i in range(nt, n1):
+                        for i in range(nt, nt2, PRX2):
+                            _ptile_x2(qtype - PACK, a, xs, U(i) * U(K), U(K), nb, out, U(o0 + i * M + m), U(M), valid)
+                        for i in range(nt2, n1):
                             _ptile_1(qtype - PACK, a, xs, U(i) * U(K), U(K), nb, out, U(o0 + i * M + m), U(M), valid)
                 continue
             if qtype == F16:
