@@ -44,6 +44,7 @@ os.environ.setdefault("GOMP_SPINCOUNT", "10000")
 
 import numpy as np  # noqa: E402
 from gguf import GGMLQuantizationType as T  # noqa: E402
+import llvmlite.binding  # noqa: E402
 from llvmlite import ir  # noqa: E402
 import numba  # noqa: E402
 from numba import njit, prange, types  # noqa: E402
@@ -324,11 +325,12 @@ RX, RW = 4, 1  # the register block: rows of x times rows of W per tile (AVX2 ha
 # registers: 4 rows of x codes take 8, and a second row of W spilled them; docs/benchmarks.md)
 
 def _pmaddwd(e, a, b):
-    """<16 x i32>: a[2i] * b[2i] + a[2i + 1] * b[2i + 1] for <32 x i16> a, b (one pmaddwd per
-    16 lanes: LLVM matches it)."""
-    prod = e.b.mul(e.b.sext(a, _vec(_i32)), e.b.sext(b, _vec(_i32)))
-    even = e.b.shuffle_vector(prod, prod, e.cv(list(range(0, 32, 2)), _i32, 16))
-    odd = e.b.shuffle_vector(prod, prod, e.cv(list(range(1, 32, 2)), _i32, 16))
+    """<n x i32>: a[2i] * b[2i] + a[2i + 1] * b[2i + 1] for <2n x i16> a, b (one pmaddwd per
+    register: LLVM matches it)."""
+    n2 = a.type.count
+    prod = e.b.mul(e.b.sext(a, _vec(_i32, n2)), e.b.sext(b, _vec(_i32, n2)))
+    even = e.b.shuffle_vector(prod, prod, e.cv(list(range(0, n2, 2)), _i32, n2 // 2))
+    odd = e.b.shuffle_vector(prod, prod, e.cv(list(range(1, n2, 2)), _i32, n2 // 2))
     return e.b.add(even, odd)
 
 
@@ -345,7 +347,7 @@ def _emit_tile(e, qtype, nx, nw, o, ws, k, K, nb, out):
     mins8 = [[cgutils.alloca_once_value(b, zero8) for _ in range(nw)] for _ in range(nx)]
     wrows = [b.add(o, b.mul(ws, e.c(i))) for i in range(nw)]
     xrows = [b.udiv(b.add(k, b.mul(K, e.c(r))), e.c(32)) for r in range(nx)]  # in 32-value blocks
-    xq, xd, xm = e.xs
+    xq, xd, xm = e.xs[:3]
     # the 16 pair sums of a block to 8 lanes: halves added (lane l: products 2l, 2l + 1, 2l + 16,
     # 2l + 17), or for Q6_K, whose two scales cover 16 weights each, neighbours (products 4l .. 4l + 3)
     halves = ([list(range(8)), list(range(8, 16))] if qtype != T.Q6_K
@@ -420,7 +422,7 @@ def _emit_tile(e, qtype, nx, nw, o, ws, k, K, nb, out):
 def _tile(nx, nw):
     """An intrinsic (qtype, w, o, ws, xs, k, K, nb) -> nx * nw float32, dot (r, i) at r * nw + i:
     nw rows of the flat w at bytes o + i ws against nx rows of x from element k + r K, x as
-    the tuple xs = (codes, scales, sums); nb: 32-value blocks per row. 0 for a type
+    the tuple xs = (codes, scales, sums, half sums: _quantize_x); nb: 32-value blocks per row. 0 for a type
     outside _IBLOCKS."""
 
     @intrinsic
@@ -457,14 +459,15 @@ _tile_xw, _tile_1w, _tile_11 = _tile(RX, RW), _tile(1, R1), _tile(1, 1)  # (a lo
 
 
 @njit(fastmath=FM, error_model="numpy", **JIT)
-def _quantize_x(x, k, n, xq, xd, xm):
+def _quantize_x(x, k, n, xq, xd, xm, xh):
     """x[k:k + n * 32] float32 -> int16 codes xq = rint(x * 32767 / amax) with one scale per
     group of XG blocks of 32 values (256 values, a K-quant super-block; the row's last group
     may be shorter): xd = amax / 32767, stored for each block of the group, and per block
     the rounded values' sum xm = xd * sum(xq), at the same offsets (xd, xm: / 32). One scale
     per group lets the integer dots apply it once per group, not once per block. (A min's
     term takes the rounded x's sum: weights d q + m with m ~ -8 d nearly cancel, and so do
-    their errors, only if both halves of the dot see one x.)"""
+    their errors, only if both halves of the dot see one x.) xh: the integer sum of each 16
+    rounded values (xh: / 16), for the packed tile's code offsets."""
     for g0 in range(0, n, XG):
         nbk = min(XG, n - g0)
         o = U(k) + U(g0) * U(32)
@@ -481,6 +484,9 @@ def _quantize_x(x, k, n, xq, xd, xm):
                 q = np.int32(np.rint(x[j] * inv))
                 xq[j] = np.int16(q)
                 si += q
+                if j == ob + U(15):
+                    xh[ob // U(16)] = si
+            xh[ob // U(16) + U(1)] = si - xh[ob // U(16)]
             xd[ob // U(32)] = d
             xm[ob // U(32)] = d * F(si)
 
@@ -504,7 +510,10 @@ def _dot_f16(w16, o, x, k, n):
 # 16 integer dots take 16 of them, with no horizontal sum, and the weights' scales, x's
 # scale and the float work apply once per 16 outputs. Same arithmetic as the tiles above:
 # integer dots of codes with x's int16 codes, exact; d * isum summed over x's group of XG
-# blocks, times dx once; a min's term from x's block sums.
+# blocks, times dx once; a min's term from x's block sums. A code offset (Q4_0 8, Q5_0 16,
+# Q6_K 32) is not subtracted from each pair: offset * sum(x's codes) (xh, per 16 values) is
+# subtracted from each integer sum, once per row and block: the same integers, so the same
+# bits, with two vector ops fewer per pair (a fifth of a decode dot's work on AVX2).
 #
 # Packed layouts, per group of PR rows (a last group is padded with zero rows), unit after
 # unit (a 32-value block, or a K-quant's 256-value super-block):
@@ -645,29 +654,38 @@ _AVX512 = {"avx512f", "avx512bw"} <= _FEATURES
 # same exact integer sums either way, so the same bits. numba keys its cache by the target's
 # features, so each variant is cached apart.
 _VNNI = _AVX512 and "avx512vnni" in _FEATURES
-if _VNNI:  # LLVM parses inline assembly only once its target's parser is registered
-    import llvmlite.binding
-
+if _VNNI:  # LLVM emits inline assembly (vpdpwssd) only once its target's parser is registered
     llvmlite.binding.initialize_native_asmparser()
+# Rows of W per vector: the packed group's 16 with AVX-512. With 16 registers of 8 int32 (AVX2)
+# a 16-lane vector is split by LLVM into two halves and every operation done twice, and a tile
+# of several rows of x then holds x's pairs and W's codes for the second half on the stack (seen
+# in the assembly of the Q4_0 block: stack loads and stores among the multiply-adds). Tiles of
+# more than one row of x therefore do the group's two halves of 8 rows one after the other.
+# Measured on a Zen 3 (benchmarks/kernels_ab.py --packed, 1 thread, against 16 lanes): 0.56-0.77x
+# the time for 4 and 64 rows of x, every type but Q6_K, whose two scales per block already fill
+# the registers (1.0-1.16x with halves: _WIDE_ONLY); one row of x keeps 16 lanes (0.97-1.17x
+# with halves).
+_WIDE_ONLY = (Q6_K,)  # types whose tiles keep 16 lanes on AVX2
 PRX = 8 if _AVX512 else 4  # rows of x per packed tile
 PRX2 = PRX // 2  # and per tile for the rows left after whole PRX tiles
 CHAINS = 2 if _VNNI else 1  # independent sums per row and block: vpdpwssd's latency is 5 cycles
 
 
-def _emit_packed(e, qtype, nx, a, k, K, nb, dest, stride, valid):
+def _emit_packed(e, qtype, nx, a, k, K, nb, dest, stride, valid, L=16, part=0):
     """The tile of PR packed rows of W (group at address a) against nx rows of x (from
     element k, k + K, ...): row r's 16 results stored at dest + r * stride (float32
-    pointers), the first `valid` of them."""
+    pointers), the first `valid` of them; in vectors of L rows, those of rows
+    part * L .. part * L + L - 1 of the group."""
     b = e.b
     qk = block_size(qtype)[0]
     hb, offset, has_min, hdr, bb = _PACKED[qtype]
     ub = _unit_bytes(qtype)
-    v16, vi16 = _vec(_f32, 16), _vec(_i32, 16)
-    zero = ir.Constant(v16, [0.0] * 16)
+    v16, vi16 = _vec(_f32, L), _vec(_i32, L)
+    zero = ir.Constant(v16, [0.0] * L)
     acc = [cgutils.alloca_once_value(b, zero) for _ in range(nx)]
     gacc = [cgutils.alloca_once_value(b, zero) for _ in range(nx)]
     macc = [cgutils.alloca_once_value(b, zero) for _ in range(nx)]
-    xq, xd, xm = e.xs
+    xq, xd, xm, xh = e.xs
     xrows = [b.udiv(b.add(k, b.mul(K, e.c(r))), e.c(32)) for r in range(nx)]  # in 32-value blocks
     w = b.inttoptr(a, _i8.as_pointer())
 
@@ -675,15 +693,20 @@ def _emit_packed(e, qtype, nx, a, k, K, nb, dest, stride, valid):
         return b.load(b.bitcast(b.gep(w, [off]), t.as_pointer()), align=1)
 
     def f16v(off):
-        return b.fpext(ld(off, _vec(ir.HalfType(), 16)), v16)
+        """The float16 of each of this part's rows, of the 16 at byte off."""
+        return b.fpext(ld(b.add(off, e.c(2 * L * part)), _vec(ir.HalfType(), L)), v16)
 
     def u8v(off, signed=False):
-        return (b.sitofp if signed else b.uitofp)(ld(off, _vec(_i8, 16)), v16)
+        return (b.sitofp if signed else b.uitofp)(ld(b.add(off, e.c(L * part)), _vec(_i8, L)), v16)
+
+    def chunk(off, signed=False):
+        """This part's rows of the 32-byte chunk at off (2 bytes a row), as 16-bit lanes."""
+        return (b.sext if signed else b.zext)(ld(b.add(off, e.c(2 * L * part)), _vec(_i8, 2 * L)), _vec(_i16, 2 * L))
 
     def xpair(r, xb, p):
         """x's codes of values 2p, 2p + 1 of block xb of row r, in every 32-bit lane."""
         ptr = b.bitcast(b.gep(xq, [b.add(b.mul(xb, e.c(32)), e.c(2 * p))]), _i32.as_pointer())
-        return b.bitcast(e.splat(b.load(ptr, align=2), 16), _vec(_i16))
+        return b.bitcast(e.splat(b.load(ptr, align=2), L), _vec(_i16, 2 * L))
 
     def block(p, xblock, head):
         """The 32-value block whose packed bytes start at p; xblock: its index in x's rows."""
@@ -698,44 +721,60 @@ def _emit_packed(e, qtype, nx, a, k, K, nb, dest, stride, valid):
             d, dmin = head
             scales, mv = [b.fmul(d, u8v(p))], b.fneg(b.fmul(dmin, u8v(b.add(p, e.c(16)))))
         codes = b.add(p, e.c(64 if qk == 32 and has_min else 32))
-        if qtype == Q8_0:
-            pairs = [b.sext(ld(b.add(codes, e.c(32 * q)), _vec(_i8)), _vec(_i16)) for q in range(16)]
-        else:
-            lo, hi = [], []
-            for c in range(8):
-                v = b.zext(ld(b.add(codes, e.c(32 * c)), _vec(_i8)), _vec(_i16))
-                lo.append(b.and_(v, e.cv(15, _i16)))
-                hi.append(b.lshr(v, e.cv(4, _i16)))
-            pairs = lo + hi
-            if hb:
-                top = [b.zext(ld(b.add(codes, e.c(256 + 32 * h)), _vec(_i8)), _vec(_i16)) for h in range(2 * hb)]
-                for q in range(16):
-                    bits = b.and_(b.lshr(top[q % (2 * hb)], e.cv(hb * (q // (2 * hb)), _i16)), e.cv((1 << hb) - 1, _i16))
-                    pairs[q] = b.or_(pairs[q], b.shl(bits, e.cv(4, _i16)))
-            if offset:
-                pairs = [b.sub(q, e.cv(offset, _i16)) for q in pairs]
         xbs = [b.add(xrows[r], xblock) for r in range(nx)]
-        n = 16 // len(scales)
+        n = 16 // len(scales)  # Q6_K: two halves of 8 pairs (a scale each), else one of 16
+        ch = [[[None] * CHAINS for _ in scales] for _ in range(nx)]
+
+        seq = []
+
+        def use(q, pair):
+            """Pair q's products into each row's sums (of its part; chains in turn)."""
+            c_ = len(seq) % CHAINS
+            seq.append(q)
+            for r in range(nx):
+                part = q // n
+                s = ch[r][part][c_]
+                if _VNNI:  # inline: LLVM splits the intrinsic into pmaddwd + add
+                    s = ir.Constant(vi16, [0] * L) if s is None else s
+                    s = b.asm(ir.FunctionType(vi16, [vi16] * 3), "vpdpwssd $2, $1, $0", "=v,v,v,0",
+                              [b.bitcast(pair, vi16), b.bitcast(xpair(r, xbs[r], q), vi16), s], False)
+                else:
+                    t = _pmaddwd(e, pair, xpair(r, xbs[r], q))
+                    s = t if s is None else b.add(s, t)
+                ch[r][part][c_] = s
+
+        # Each pair is unpacked right before its multiply-adds, in an order where each loaded
+        # chunk is used at once: LLVM's X86 scheduler keeps the IR's order, and with all 16
+        # pairs unpacked first (32 AVX2 registers' worth) it spilled a third of the tile's
+        # instructions to the stack. Integer sums: any order gives the same bits.
+        if qtype == Q8_0:
+            for q in range(16):
+                use(q, chunk(b.add(codes, e.c(32 * q)), True))
+        else:
+            step = 2 * hb or 1
+            for h in range(step):
+                top = chunk(b.add(codes, e.c(256 + 32 * h))) if hb else None
+                for c in range(h, 8, step):
+                    v = chunk(b.add(codes, e.c(32 * c)))
+                    for q, pair in ((c, b.and_(v, e.cv(15, _i16, 2 * L))), (c + 8, b.lshr(v, e.cv(4, _i16, 2 * L)))):
+                        if hb:  # pair q's high bits: top chunk q % 2 HB, at bit HB (q // 2 HB)
+                            bits = b.and_(b.lshr(top, e.cv(hb * (q // step), _i16, 2 * L)), e.cv((1 << hb) - 1, _i16, 2 * L))
+                            pair = b.or_(pair, b.shl(bits, e.cv(4, _i16, 2 * L)))
+                        use(q, pair)
         allsums = [[] for _ in range(nx)]
-        for part in range(len(scales)):  # Q6_K: two halves of 8 pairs, else one of 16
-            ch = [[None] * CHAINS for _ in range(nx)]
-            for q in range(part * n, part * n + n):
-                for r in range(nx):
-                    c_ = q % CHAINS
-                    s = ch[r][c_]
-                    if _VNNI:  # inline: LLVM splits the intrinsic into pmaddwd + add
-                        s = ir.Constant(vi16, [0] * 16) if s is None else s
-                        s = b.asm(ir.FunctionType(vi16, [vi16] * 3), "vpdpwssd $2, $1, $0", "=v,v,v,0",
-                                  [b.bitcast(pairs[q], vi16), b.bitcast(xpair(r, xbs[r], q), vi16), s], False)
-                    else:
-                        t = _pmaddwd(e, pairs[q], xpair(r, xbs[r], q))
-                        s = t if s is None else b.add(s, t)
-                    ch[r][c_] = s
+        for part in range(len(scales)):
             for r in range(nx):
                 tot = None
-                for s in ch[r]:
+                for s in ch[r][part]:
                     if s is not None:
                         tot = s if tot is None else b.add(tot, s)
+                if offset:  # sum (q - offset) x = sum q x - offset sum x: once per row, not per pair
+                    h = b.mul(xbs[r], e.c(2))
+                    if len(scales) == 2:
+                        xsum = e.load(xh, b.add(h, e.c(part)), _i32, align=4)
+                    else:
+                        xsum = b.add(e.load(xh, h, _i32, align=4), e.load(xh, b.add(h, e.c(1)), _i32, align=4))
+                    tot = b.sub(tot, e.splat(b.mul(xsum, ir.Constant(_i32, offset)), L))
                 allsums[r].append(tot)
         for r in range(nx):
             xb, sums = xbs[r], allsums[r]
@@ -744,12 +783,12 @@ def _emit_packed(e, qtype, nx, a, k, K, nb, dest, stride, valid):
                 g = e.fma(b.sitofp(s, v16), sv, g)
             b.store(g, gacc[r])
             if mv is not None:  # the min times the rounded x's block sum (dx * sum xq)
-                xs = e.splat(e.load(xm, xb, _f32, align=4), 16)
+                xs = e.splat(e.load(xm, xb, _f32, align=4), L)
                 b.store(e.fma(mv, xs, b.load(macc[r])), macc[r])
 
     def flush(first):
         for r in range(nx):
-            dxv = e.splat(e.load(xd, b.add(xrows[r], first), _f32, align=4), 16)
+            dxv = e.splat(e.load(xd, b.add(xrows[r], first), _f32, align=4), L)
             b.store(e.fma(b.load(gacc[r]), dxv, b.load(acc[r])), acc[r])
             b.store(zero, gacc[r])
 
@@ -775,13 +814,13 @@ def _emit_packed(e, qtype, nx, a, k, K, nb, dest, stride, valid):
     full = b.icmp_unsigned("==", valid, e.c(PR))
     for r in range(nx):
         v = b.fadd(b.load(acc[r]), b.load(macc[r]))
-        dst = b.gep(dest, [b.mul(stride, e.c(r))])
+        dst = b.gep(dest, [b.add(b.mul(stride, e.c(r)), e.c(L * part))])
         with b.if_else(full) as (then, otherwise):
             with then:
                 b.store(v, b.bitcast(dst, v16.as_pointer()), align=4)
             with otherwise:
-                for i in range(PR):
-                    with cgutils.if_likely(b, b.icmp_unsigned("<", e.c(i), valid)):
+                for i in range(L):
+                    with cgutils.if_likely(b, b.icmp_unsigned("<", e.c(L * part + i), valid)):
                         b.store(b.extract_element(v, e.c(i, _i32)), b.gep(dst, [e.c(i)]))
 
 
@@ -804,7 +843,9 @@ def _packed_tile(nx):
                 bb = builder.append_basic_block(f"ptile.{t}")
                 switch.add_case(ir.Constant(args[0].type, t), bb)
                 builder.position_at_end(bb)
-                _emit_packed(e, t, nx, args[1], k_, K_, nb_, dest, stride_, valid_)
+                L = 8 if nx > 1 and t not in _WIDE_ONLY and not _AVX512 else 16
+                for part in range(PR // L):
+                    _emit_packed(e, t, nx, args[1], k_, K_, nb_, dest, stride_, valid_, L, part)
                 builder.branch(done)
             builder.position_at_end(done)
             return context.get_dummy_value()
@@ -860,10 +901,11 @@ def matmul(w, segs, x, out, full):
         quantized_x = quantized_x or segs[s, 0] in _INT_TYPES or segs[s, 0] >= PACK
     nq = len(xf) if quantized_x else 0
     xq, xd, xm = np.empty(nq, np.int16), np.empty(nq // 32, F), np.empty(nq // 32, F)
+    xh = np.empty(nq // 16, np.int32)
     if quantized_x:
         for n in prange(N):
-            _quantize_x(xf, U(n) * U(K), K // 32, xq, xd, xm)
-    xs = (xq, xd, xm)
+            _quantize_x(xf, U(n) * U(K), K // 32, xq, xd, xm, xh)
+    xs = (xq, xd, xm, xh)
     seg_rows = np.empty(segs.shape[0], np.int64)  # rows of W per work item, per segment
     items = 0
     for s in range(segs.shape[0]):
