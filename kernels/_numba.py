@@ -553,42 +553,74 @@ _P = np.array([[q, *block_size(q), *(int(v) for v in _PACKED[q]), _unit_bytes(q)
 
 
 @njit(**JIT)
-def _code(qtype, row, o, v):
-    """The code (unsigned, before its offset) of value v of the unit at byte o of row."""
-    if qtype == Q4_0 or qtype == Q4_1 or qtype == Q5_0 or qtype == Q5_1:
-        qs = o + (2 if qtype == Q4_0 else 4 if qtype == Q4_1 else 6 if qtype == Q5_0 else 8)
-        c = np.int64(row[qs + v % 16]) >> (4 * (v // 16)) & 15
-        if qtype == Q5_0 or qtype == Q5_1:
-            c |= (np.int64(row[o + (2 if qtype == Q5_0 else 4) + v // 8]) >> (v % 8) & 1) << 4
-        return c
-    if qtype == Q8_0:
-        return np.int64(row[o + 2 + v])
-    j, l = v // 32, v % 32
-    if qtype == Q4_K or qtype == Q5_K:
+def _unit_codes(qtype, row, o, codes):
+    """codes[v] = the code (unsigned, before its offset) of each value v of the unit at byte o
+    of row, for the types whose codes are not whole file bytes (Q5_0, Q5_1, the K-quants). The
+    type is tested once per unit, not per value (a per-value test made packing a K-quant file
+    take ~15 s per GB)."""
+    if qtype == Q5_0 or qtype == Q5_1:
+        qh, qs = o + (2 if qtype == Q5_0 else 4), o + (6 if qtype == Q5_0 else 8)
+        for v in range(32):
+            c = np.int64(row[qs + v % 16]) >> (4 * (v // 16)) & 15
+            codes[v] = c | (np.int64(row[qh + v // 8]) >> (v % 8) & 1) << 4
+    elif qtype == Q4_K or qtype == Q5_K:
         qs = o + (16 if qtype == Q4_K else 48)
-        c = np.int64(row[qs + 32 * (j // 2) + l]) >> (4 * (j % 2)) & 15
-        if qtype == Q5_K:
-            c |= (np.int64(row[o + 16 + l]) >> j & 1) << 4
-        return c
-    h, v2 = v // 128, v % 128  # Q6_K
-    l, quarter = v2 % 32, v2 // 32
-    ql = np.int64(row[o + 64 * h + l + 32 * (quarter % 2)])
-    lo = (ql >> 4) if quarter >= 2 else (ql & 15)
-    return lo | ((np.int64(row[o + 128 + 32 * h + l]) >> (2 * quarter)) & 3) << 4
+        for j in range(8):
+            for l in range(32):
+                c = np.int64(row[qs + 32 * (j // 2) + l]) >> (4 * (j % 2)) & 15
+                if qtype == Q5_K:
+                    c |= (np.int64(row[o + 16 + l]) >> j & 1) << 4
+                codes[32 * j + l] = c
+    else:  # Q6_K: value 128 h + 32 quarter + l
+        for h in range(2):
+            for quarter in range(4):
+                for l in range(32):
+                    ql = np.int64(row[o + 64 * h + l + 32 * (quarter % 2)])
+                    lo = (ql >> 4) if quarter >= 2 else (ql & 15)
+                    codes[128 * h + 32 * quarter + l] = lo | ((np.int64(row[o + 128 + 32 * h + l]) >> (2 * quarter)) & 3) << 4
 
 
 @njit(parallel=True, **JIT)
-def pack(qtype, raw, zero, out):
-    """raw (M, row bytes) uint8 rows of a ggml type in PACKED_TYPE_IDS -> out, flat uint8 of
-    packed_bytes(qtype, M, K): the layout above, group after group. zero: (1, row bytes)
-    zeros of raw's array type (read-only where raw is), the padding rows."""
+def _pack_bytes(qtype, raw, zero, out):
+    """pack for Q4_0, Q4_1 and Q8_0, whose code bytes are the file's."""
+    M = raw.shape[0]
+    p = 0
+    while _P[p, 0] != qtype:
+        p += 1
+    qk, size, hdr, bb, ub = _P[p, 1], _P[p, 2], _P[p, 6], _P[p, 7], _P[p, 8]
+    units = raw.shape[1] // size
+    for g in prange((M + PR - 1) // PR):
+        for u in range(units):
+            a, o = (g * units + u) * ub, u * size
+            for i in range(PR):
+                row = raw[g * PR + i] if g * PR + i < M else zero[0]
+                for j in range(qk // 32):
+                    s = a + hdr + j * bb
+                    out[s + 2 * i], out[s + 2 * i + 1] = row[o], row[o + 1]  # d, and m
+                    if qtype == Q4_1:
+                        out[s + 32 + 2 * i], out[s + 33 + 2 * i] = row[o + 2], row[o + 3]
+                    c0 = s + (64 if qtype == Q4_1 else 32)
+                    for t in range(2):
+                        if qtype == Q8_0:
+                            for q in range(16):
+                                out[c0 + 32 * q + 2 * i + t] = row[o + 2 + 2 * q + t]
+                            continue
+                        for c in range(8):  # Q4_0, Q4_1: the file's byte as it is
+                            out[c0 + 32 * c + 2 * i + t] = row[o + (2 if qtype == Q4_0 else 4) + 2 * c + t]
+
+
+@njit(parallel=True, **JIT)
+def _pack_codes(qtype, raw, zero, out):
+    """pack for Q5_0, Q5_1 and the K-quants: each row's unit decoded to codes first."""
     M = raw.shape[0]
     p = 0
     while _P[p, 0] != qtype:
         p += 1
     qk, size, hb, hdr, bb, ub = _P[p, 1], _P[p, 2], _P[p, 3], _P[p, 6], _P[p, 7], _P[p, 8]
     units = raw.shape[1] // size
+    codes_g = np.empty(((M + PR - 1) // PR, 256), np.uint8)  # one unit's codes (_unit_codes), per group
     for g in prange((M + PR - 1) // PR):
+        codes = codes_g[g]
         for u in range(units):
             a, o = (g * units + u) * ub, u * size
             for i in range(PR):
@@ -598,6 +630,7 @@ def pack(qtype, raw, zero, out):
                     out[a + 2 * i], out[a + 2 * i + 1] = row[do], row[do + 1]
                     if qtype != Q6_K:
                         out[a + 32 + 2 * i], out[a + 33 + 2 * i] = row[o + 2], row[o + 3]
+                _unit_codes(qtype, row, o, codes)
                 for j in range(qk // 32):
                     s = a + hdr + j * bb
                     if qtype == Q4_K or qtype == Q5_K:
@@ -611,24 +644,25 @@ def pack(qtype, raw, zero, out):
                             out[s + 32 + 2 * i], out[s + 33 + 2 * i] = row[o + 2], row[o + 3]
                     c0 = s + (64 if qtype == Q4_1 or qtype == Q5_1 else 32)
                     v0 = 32 * j
-                    for t in range(2):
-                        if qtype == Q8_0:
-                            for q in range(16):
-                                out[c0 + 32 * q + 2 * i + t] = row[o + 2 + 2 * q + t]
-                            continue
-                        for c in range(8):
-                            if qtype == Q4_0 or qtype == Q4_1:  # the file's byte as it is
-                                out[c0 + 32 * c + 2 * i + t] = row[o + (2 if qtype == Q4_0 else 4) + 2 * c + t]
-                            else:
-                                lo = _code(qtype, row, o, v0 + 2 * c + t) & 15
-                                hi = _code(qtype, row, o, v0 + 16 + 2 * c + t) & 15
-                                out[c0 + 32 * c + 2 * i + t] = lo | (hi << 4)
-                        for h in range(2 * hb):
+                    for c in range(8):
+                        for t in range(2):
+                            lo = np.int64(codes[v0 + 2 * c + t]) & 15
+                            hi = np.int64(codes[v0 + 16 + 2 * c + t]) & 15
+                            out[c0 + 32 * c + 2 * i + t] = lo | (hi << 4)
+                    for h in range(2 * hb):
+                        for t in range(2):
                             bits = np.int64(0)
                             for s2 in range(8 // hb):
                                 q = h + 2 * hb * s2
-                                bits |= (_code(qtype, row, o, v0 + 2 * q + t) >> 4) << (hb * s2)
+                                bits |= (np.int64(codes[v0 + 2 * q + t]) >> 4) << (hb * s2)
                             out[c0 + 256 + 32 * h + 2 * i + t] = bits
+
+
+def pack(qtype, raw, zero, out):
+    """raw (M, row bytes) uint8 rows of a ggml type in PACKED_TYPE_IDS -> out, flat uint8 of
+    packed_bytes(qtype, M, K): the layout above, group after group. zero: (1, row bytes)
+    zeros of raw's array type (read-only where raw is), the padding rows."""
+    (_pack_bytes if qtype in (Q4_0, Q4_1, Q8_0) else _pack_codes)(qtype, raw, zero, out)
 
 
 def _target_features():
