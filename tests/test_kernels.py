@@ -602,6 +602,37 @@ def test_integer_gemm_on_an_avx2_target():
                          reference(np.load(f"{d}/{t.name}.npy"), t), t)
 
 
+@NUMBA
+def test_packed_tile_compiles_for_an_avx512_vnni_target():
+    """The AVX-512 VNNI variant of the packed tile (8 rows of x, 16 lanes, vpdpwssd in inline
+    assembly) compiled, not run, in a fresh process for an Ice Lake server target: a machine
+    without AVX-512 can still check that this path builds and emits vpdpwssd on zmm registers.
+    Its cache goes to a temporary folder."""
+    code = """if True:
+        import numba
+        import numpy as np
+        from gguf import GGMLQuantizationType as T
+        from localai.kernels import _numba as nb
+        M, K = 32, 256
+        buf = np.empty(nb.packed_bytes(int(T.Q4_0), M, K), np.uint8)
+        buf.flags.writeable = False
+        args = (buf, np.zeros((1, 4), np.int64), np.zeros((5, K), np.float32), np.empty(5 * M, np.float32), nb.FULL)
+        sig = tuple(numba.typeof(a) for a in args)
+        nb.matmul.compile(sig)
+        asm = nb.matmul.inspect_asm(sig)
+        print(nb._VNNI, nb.PRX, nb.CHAINS, sum("vpdpwssd" in line and "zmm" in line for line in asm.splitlines()))
+    """
+    import tempfile
+    feats = ("+64bit,+sse,+sse2,+sse3,+ssse3,+sse4.1,+sse4.2,+popcnt,+cx16,+avx,+avx2,+fma,+f16c,+bmi,+bmi2,"
+             "+lzcnt,+movbe,+avx512f,+avx512bw,+avx512dq,+avx512vl,+avx512cd,+avx512vnni")
+    with tempfile.TemporaryDirectory() as d:
+        env = dict(os.environ, NUMBA_CPU_NAME="icelake-server", NUMBA_CPU_FEATURES=feats, NUMBA_CACHE_DIR=d)
+        out = subprocess.run([sys.executable, "-c", code], env=env, check=True, capture_output=True, text=True)
+    vnni, prx, chains, n = out.stdout.split()[-4:]
+    assert (vnni, prx, chains) == ("True", "8", "2")
+    assert int(n) > 0
+
+
 # -- backend selection --------------------------------------------------------------------------
 
 def test_env_forces_numpy():
