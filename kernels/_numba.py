@@ -480,13 +480,14 @@ def _quantize_x(x, k, n, xq, xd, xm, xh):
         for blk in range(nbk):
             ob = o + U(blk) * U(32)
             si = np.int32(0)
-            for j in range(ob, ob + U(32)):
-                q = np.int32(np.rint(x[j] * inv))
-                xq[j] = np.int16(q)
-                si += q
-                if j == ob + U(15):
-                    xh[ob // U(16)] = si
-            xh[ob // U(16) + U(1)] = si - xh[ob // U(16)]
+            for oh in range(ob, ob + U(32), U(16)):
+                sh = np.int32(0)
+                for j in range(oh, oh + U(16)):
+                    q = np.int32(np.rint(x[j] * inv))
+                    xq[j] = np.int16(q)
+                    sh += q
+                xh[oh // U(16)] = sh
+                si += sh
             xd[ob // U(32)] = d
             xm[ob // U(32)] = d * F(si)
 
@@ -513,7 +514,7 @@ def _dot_f16(w16, o, x, k, n):
 # blocks, times dx once; a min's term from x's block sums. A code offset (Q4_0 8, Q5_0 16,
 # Q6_K 32) is not subtracted from each pair: offset * sum(x's codes) (xh, per 16 values) is
 # subtracted from each integer sum, once per row and block: the same integers, so the same
-# bits, with two vector ops fewer per pair (a fifth of a decode dot's work on AVX2).
+# bits, with one vector subtraction fewer per pair.
 #
 # Packed layouts, per group of PR rows (a last group is padded with zero rows), unit after
 # unit (a 32-value block, or a K-quant's 256-value super-block):
@@ -640,9 +641,9 @@ def _pack_codes(qtype, raw, zero, out):
                         out[s + i], out[s + 16 + i] = row[o + 192 + 2 * j], row[o + 193 + 2 * j]
                     else:  # d, and m
                         out[s + 2 * i], out[s + 2 * i + 1] = row[o], row[o + 1]
-                        if qtype == Q4_1 or qtype == Q5_1:
+                        if qtype == Q5_1:
                             out[s + 32 + 2 * i], out[s + 33 + 2 * i] = row[o + 2], row[o + 3]
-                    c0 = s + (64 if qtype == Q4_1 or qtype == Q5_1 else 32)
+                    c0 = s + (64 if qtype == Q5_1 else 32)
                     v0 = 32 * j
                     for c in range(8):
                         for t in range(2):
@@ -765,9 +766,9 @@ def _emit_packed(e, qtype, nx, a, k, K, nb, dest, stride, valid, L=16, part=0):
             """Pair q's products into each row's sums (of its part; chains in turn)."""
             c_ = len(seq) % CHAINS
             seq.append(q)
+            sc = q // n  # its scale's sums
             for r in range(nx):
-                part = q // n
-                s = ch[r][part][c_]
+                s = ch[r][sc][c_]
                 if _VNNI:  # inline: LLVM splits the intrinsic into pmaddwd + add
                     s = ir.Constant(vi16, [0] * L) if s is None else s
                     s = b.asm(ir.FunctionType(vi16, [vi16] * 3), "vpdpwssd $2, $1, $0", "=v,v,v,0",
@@ -775,7 +776,7 @@ def _emit_packed(e, qtype, nx, a, k, K, nb, dest, stride, valid, L=16, part=0):
                 else:
                     t = _pmaddwd(e, pair, xpair(r, xbs[r], q))
                     s = t if s is None else b.add(s, t)
-                ch[r][part][c_] = s
+                ch[r][sc][c_] = s
 
         # Each pair is unpacked right before its multiply-adds, in an order where each loaded
         # chunk is used at once: LLVM's X86 scheduler keeps the IR's order, and with all 16
@@ -796,18 +797,18 @@ def _emit_packed(e, qtype, nx, a, k, K, nb, dest, stride, valid, L=16, part=0):
                             pair = b.or_(pair, b.shl(bits, e.cv(4, _i16, 2 * L)))
                         use(q, pair)
         allsums = [[] for _ in range(nx)]
-        for part in range(len(scales)):
+        for sc in range(len(scales)):
             for r in range(nx):
                 tot = None
-                for s in ch[r][part]:
+                for s in ch[r][sc]:
                     if s is not None:
                         tot = s if tot is None else b.add(tot, s)
                 if offset:  # sum (q - offset) x = sum q x - offset sum x: once per row, not per pair
-                    h = b.mul(xbs[r], e.c(2))
+                    x16 = b.mul(xbs[r], e.c(2))  # the block's first 16 values, in xh
                     if len(scales) == 2:
-                        xsum = e.load(xh, b.add(h, e.c(part)), _i32, align=4)
+                        xsum = e.load(xh, b.add(x16, e.c(sc)), _i32, align=4)
                     else:
-                        xsum = b.add(e.load(xh, h, _i32, align=4), e.load(xh, b.add(h, e.c(1)), _i32, align=4))
+                        xsum = b.add(e.load(xh, x16, _i32, align=4), e.load(xh, b.add(x16, e.c(1)), _i32, align=4))
                     tot = b.sub(tot, e.splat(b.mul(xsum, ir.Constant(_i32, offset)), L))
                 allsums[r].append(tot)
         for r in range(nx):
