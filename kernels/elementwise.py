@@ -143,7 +143,7 @@ def attend(q: np.ndarray, k: np.ndarray, v: np.ndarray, offset: int, scale: floa
     if nb is not None:
         out = np.empty((L, H, hd), np.float32)
         qc = np.ascontiguousarray(np.asarray(q, np.float32).transpose(1, 0, 2))  # (L, H, hd)
-        qmatmul._apply_threads()
+        qmatmul._apply_threads(rows=L)
         nb.attend(qc, _kv_bits(_storage(k)), _kv_bits(_storage(v)), int(offset), int(window or 0), float(scale), out)
         return out.reshape(L, H * hd)
     out = np.empty((L, H * hd), np.float32)
@@ -207,6 +207,6 @@ def attend_many(q: np.ndarray, seqs: list, scale: float, window: int | None = No
         table[i] = (a, n, off, kb.shape[1], kb.ctypes.data, vb.ctypes.data)
         a += n
     out = np.empty((R, H, hd), np.float32)
-    qmatmul._apply_threads()
+    qmatmul._apply_threads(rows=R)
     nb.attend_many(np.ascontiguousarray(q, np.float32), stores[0][0], table, int(window or 0), float(scale), out)
     return out.reshape(R, H * hd)

@@ -111,9 +111,21 @@ def tuner() -> _threads_mod.Tuner | None:
     return _tuner
 
 
-def _apply_threads(n: int = 0) -> None:
-    """Give the calling thread n threads, or set_threads' count (a daemon runs models on its own threads)."""
-    n = n or _threads
+def _kind(rows: int) -> str:
+    """The tuner's kind of a kernel call on `rows` rows of x (or query positions)."""
+    return "decode" if rows <= DECODE_MAX_N else "prefill"
+
+
+def _apply_threads(n: int = 0, rows: int | None = None) -> None:
+    """Give the calling thread n threads (a daemon runs models on its own threads). n = 0:
+    set_threads' count, or, when the count is tuned and `rows` is given, the count the tuner
+    picks now for a call of that many rows: attention follows the matmuls, since a team
+    that waits at its end for a descheduled thread loses as much there (with one core
+    busy, SmolLM2 decoded at 41 tok/s with the matmuls on one thread and attention on two,
+    150 with both on one)."""
+    if not n:
+        t = _tuner
+        n = t.threads(_kind(rows)) if rows is not None and t is not None and not t.pinned else _threads
     if n and getattr(_local, "threads", 0) != n:
         import numba
 
@@ -191,7 +203,7 @@ def _fused(flat: np.ndarray, segs: np.ndarray, x: np.ndarray, M: int, K: int) ->
         _apply_threads()
         _nb.matmul(flat, segs, x, out, _nb.FULL)
     else:  # the count the tuner picks, timed for it (attention follows the same count)
-        kind = "decode" if N <= DECODE_MAX_N else "prefill"
+        kind = _kind(N)
         _apply_threads(t.threads(kind))
         t0 = time.perf_counter()
         _nb.matmul(flat, segs, x, out, _nb.FULL)

@@ -147,3 +147,35 @@ def test_set_threads_pins_or_adapts():
         assert qmatmul.tuner().pinned == (qmatmul._threads == 1)
     finally:
         kernels.set_threads(before or None)
+
+
+def test_attention_follows_the_tuned_count():
+    """With the count tuned, attention runs on the count the tuner picked for the matmuls of
+    its kind (decode or prefill), not on the most threads: a team of two that waits on a
+    descheduled thread at the end of each layer's attention undid the tuner's choice (SmolLM2
+    with one core busy: 41 tok/s with attention on two threads, ~120 on one)."""
+    import numba
+    import numpy as np
+
+    from localai.kernels import elementwise
+
+    if qmatmul.numba_kernels() is None or numba.config.NUMBA_NUM_THREADS < 2:
+        pytest.skip("needs the numba kernels and a pool of two threads")
+    before = qmatmul._threads
+    try:
+        kernels.set_threads(2, adaptive=True)
+        t = qmatmul.tuner()
+        arm = t._arm("decode")
+        arm.current, arm.trial = 1, None  # as after the tuner found one thread faster
+        q = np.ones((2, 1, 8), np.float32)
+        kv = np.ones((1, 5, 8), np.float32)
+        elementwise.attend(q, kv, kv, 4, 0.5)
+        assert numba.get_num_threads() == 1
+        elementwise.attend_many(np.ones((2, 2, 8), np.float32), [(kv, kv, 4), (kv, kv, 4)], 0.5)
+        assert numba.get_num_threads() == 1
+        assert t.threads("prefill") == 2  # a long prompt's attention keeps its own count
+        elementwise.attend(np.ones((2, 64, 8), np.float32), np.ones((1, 64, 8), np.float32),
+                           np.ones((1, 64, 8), np.float32), 0, 0.5)
+        assert numba.get_num_threads() == 2
+    finally:
+        kernels.set_threads(before or None)
