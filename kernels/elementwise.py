@@ -199,14 +199,31 @@ def attend_many(q: np.ndarray, seqs: list, scale: float, window: int | None = No
             out.append(attend(q[a:a + n].transpose(1, 0, 2), k, v, off, scale, window))
             a += n
         return np.concatenate(out) if out else np.empty((0, H * hd), np.float32)
-    table = np.empty((len(seqs), 6), np.int64)  # rows start, rows, offset, capacity, K, V address
-    a = 0
+    rows, a = [], 0  # rows start, rows, offset, capacity, K, V address
     for i, ((_, _, off), n, (kb, vb)) in enumerate(zip(seqs, ns, stores)):
         if kb.shape != vb.shape or kb.shape[0] != stores[0][0].shape[0] or kb.shape[2] != hd:
             raise ValueError(f"attend_many: sequence {i} has K {kb.shape}, V {vb.shape}, queries of {hd}")
-        table[i] = (a, n, off, kb.shape[1], kb.ctypes.data, vb.ctypes.data)
+        rows.append((a, n, off, kb.shape[1], kb.ctypes.data, vb.ctypes.data))
         a += n
+    return attend_table(q, stores[0][0], rows, scale, window)
+
+
+def attend_table(q: np.ndarray, proto: np.ndarray, rows: list, scale: float, window: int | None = None) -> np.ndarray:
+    """attend_many for callers that hold their sequences' KV storages (a batched step over KV
+    caches: localai/ops/numpy.py), without attend_many's checks. q (R, H, hd); rows
+    [(first row, rows, offset, capacity, K address, V address)] in q's order, each storage a
+    C-contiguous (Hkv, capacity, hd) array of proto's dtype and shape[0], hd (float32, or
+    float16 as its uint16 bits: `kv_bits`) that stays alive during the call and holds its
+    sequence's keys and values up to offset + rows. Returns (R, H * hd). Numba only."""
+    R, H, hd = q.shape
+    nb = qmatmul.numba_kernels()
     out = np.empty((R, H, hd), np.float32)
     qmatmul._apply_threads(rows=R)
-    nb.attend_many(np.ascontiguousarray(q, np.float32), stores[0][0], table, int(window or 0), float(scale), out)
+    nb.attend_many(np.ascontiguousarray(q, np.float32), proto, np.array(rows, np.int64), int(window or 0),
+                   float(scale), out)
     return out.reshape(R, H * hd)
+
+
+def kv_bits(a: np.ndarray) -> np.ndarray:
+    """A KV storage as the numba kernels take it: float32 as is, float16 as its uint16 bits."""
+    return _kv_bits(a)

@@ -64,3 +64,21 @@ def test_admission_counts_what_the_cache_holds(llm, smollm2_path):
     g = GGUFFile(str(smollm2_path))
     assert admission.kv_bytes_per_token(g, "numpy") == per_position
     assert admission.kv_bytes_per_token(g, "mlx") == 2 * per_position  # MLX's cache is float32
+
+
+def test_kernel_storage_follows_the_storage():
+    """kernel_storage (the batched step's attention table: localai/ops/numpy.py) gives the
+    addresses of this cache's storage, also after the storage grows and in a copied cache,
+    which must never read the original's memory."""
+    import copy
+
+    c = kv.KVCache(2, 8, 1024)
+    c.store(np.ones((2, 3, 8), np.float32), np.ones((2, 3, 8), np.float32))
+    kb, vb, ka, va = c.kernel_storage()
+    assert (ka, va) == (c.keys.ctypes.data, c.values.ctypes.data) and kb.dtype == np.uint16
+    assert kb.shape == c.keys.shape and kb.base is c.keys
+    c.store(np.ones((2, kv.STEP, 8), np.float32), np.ones((2, kv.STEP, 8), np.float32))  # grows
+    assert c.kernel_storage()[2:] == (c.keys.ctypes.data, c.values.ctypes.data) != (ka, va)
+    d = copy.deepcopy(c)
+    assert d.kernel_storage()[2:] == (d.keys.ctypes.data, d.values.ctypes.data)
+    assert d.kernel_storage()[2] != c.kernel_storage()[2]

@@ -25,6 +25,7 @@ class KVCache:
         self.keys = np.empty((n_kv_heads, 0, head_dim), self.dtype)    # (Hkv, capacity, hd)
         self.values = np.empty((n_kv_heads, 0, head_dim), self.dtype)  # (Hkv, capacity, hd)
         self.offset = 0
+        self._table = None  # kernel_storage's
 
     def _grow(self, need: int) -> None:
         cap = min(self.max_len, (need + STEP - 1) // STEP * STEP)
@@ -34,12 +35,12 @@ class KVCache:
             new = np.empty((Hkv, cap, hd), self.dtype)
             new[:, : self.offset] = old[:, : self.offset]
             setattr(self, name, new)
+        self._table = None
 
-    def update_and_fetch(self, k: np.ndarray, v: np.ndarray):
+    def store(self, k: np.ndarray, v: np.ndarray) -> None:
         """k, v: (Hkv, L, hd) float32 for the new positions, stored rounded to the cache's
-        dtype -> all cached keys, values (Hkv, offset+L, hd), views of the storage."""
-        L = k.shape[1]
-        end = self.offset + L
+        dtype; offset moves on by L."""
+        end = self.offset + k.shape[1]
         if end > self.max_len:
             raise ValueError(f"KV cache overflow: {end} > {self.max_len}")
         if end > self.keys.shape[1]:
@@ -47,7 +48,24 @@ class KVCache:
         self.keys[:, self.offset:end] = k
         self.values[:, self.offset:end] = v
         self.offset = end
-        return self.keys[:, :end], self.values[:, :end]
+
+    def update_and_fetch(self, k: np.ndarray, v: np.ndarray):
+        """store(k, v) -> all cached keys, values (Hkv, offset+L, hd), views of the storage."""
+        self.store(k, v)
+        return self.keys[:, :self.offset], self.values[:, :self.offset]
+
+    def kernel_storage(self) -> tuple:
+        """(K bits, V bits, K address, V address) as kernels.elementwise.attend_table takes
+        them (the storage, float16 as uint16 bits), kept while the storage is the same array
+        (checked by identity, so a copied cache never reads another's addresses)."""
+        t = self._table
+        if t is None or t[0] != id(self.keys) or t[1] != id(self.values):
+            from ..kernels import elementwise
+
+            kb, vb = elementwise.kv_bits(self.keys), elementwise.kv_bits(self.values)
+            self._table = (id(self.keys), id(self.values), (kb, vb, kb.ctypes.data, vb.ctypes.data), self.keys, self.values)
+            t = self._table
+        return t[2]
 
     def trim(self, n: int) -> None:
         self.offset = min(self.offset, max(0, n))

@@ -15,7 +15,7 @@ from .. import kernels
 from ..errors import ModelFileError
 from ..models import layers
 from ..models.hparams import tensor  # noqa: F401  (a GGUF tensor by name, ModelFileError if missing)
-from ..models.cache import make_cache  # noqa: F401  (an op: make_cache(n_layers, n_kv_heads, head_dim, max_len))
+from ..models.cache import KVCache, make_cache  # noqa: F401  (an op: make_cache(n_layers, n_kv_heads, head_dim, max_len))
 
 NAME = "numpy"
 F32 = np.float32
@@ -153,12 +153,22 @@ def attention(q: np.ndarray, k: np.ndarray, v: np.ndarray, cache, scale: float,
         if softcap:
             return np.concatenate([attention(q[a:b], k[a:b], v[a:b], c, scale, window, softcap)
                                    for c, a, b in cache.parts])
+        el = kernels.elementwise
+        if el.ONE_CALL and kernels.qmatmul.numba_kernels() is not None and all(type(c) is KVCache for c, _, _ in cache.parts) \
+                and len({c.dtype for c, _, _ in cache.parts}) == 1:  # the storages' table, built here
+            rows = []
+            for c, a, b in cache.parts:
+                offset = c.offset
+                c.store(k[a:b].transpose(1, 0, 2), v[a:b].transpose(1, 0, 2))
+                kb, _, ka, va = c.kernel_storage()
+                rows.append((a, b - a, offset, kb.shape[1], ka, va))
+            return el.attend_table(q, cache.parts[0][0].kernel_storage()[0], rows, scale, window)  # one call
         seqs = []
         for c, a, b in cache.parts:
             offset = c.offset
             keys, values = c.update_and_fetch(k[a:b].transpose(1, 0, 2), v[a:b].transpose(1, 0, 2))
             seqs.append((keys, values, offset))
-        return kernels.elementwise.attend_many(q, seqs, scale, window)   # one kernel call for all
+        return el.attend_many(q, seqs, scale, window)   # one kernel call for all
     offset = cache.offset
     keys, values = cache.update_and_fetch(k.transpose(1, 0, 2), v.transpose(1, 0, 2))   # (Hkv, T, hd)
     if softcap:
