@@ -1290,17 +1290,37 @@ def _attend_query(qf, qo, kf, vf, base, n, hd, scale, of):
     """One query of `attend` and `attend_many` (the same machine code for both, so a row's
     output does not depend on which kernel ran it): of[qo:qo + hd] = softmax(scale q k_j^T)
     summed over v_j, for the n keys and values stored from flat offset `base`, hd apart
-    (kf, vf as attend's kb, vb, flat); q = qf[qo:qo + hd]."""
+    (kf, vf as attend's kb, vb, flat); q = qf[qo:qo + hd].
+
+    Four keys at a time (the tail one by one): four dot products share each load of q and
+    four rows of V each load and store of the output, which ran 1.2-1.5x faster than one key
+    at a time (SmolLM2 decode at 2,900 positions, Gemma 3 prefill of 512, a Llama-3 shape at
+    1,000). Which keys go together depends only on the query's own key count n, so every
+    path still gives a query the same bits."""
     s = np.empty(n, F)
+    j = 0
+    while j + 4 <= n:
+        k0 = base + U(j) * U(hd)
+        k1, k2, k3 = k0 + U(hd), k0 + U(2) * U(hd), k0 + U(3) * U(hd)
+        a0 = a1 = a2 = a3 = F(0)
+        for d in range(U(hd)):
+            qd = qf[qo + d]
+            a0 += qd * _kv_f32(kf[k0 + d])
+            a1 += qd * _kv_f32(kf[k1 + d])
+            a2 += qd * _kv_f32(kf[k2 + d])
+            a3 += qd * _kv_f32(kf[k3 + d])
+        s[j], s[j + 1], s[j + 2], s[j + 3] = a0 * F(scale), a1 * F(scale), a2 * F(scale), a3 * F(scale)
+        j += 4
+    while j < n:
+        k0 = base + U(j) * U(hd)
+        a0 = F(0)
+        for d in range(U(hd)):
+            a0 += qf[qo + d] * _kv_f32(kf[k0 + d])
+        s[j] = a0 * F(scale)
+        j += 1
     m = F(-np.inf)
     for j in range(n):
-        ko = base + U(j) * U(hd)
-        acc = F(0)
-        for d in range(U(hd)):
-            acc += qf[qo + d] * _kv_f32(kf[ko + d])
-        acc *= F(scale)
-        s[j] = acc
-        m = acc if acc > m else m
+        m = s[j] if s[j] > m else m
     tot = F(0)
     for j in range(n):
         e = _exp(s[j] - m)
@@ -1309,11 +1329,21 @@ def _attend_query(qf, qo, kf, vf, base, n, hd, scale, of):
     inv = F(1) / tot
     for d in range(U(hd)):
         of[qo + d] = F(0)
-    for j in range(n):
-        pj = s[j] * inv
-        vo = base + U(j) * U(hd)
+    j = 0
+    while j + 4 <= n:
+        p0, p1, p2, p3 = s[j] * inv, s[j + 1] * inv, s[j + 2] * inv, s[j + 3] * inv
+        v0 = base + U(j) * U(hd)
+        v1, v2, v3 = v0 + U(hd), v0 + U(2) * U(hd), v0 + U(3) * U(hd)
         for d in range(U(hd)):
-            of[qo + d] += pj * _kv_f32(vf[vo + d])
+            of[qo + d] += (((p0 * _kv_f32(vf[v0 + d]) + p1 * _kv_f32(vf[v1 + d])) + p2 * _kv_f32(vf[v2 + d]))
+                           + p3 * _kv_f32(vf[v3 + d]))
+        j += 4
+    while j < n:
+        pj = s[j] * inv
+        v0 = base + U(j) * U(hd)
+        for d in range(U(hd)):
+            of[qo + d] += pj * _kv_f32(vf[v0 + d])
+        j += 1
 
 
 @intrinsic
