@@ -10,7 +10,7 @@ a 16 MiB trim threshold gave every pass the warm speed (827-857 tok/s in fresh p
 RSS unchanged). Gemma 3's fused gate/up output in a 512-token prefill is 512 x 4096 float32,
 exactly 8 MiB, so it still came from a fresh mmap each layer: 16 MiB and 32 MiB measured
 pp512 medians of 1,165-1,440 tok/s against 817-1,160 with 8 MiB (alternated fresh
-processes, AVX-512 Zen 4, 2026-12-02; SmolLM2 unchanged), hence 16 MiB and a 32 MiB trim
+processes, AVX-512 Zen 5, 2026-12-02; SmolLM2 unchanged), hence 16 MiB and a 32 MiB trim
 threshold. Larger ones (64 MiB) kept freed KV-cache steps of a 7B model on the heap (peak
 RSS +128 MiB). A threshold the user set in the environment
 (MALLOC_MMAP_THRESHOLD_, MALLOC_TRIM_THRESHOLD_) is kept.
