@@ -1282,21 +1282,24 @@ def attend(q, kb, vb, offset, window, scale, out):
         lo = max(0, p - window + 1) if window > 0 else 0
         base = (U(h // G) * U(cap) + U(lo)) * U(hd)
         qo = (U(l) * U(H) + U(h)) * U(hd)
-        _attend_query(qf, qo, kf, vf, base, p + 1 - lo, hd, scale, of)
+        _attend_query(qf, qo, kf, vf, base, p + 1 - lo, hd, scale, of, G > 1)
 
 
 @njit(fastmath=FM, error_model="numpy", **JIT)
-def _attend_query(qf, qo, kf, vf, base, n, hd, scale, of):
+def _attend_query(qf, qo, kf, vf, base, n, hd, scale, of, pv4):
     """One query of `attend` and `attend_many` (the same machine code for both, so a row's
     output does not depend on which kernel ran it): of[qo:qo + hd] = softmax(scale q k_j^T)
     summed over v_j, for the n keys and values stored from flat offset `base`, hd apart
     (kf, vf as attend's kb, vb, flat); q = qf[qo:qo + hd].
 
-    Four keys at a time (the tail one by one): four dot products share each load of q and
-    four rows of V each load and store of the output, which ran 1.2-1.5x faster than one key
-    at a time (SmolLM2 decode at 2,900 positions, Gemma 3 prefill of 512, a Llama-3 shape at
-    1,000). Which keys go together depends only on the query's own key count n, so every
-    path still gives a query the same bits."""
+    Four keys at a time (the tail one by one): four dot products share each load of q, and
+    with `pv4` four rows of V share each load and store of the output; 1.2-1.5x faster than
+    one key at a time (benchmarks/attention.py: SmolLM2 decode at 2,900 positions, Gemma 3
+    prefill of 512, a Llama-3 shape at 1,000). Without grouped-query attention (`pv4` false:
+    each KV head read by one query head, LLaMA-7B) four V rows at a time ran 1.4-1.7x slower
+    once the KV cache outgrew the caches (32 heads at 1,000-3,000 positions), so V goes one
+    row at a time there. Which keys go together depends only on the query's own key count n
+    and the model's heads, so every path still gives a query the same bits."""
     s = np.empty(n, F)
     j = 0
     while j + 4 <= n:
@@ -1330,7 +1333,7 @@ def _attend_query(qf, qo, kf, vf, base, n, hd, scale, of):
     for d in range(U(hd)):
         of[qo + d] = F(0)
     j = 0
-    while j + 4 <= n:
+    while pv4 and j + 4 <= n:
         p0, p1, p2, p3 = s[j] * inv, s[j + 1] * inv, s[j + 2] * inv, s[j + 3] * inv
         v0 = base + U(j) * U(hd)
         v1, v2, v3 = v0 + U(hd), v0 + U(2) * U(hd), v0 + U(3) * U(hd)
@@ -1404,4 +1407,4 @@ def attend_many(q, proto, table, window, scale, out):
         lo = max(0, p - window + 1) if window > 0 else 0
         base = (U(h // G) * U(cap) + U(lo)) * U(hd)
         qo = (U(a + l) * U(H) + U(h)) * U(hd)
-        _attend_query(qf, qo, kf, vf, base, p + 1 - lo, hd, scale, of)
+        _attend_query(qf, qo, kf, vf, base, p + 1 - lo, hd, scale, of, G > 1)
