@@ -82,6 +82,30 @@ def _half_to_f32(typingctx, bits):
     return types.float32(bits), codegen
 
 
+@intrinsic
+def _f32_to_half_bits(typingctx, x):
+    """float32 -> IEEE half bits as uint16, rounded to nearest even (vcvtps2ph), as numpy's
+    astype(float16) rounds."""
+    if x != types.float32:
+        return None
+
+    def codegen(context, builder, sig, args):
+        return builder.bitcast(builder.fptrunc(args[0], ir.HalfType()), ir.IntType(16))
+
+    return types.uint16(x), codegen
+
+
+@njit(**JIT)
+def kv_store(dst, offset, src):
+    """dst[:, offset:offset + L] = src rounded to float16: dst (Hkv, cap, hd) uint16, a float16
+    KV storage's bits; src (Hkv, L, hd) float32, any strides (a decode step's k transposed)."""
+    Hkv, L, hd = src.shape
+    for h in range(Hkv):
+        for l in range(L):
+            for d in range(hd):
+                dst[h, offset + l, d] = _f32_to_half_bits(src[h, l, d])
+
+
 @njit(**JIT)
 def _f(i):
     """A small integer to float32 through int32 (an int64 conversion vectorizes at half width)."""

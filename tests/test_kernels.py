@@ -664,3 +664,22 @@ def test_compile_failure_falls_back_to_numpy(monkeypatch):
     y = QMatrix(raw, T.Q8_0, (3, 64)).matmul(np.ones((1, 64), np.float32))
     assert kernels.KERNEL_BACKEND == "numpy"
     assert_close(y, np.ones((1, 64), np.float32), reference(raw, T.Q8_0))
+
+
+def test_kv_store_rounds_as_numpy_does():
+    """The numba KV store (float32 -> float16 bits, vcvtps2ph) gives numpy's float16 bits for
+    every magnitude: subnormal, normal, the largest half, overflow to infinity; from a
+    transposed (strided) source, as a decode step passes k."""
+    from localai.kernels import elementwise
+
+    rng = np.random.default_rng(7)
+    for scale in (1e-9, 1e-6, 1e-3, 1.0, 1e3, 7e4, 1e6):
+        x = (rng.standard_normal((40, 3, 64)) * scale).astype(np.float32)
+        x[0, 0, :4] = [np.inf, -np.inf, 65519.0, -65520.0]
+        src = x.transpose(1, 0, 2)                                   # (Hkv, L, hd), strided
+        ours = np.zeros((3, 100, 64), np.float16)
+        ref = ours.copy()
+        elementwise.kv_store(ours, 7, src)
+        with np.errstate(over="ignore"):
+            ref[:, 7:47] = src
+        assert (ours.view(np.uint16) == ref.view(np.uint16)).all(), scale

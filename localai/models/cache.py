@@ -45,8 +45,10 @@ class KVCache:
             raise ValueError(f"KV cache overflow: {end} > {self.max_len}")
         if end > self.keys.shape[1]:
             self._grow(end)
-        self.keys[:, self.offset:end] = k
-        self.values[:, self.offset:end] = v
+        from ..kernels import elementwise
+
+        elementwise.kv_store(self.keys, self.offset, k)
+        elementwise.kv_store(self.values, self.offset, v)
         self.offset = end
 
     def update_and_fetch(self, k: np.ndarray, v: np.ndarray):
