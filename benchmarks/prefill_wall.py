@@ -1,0 +1,34 @@
+"""Prefill wall time in a fresh process: tok/s of a 512-token prompt (English text), the median
+and best of 6 after a 16-token warm-up, the kernels' default threads. For A/B of settings that
+act at process start (e.g. glibc's malloc thresholds, localai/_malloc.py), alternate runs:
+
+    python benchmarks/prefill_wall.py gemma3-270m
+    MALLOC_MMAP_THRESHOLD_=8388608 MALLOC_TRIM_THRESHOLD_=16777216 python benchmarks/prefill_wall.py gemma3-270m
+"""
+from __future__ import annotations
+
+import sys
+import time
+
+
+def main() -> None:
+    import localai
+    from localai import bench
+
+    model = sys.argv[1] if len(sys.argv) > 1 else "smollm2"
+    n = int(sys.argv[2]) if len(sys.argv) > 2 else 512
+    llm = localai.load(model, backend="numpy", n_ctx=max(2048, n + 64))
+    ids = bench._text_tokens(llm, n)
+    llm.prefill(llm.new_session(), ids[:16])
+    ts = []
+    for _ in range(6):
+        s = llm.new_session()
+        t = time.perf_counter()
+        llm.prefill(s, ids)
+        ts.append(time.perf_counter() - t)
+    ts.sort()
+    print(f"{model}: pp{n} tok/s median {n / ts[len(ts) // 2]:.0f} best {n / ts[0]:.0f}")
+
+
+if __name__ == "__main__":
+    main()
