@@ -116,8 +116,8 @@ def _storage(a: np.ndarray) -> np.ndarray:
 def kv_store(storage: np.ndarray, offset: int, x: np.ndarray) -> None:
     """storage[:, offset:offset + L] = x: a KV cache's (Hkv, cap, hd) float16 or float32
     storage, x (Hkv, L, hd) float32 (any strides), rounded to float16 to nearest even as
-    numpy's assignment does (numba: one pass, vcvtps2ph; numpy's own float16 cast took ~60 us
-    for a LLaMA-7B decode step's 4,096 values)."""
+    numpy's assignment does (numba: one pass, vcvtps2ph; numpy's own float16 cast took 15 us
+    for a LLaMA-7B decode step's 4,096 values, 8.3 ms for a 512-token prefill's)."""
     nb = qmatmul.numba_kernels()
     if nb is not None and storage.dtype == np.float16 and x.dtype == np.float32:
         nb.kv_store(storage.view(np.uint16), int(offset), x)
