@@ -125,8 +125,8 @@ def kv_store(storage: np.ndarray, offset: int, x: np.ndarray) -> None:
         storage[:, offset:offset + x.shape[1]] = x
 
 
-def _kv_bits(a: np.ndarray) -> np.ndarray:
-    """KV storage as the numba kernel takes it: float32 as is, float16 as its uint16 bits."""
+def kv_bits(a: np.ndarray) -> np.ndarray:
+    """KV storage as the numba kernels take it: float32 as is, float16 as its uint16 bits."""
     return a.view(np.uint16) if a.dtype == np.float16 else a
 
 
@@ -156,7 +156,7 @@ def attend(q: np.ndarray, k: np.ndarray, v: np.ndarray, offset: int, scale: floa
         out = np.empty((L, H, hd), np.float32)
         qc = np.ascontiguousarray(np.asarray(q, np.float32).transpose(1, 0, 2))  # (L, H, hd)
         qmatmul._apply_threads(rows=L)
-        nb.attend(qc, _kv_bits(_storage(k)), _kv_bits(_storage(v)), int(offset), int(window or 0), float(scale), out)
+        nb.attend(qc, kv_bits(_storage(k)), kv_bits(_storage(v)), int(offset), int(window or 0), float(scale), out)
         return out.reshape(L, H * hd)
     out = np.empty((L, H * hd), np.float32)
     for i in range(0, L, Q_BLOCK):
@@ -204,7 +204,7 @@ def attend_many(q: np.ndarray, seqs: list, scale: float, window: int | None = No
     if sum(ns) != R or min(ns, default=0) < 0:
         raise ValueError(f"attend_many: the sequences have {sum(ns)} new positions, q has {R} rows")
     nb = qmatmul.numba_kernels()
-    stores = [(_kv_bits(_storage(k)), _kv_bits(_storage(v))) for k, v, _ in seqs]
+    stores = [(kv_bits(_storage(k)), kv_bits(_storage(v))) for k, v, _ in seqs]
     if nb is None or not ONE_CALL or len(stores) < 2 or len({(kb.dtype, vb.dtype) for kb, vb in stores}) > 1:
         out, a = [], 0
         for (k, v, off), n in zip(seqs, ns):
@@ -234,8 +234,3 @@ def attend_table(q: np.ndarray, proto: np.ndarray, rows: list, scale: float, win
     nb.attend_many(np.ascontiguousarray(q, np.float32), proto, np.array(rows, np.int64), int(window or 0),
                    float(scale), out)
     return out.reshape(R, H * hd)
-
-
-def kv_bits(a: np.ndarray) -> np.ndarray:
-    """A KV storage as the numba kernels take it: float32 as is, float16 as its uint16 bits."""
-    return _kv_bits(a)

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..kernels import elementwise
+
 STEP = 256
 DTYPE = np.float16  # what make_cache stores; kernels.attend reads float16 and float32
 
@@ -45,8 +47,6 @@ class KVCache:
             raise ValueError(f"KV cache overflow: {end} > {self.max_len}")
         if end > self.keys.shape[1]:
             self._grow(end)
-        from ..kernels import elementwise
-
         elementwise.kv_store(self.keys, self.offset, k)
         elementwise.kv_store(self.values, self.offset, v)
         self.offset = end
@@ -62,8 +62,6 @@ class KVCache:
         (checked by identity, so a copied cache never reads another's addresses)."""
         t = self._table
         if t is None or t[0] != id(self.keys) or t[1] != id(self.values):
-            from ..kernels import elementwise
-
             kb, vb = elementwise.kv_bits(self.keys), elementwise.kv_bits(self.values)
             self._table = (id(self.keys), id(self.values), (kb, vb, kb.ctypes.data, vb.ctypes.data), self.keys, self.values)
             t = self._table

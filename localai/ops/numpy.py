@@ -162,7 +162,7 @@ def attention(q: np.ndarray, k: np.ndarray, v: np.ndarray, cache, scale: float,
                 c.store(k[a:b].transpose(1, 0, 2), v[a:b].transpose(1, 0, 2))
                 kb, _, ka, va = c.kernel_storage()
                 rows.append((a, b - a, offset, kb.shape[1], ka, va))
-            return el.attend_table(q, cache.parts[0][0].kernel_storage()[0], rows, scale, window)  # one call
+            return el.attend_table(q, kb, rows, scale, window)  # one call; kb: any storage, all one dtype
         seqs = []
         for c, a, b in cache.parts:
             offset = c.offset
