@@ -1281,7 +1281,7 @@ def rope(x, cos, sin, neox, out):
                     of[o + U(2) * i + U(1)] = a * s + b * c
 
 
-@njit(parallel=True, fastmath=FM, error_model="numpy", **JIT)
+@njit(parallel=True, error_model="numpy", **JIT)
 def attend(q, kb, vb, offset, window, scale, out):
     """Causal attention of L new positions, one query at a time: q (L, H, hd) at positions
     offset..offset+L-1; kb, vb (Hkv, cap, hd) KV storage holding them and every earlier one,
@@ -1300,6 +1300,14 @@ def attend(q, kb, vb, offset, window, scale, out):
     Hkv, cap, _ = kb.shape
     G = H // Hkv
     qf, kf, vf, of = q.reshape(-1), kb.reshape(-1), vb.reshape(-1), out.reshape(-1)
+    if hd % AL == 0:
+        nt = (L * G + ART - 1) // ART
+        for t in prange(Hkv * nt):
+            g, i = t % Hkv, _zigzag(t // Hkv, nt)
+            qo, lo, hi = np.empty(ART, U), np.empty(ART, np.int64), np.empty(ART, np.int64)
+            R = _tile_rows(0, L, G, g, H, hd, i, offset, window, qo, lo, hi)
+            _attend_tile(qf, qo, lo, hi, R, kf, vf, U(g) * U(cap) * U(hd), hd, scale, of)
+        return
     for t in prange(L * H):
         h, l = t // L, t % L
         p = offset + l
@@ -1402,7 +1410,273 @@ def _ptr_like(typingctx, addr, proto):
     return ptr(addr, proto), codegen
 
 
-@njit(parallel=True, fastmath=FM, error_model="numpy", **JIT)
+# -- attention tiles: a few query rows against the same keys, in LLVM vector IR -----------------
+# A tile is up to ART query rows (the G query heads of one KV head, over one or more queries of a
+# sequence) that read the same keys and values: each key row (and value row) is loaded and
+# converted to float32 once for all of them, instead of once per query head and query. Every
+# row's arithmetic is fixed by the IR, whatever else shares its tile:
+# - score (row, key j) = hsum(acc) * scale, acc = fma(q_c, k_jc, acc) over the chunks c of AL
+#   values in order from acc = 0 (llvm.fma: one rounding), hsum the halving tree (lanes i and
+#   i + w/2 added, w = AL, AL/2, ... 2);
+# - out[row] = sum over its keys j in ascending order of p_j v_j, one FMA per key per lane, the
+#   accumulator kept in float32 (in registers, or in `out` between calls).
+# No fastmath flags reach these instructions (the functions that call them carry none), so LLVM
+# cannot reorder them. So a row gives the same bits alone, in a decode step, in a prefill tile
+# of four queries or in a batched step (tests/test_kernels.py, tests/test_batch_invariance.py).
+AL = 16 if _AVX512 else 8  # float32 lanes of a tile's vectors (AVX-512: 32 registers of 16)
+AKB = 4 if _AVX512 else 2  # keys per score tile: ART * AKB accumulators in registers
+APV = 4 if _AVX512 else 2  # chunks of AL values of a row's output held per pass over V
+ART = 4  # query rows per tile
+
+
+def _kv_vec(b, base, off, half):
+    """AL elements of a KV storage (i16* float16 bits, or float*) from element off, as float32."""
+    t = ir.HalfType() if half else _f32
+    v = b.load(b.bitcast(b.gep(base, [off]), _vec(t, AL).as_pointer()), align=2 if half else 4)
+    return b.fpext(v, _vec(_f32, AL)) if half else v
+
+
+def _f32_vec(b, base, off):
+    return b.load(b.bitcast(b.gep(base, [off]), _vec(_f32, AL).as_pointer()), align=4)
+
+
+def _vfma(b, x, y, z):
+    t = x.type
+    f = cgutils.get_or_insert_function(b.module, ir.FunctionType(t, [t] * 3), f"llvm.fma.v{t.count}f32")
+    return b.call(f, [x, y, z])
+
+
+def _hsums(b, vs):
+    """The lane sums of the <AL x float> vectors vs, each by the halving tree (lanes i and
+    i + w/2 added, w = AL, AL/2, ..., 2), several vectors' steps sharing each vector add: a
+    list of float32 values, in vs's order."""
+    groups = [[i] for i in range(len(vs))]  # the accumulators each vector holds, segment by segment
+    w = AL
+    while w > 1:
+        h = w // 2
+        nv, ng = [], []
+        for a in range(0, len(vs), 2):
+            x = vs[a]
+            y = vs[a + 1] if a + 1 < len(vs) else vs[a]
+            gy = groups[a + 1] if a + 1 < len(vs) else []
+            segs = [(0, s) for s in range(len(groups[a]))] + [(1, s) for s in range(len(gy))]
+            lo = [src * AL + s * w + i for src, s in segs for i in range(h)]
+            hi = [src * AL + s * w + h + i for src, s in segs for i in range(h)]
+            n = len(lo)
+            lo += [0] * (AL - n) if n < AL else []
+            hi += [0] * (AL - n) if n < AL else []
+            idx = lambda ix: ir.Constant(_vec(_i32, len(ix)), ix)
+            nv.append(b.fadd(b.shuffle_vector(x, y, idx(lo)), b.shuffle_vector(x, y, idx(hi))))
+            ng.append(groups[a] + gy)
+        vs, groups, w = nv, ng, h
+    out = {}
+    for v, g in zip(vs, groups):
+        for s, acc in enumerate(g):
+            out[acc] = b.extract_element(v, ir.Constant(_i32, s))
+    return [out[i] for i in range(len(out))]
+
+
+def _arr(context, b, ty, val):
+    return context.make_array(ty)(context, b, val).data
+
+
+def _qk_tile(nr, nk):
+    """An intrinsic (qf, qo, kf, kpos, hd, scale, s, so, ss): s[so + r ss + k] = scale *
+    dot(qf[qo[r]:+hd], key k) for the nr rows r and the nk keys k at kf[kpos + k hd:+hd]
+    (hd a multiple of AL; kf float32, or uint16: float16 bits). Offsets uint64."""
+
+    @intrinsic
+    def qk(typingctx, qf, qo, kf, kpos, hd, scale, s, so, ss):
+        half = kf.dtype == types.uint16
+
+        def codegen(context, b, sig, args):
+            q_, qo_, kf_, kpos_, hd_, scale_, s_, so_, ss_ = args
+            qd, qod = _arr(context, b, sig.args[0], q_), _arr(context, b, sig.args[1], qo_)
+            kd, sd = _arr(context, b, sig.args[2], kf_), _arr(context, b, sig.args[6], s_)
+            c = lambda v: ir.Constant(_i64, v)
+            qos = [b.load(b.gep(qod, [c(r)])) for r in range(nr)]
+            kos = [b.add(kpos_, b.mul(c(k), hd_)) for k in range(nk)]
+            zero = ir.Constant(_vec(_f32, AL), [0.0] * AL)
+            acc = [[cgutils.alloca_once_value(b, zero) for _ in range(nk)] for _ in range(nr)]
+            with cgutils.for_range(b, b.udiv(hd_, c(AL))) as loop:
+                d = b.mul(loop.index, c(AL))
+                kv = [_kv_vec(b, kd, b.add(ko, d), half) for ko in kos]
+                for r in range(nr):
+                    qv = _f32_vec(b, qd, b.add(qos[r], d))
+                    for k in range(nk):
+                        b.store(_vfma(b, qv, kv[k], b.load(acc[r][k])), acc[r][k])
+            sums = _hsums(b, [b.load(acc[r][k]) for r in range(nr) for k in range(nk)])
+            for r in range(nr):
+                for k in range(nk):
+                    at = b.add(b.add(so_, b.mul(c(r), ss_)), c(k))
+                    b.store(b.fmul(sums[r * nk + k], scale_), b.gep(sd, [at]))
+            return context.get_dummy_value()
+
+        return types.void(qf, qo, kf, kpos, hd, scale, s, so, ss), codegen
+
+    return qk
+
+
+def _pv_tile(nr):
+    """An intrinsic (vf, vpos, n, hd, p, po, ps, of, oo): for the nr rows r, of[oo[r] + d] +=
+    p[po + r ps + j] * vf[vpos + j hd + d] for the n keys j in ascending order, one FMA each,
+    for every d < hd (a multiple of AL). Offsets uint64."""
+
+    @intrinsic
+    def pv(typingctx, vf, vpos, n, hd, p, po, ps, of, oo):
+        half = vf.dtype == types.uint16
+
+        def codegen(context, b, sig, args):
+            vf_, vpos_, n_, hd_, p_, po_, ps_, of_, oo_ = args
+            vd, pd = _arr(context, b, sig.args[0], vf_), _arr(context, b, sig.args[4], p_)
+            od, ood = _arr(context, b, sig.args[7], of_), _arr(context, b, sig.args[8], oo_)
+            c = lambda v: ir.Constant(_i64, v)
+            oos = [b.load(b.gep(ood, [c(r)])) for r in range(nr)]
+            pos = [b.add(po_, b.mul(c(r), ps_)) for r in range(nr)]
+            zero = ir.Constant(_vec(_f32, AL), [0.0] * AL)
+            acc = [[cgutils.alloca_once_value(b, zero) for _ in range(APV)] for _ in range(nr)]
+            nch = b.udiv(hd_, c(AL))
+            full = b.udiv(nch, c(APV))
+
+            def chunks(count, width, first):
+                with cgutils.for_range(b, count) as g:
+                    d0 = b.mul(b.add(first, b.mul(g.index, c(width))), c(AL))
+                    outs = [[b.gep(od, [b.add(oos[r], b.add(d0, c(i * AL)))]) for i in range(width)] for r in range(nr)]
+                    for r in range(nr):
+                        for i in range(width):
+                            b.store(b.load(b.bitcast(outs[r][i], _vec(_f32, AL).as_pointer()), align=4), acc[r][i])
+                    with cgutils.for_range(b, n_) as jl:
+                        j = jl.index
+                        row = b.add(b.add(vpos_, b.mul(j, hd_)), d0)
+                        vv = [_kv_vec(b, vd, b.add(row, c(i * AL)), half) for i in range(width)]
+                        for r in range(nr):
+                            pj = b.load(b.gep(pd, [b.add(pos[r], j)]))
+                            one = b.insert_element(ir.Constant(_vec(_f32, AL), ir.Undefined), pj, ir.Constant(_i32, 0))
+                            pr = b.shuffle_vector(one, ir.Constant(_vec(_f32, AL), ir.Undefined),
+                                                  ir.Constant(_vec(_i32, AL), [0] * AL))
+                            for i in range(width):
+                                b.store(_vfma(b, pr, vv[i], b.load(acc[r][i])), acc[r][i])
+                    for r in range(nr):
+                        for i in range(width):
+                            b.store(b.load(acc[r][i]), b.bitcast(outs[r][i], _vec(_f32, AL).as_pointer()), align=4)
+
+            chunks(full, APV, c(0))
+            chunks(b.sub(nch, b.mul(full, c(APV))), 1, b.mul(full, c(APV)))
+            return context.get_dummy_value()
+
+        return types.void(vf, vpos, n, hd, p, po, ps, of, oo), codegen
+
+    return pv
+
+
+_qk1, _qk2, _qk3, _qk4 = (_qk_tile(r, AKB) for r in range(1, 5))
+_qk1k, _qk2k, _qk3k, _qk4k = (_qk_tile(r, 1) for r in range(1, 5))
+_pv1, _pv2, _pv3, _pv4 = (_pv_tile(r) for r in range(1, 5))
+
+
+@njit(fastmath=FM, error_model="numpy", **JIT)
+def _softmax_row(s, o, n):
+    """s[o:o + n] := softmax(s[o:o + n]), the scores already scaled."""
+    m = F(-np.inf)
+    for j in range(o, o + U(n)):
+        m = s[j] if s[j] > m else m
+    tot = F(0)
+    for j in range(o, o + U(n)):
+        e = _exp(s[j] - m)
+        s[j] = e
+        tot += e
+    inv = F(1) / tot
+    for j in range(o, o + U(n)):
+        s[j] *= inv
+
+
+@njit(error_model="numpy", **JIT)
+def _attend_tile(qf, qo, lo, hi, R, kf, vf, kvbase, hd, scale, of):
+    """R (1..ART) query rows of one KV head: row r's query is qf[qo[r]:+hd], it sees the keys
+    lo[r] <= j < hi[r] stored at kf[kvbase + j hd:+hd] (values likewise in vf), and its output
+    goes to of[qo[r]:+hd] (q's layout). Scores of the rows' union of keys in one buffer; each
+    row's softmax over its own keys; values: each row's keys below the shared range alone, the
+    shared range for all rows at once, each row's keys above it alone (ascending for every
+    row, so the same sums as alone)."""
+    jl, jh, lmax, hmin = lo[0], hi[0], lo[0], hi[0]
+    for r in range(1, R):
+        jl, jh = min(jl, lo[r]), max(jh, hi[r])
+        lmax, hmin = max(lmax, lo[r]), min(hmin, hi[r])
+    ss = U(jh - jl)
+    s = np.empty(R * (jh - jl), F)
+    hdu, sc = U(hd), F(scale)
+    j = jl
+    while j + AKB <= jh:
+        kp, so = kvbase + U(j) * hdu, U(j - jl)
+        if R == 4:
+            _qk4(qf, qo, kf, kp, hdu, sc, s, so, ss)
+        elif R == 3:
+            _qk3(qf, qo, kf, kp, hdu, sc, s, so, ss)
+        elif R == 2:
+            _qk2(qf, qo, kf, kp, hdu, sc, s, so, ss)
+        else:
+            _qk1(qf, qo, kf, kp, hdu, sc, s, so, ss)
+        j += AKB
+    while j < jh:
+        kp, so = kvbase + U(j) * hdu, U(j - jl)
+        if R == 4:
+            _qk4k(qf, qo, kf, kp, hdu, sc, s, so, ss)
+        elif R == 3:
+            _qk3k(qf, qo, kf, kp, hdu, sc, s, so, ss)
+        elif R == 2:
+            _qk2k(qf, qo, kf, kp, hdu, sc, s, so, ss)
+        else:
+            _qk1k(qf, qo, kf, kp, hdu, sc, s, so, ss)
+        j += 1
+    for r in range(R):
+        _softmax_row(s, U(r) * ss + U(lo[r] - jl), hi[r] - lo[r])
+        for d in range(hdu):
+            of[qo[r] + d] = F(0)
+    if lmax < hmin:
+        for r in range(R):
+            if lo[r] < lmax:
+                _pv1(vf, kvbase + U(lo[r]) * hdu, U(lmax - lo[r]), hdu, s, U(r) * ss + U(lo[r] - jl), ss, of, qo[r:])
+        vp, po, n = kvbase + U(lmax) * hdu, U(lmax - jl), U(hmin - lmax)
+        if R == 4:
+            _pv4(vf, vp, n, hdu, s, po, ss, of, qo)
+        elif R == 3:
+            _pv3(vf, vp, n, hdu, s, po, ss, of, qo)
+        elif R == 2:
+            _pv2(vf, vp, n, hdu, s, po, ss, of, qo)
+        else:
+            _pv1(vf, vp, n, hdu, s, po, ss, of, qo)
+        for r in range(R):
+            if hmin < hi[r]:
+                _pv1(vf, kvbase + U(hmin) * hdu, U(hi[r] - hmin), hdu, s, U(r) * ss + U(hmin - jl), ss, of, qo[r:])
+    else:
+        for r in range(R):
+            _pv1(vf, kvbase + U(lo[r]) * hdu, U(hi[r] - lo[r]), hdu, s, U(r) * ss + U(lo[r] - jl), ss, of, qo[r:])
+
+
+@njit(**JIT)
+def _zigzag(i, n):
+    """The i-th of n tiles in the order 0, n-1, 1, n-2, ...: any run of consecutive work items
+    mixes short and long rows of the causal triangle, so an even split balances the threads."""
+    return i // 2 if i % 2 == 0 else n - 1 - i // 2
+
+
+@njit(**JIT)
+def _tile_rows(l0, L, G, g, H, hd, i, offset, window, qo, lo, hi):
+    """Rows i*ART .. of KV head g's L * G rows (query l, head g G + gh at row l G + gh), for the
+    queries at positions offset.. whose q rows start at row l0 of q (L, H, hd): fills qo, lo,
+    hi; returns the row count."""
+    R = min(ART, L * G - i * ART)
+    for r in range(R):
+        t = i * ART + r
+        l, gh = t // G, t % G
+        p = offset + l
+        qo[r] = (U(l0 + l) * U(H) + U(g * G + gh)) * U(hd)
+        lo[r] = max(0, p - window + 1) if window > 0 else 0
+        hi[r] = p + 1
+    return R
+
+
+@njit(parallel=True, error_model="numpy", **JIT)
 def attend_many(q, proto, table, window, scale, out):
     """`attend` for several sequences in one call (a batched step, localai/batch.py): q, out
     (R, H, hd) the rows of all of them. Sequence i (table int64 (S, 6)) has rows
@@ -1417,9 +1691,24 @@ def attend_many(q, proto, table, window, scale, out):
     G = H // Hkv
     S = table.shape[0]
     first = np.zeros(S + 1, np.int64)  # first work item of each sequence
+    qf, of = q.reshape(-1), out.reshape(-1)
+    if hd % AL == 0:
+        for i in range(S):
+            first[i + 1] = first[i] + Hkv * ((table[i, 1] * G + ART - 1) // ART)
+        for t in prange(first[S]):
+            i = np.searchsorted(first, t, side="right") - 1
+            a, L, offset, cap = table[i, 0], table[i, 1], table[i, 2], table[i, 3]
+            kf = numba.carray(_ptr_like(table[i, 4], proto), Hkv * cap * hd)
+            vf = numba.carray(_ptr_like(table[i, 5], proto), Hkv * cap * hd)
+            u = t - first[i]
+            nt = (L * G + ART - 1) // ART
+            g, k = u % Hkv, _zigzag(u // Hkv, nt)
+            qo, lo, hi = np.empty(ART, U), np.empty(ART, np.int64), np.empty(ART, np.int64)
+            R = _tile_rows(a, L, G, g, H, hd, k, offset, window, qo, lo, hi)
+            _attend_tile(qf, qo, lo, hi, R, kf, vf, U(g) * U(cap) * U(hd), hd, scale, of)
+        return
     for i in range(S):
         first[i + 1] = first[i] + table[i, 1] * H
-    qf, of = q.reshape(-1), out.reshape(-1)
     for t in prange(first[S]):
         i = np.searchsorted(first, t, side="right") - 1
         a, L, offset, cap = table[i, 0], table[i, 1], table[i, 2], table[i, 3]

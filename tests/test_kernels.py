@@ -358,14 +358,17 @@ def test_attend_one(backend, window):
     np.testing.assert_allclose(kernels.attend_one(q, k.copy(), v.copy(), 0.3, window), got, rtol=1e-6, atol=1e-7)
 
 
+@pytest.mark.parametrize("hd", [40, 64])
 @pytest.mark.parametrize("window", [None, 4])
-def test_attend(backend, window):
+def test_attend(backend, window, hd):
     """Prefill attention of L = 7 new positions after 5 cached ones, GQA, a cache's storage
-    read in place; each query against a float64 reference of its own causal (windowed) row."""
+    read in place; each query against a float64 reference of its own causal (windowed) row.
+    (Numba: head dims a multiple of the vector width take the tiles, the others one query at
+    a time.)"""
     from localai.models.cache import KVCache
 
     rng = np.random.default_rng(8)
-    H, Hkv, hd, offset, L = 6, 2, 40, 5, 7
+    H, Hkv, offset, L = 6, 2, 5, 7
     cache = KVCache(Hkv, hd, 32)
     cache.update_and_fetch(*(rng.standard_normal((2, Hkv, offset, hd)).astype(np.float32)))
     k, v = cache.update_and_fetch(*(rng.standard_normal((2, Hkv, L, hd)).astype(np.float32)))
@@ -405,21 +408,28 @@ def test_attend_reads_float16_storage_as_its_float32_values(backend, window):
 
 @NUMBA
 def test_attend_rows_equal_decode_bit_for_bit():
-    """A prefill query's output is exactly what decode computes for that position."""
+    """A prefill query's output is exactly what decode computes for that position: query rows
+    that share a tile (two heads of two queries; four queries of one head) with keys of their
+    own, partly shared (a window of 9) or not at all (a window of 2)."""
     from localai.models.cache import KVCache
 
+    for H, Hkv, hd, window in [(4, 2, 32, None), (4, 2, 32, 9), (3, 3, 48, 9), (3, 3, 48, 2), (4, 2, 40, 9)]:
+        _prefill_rows_equal_decode(H, Hkv, hd, window, KVCache)
+
+
+def _prefill_rows_equal_decode(H, Hkv, hd, window, KVCache):
+    """attend of 37 positions at once against decode of one and prefill of a tail."""
     rng = np.random.default_rng(9)
-    H, Hkv, hd, L = 4, 2, 32, 37
+    L = 37
     cache = KVCache(Hkv, hd, 64)
     k, v = cache.update_and_fetch(*(rng.standard_normal((2, Hkv, L, hd)).astype(np.float32)))
     q = rng.standard_normal((H, L, hd)).astype(np.float32)
-    for window in (None, 9):
-        full = kernels.attend(q, k, v, 0, 0.2, window)
-        for p in (0, 8, 20, 36):
-            one = kernels.attend_one(q[:, p], k[:, :p + 1], v[:, :p + 1], 0.2, window)
-            np.testing.assert_array_equal(one.reshape(-1), full[p])
-            tail = kernels.attend(q[:, p:], k, v, p, 0.2, window)
-            np.testing.assert_array_equal(tail, full[p:])
+    full = kernels.attend(q, k, v, 0, 0.2, window)
+    for p in (0, 8, 20, 36):
+        one = kernels.attend_one(q[:, p], k[:, :p + 1], v[:, :p + 1], 0.2, window)
+        np.testing.assert_array_equal(one.reshape(-1), full[p])
+        tail = kernels.attend(q[:, p:], k, v, p, 0.2, window)
+        np.testing.assert_array_equal(tail, full[p:])
 
 
 @pytest.mark.parametrize("dtype", [np.float16, np.float32])
@@ -600,6 +610,34 @@ def test_integer_gemm_on_an_avx2_target():
         for t in INT_TYPES:
             assert_close(np.load(f"{d}/{t.name}.y.npy"), np.load(f"{d}/{t.name}.x.npy"),
                          reference(np.load(f"{d}/{t.name}.npy"), t), t)
+
+
+@NUMBA
+def test_attention_tiles_on_an_avx2_target():
+    """The attention tiles compiled for a Haswell-class CPU (8 lanes, two keys per score tile)
+    in a fresh process: a float64 reference, and each position's row the same bits whether
+    the prompt came at once or one token at a time."""
+    code = """if True:
+        import numpy as np
+        from localai.kernels import _numba as nb, elementwise
+        rng = np.random.default_rng(4)
+        H, Hkv, hd, L = 6, 2, 64, 21
+        q = rng.standard_normal((H, L, hd)).astype(np.float32)
+        k, v = rng.standard_normal((2, Hkv, L, hd)).astype(np.float16)
+        full = elementwise.attend(q, k, v, 0, 0.3, None).reshape(L, H, hd)
+        for p in range(L):
+            one = elementwise.attend(q[:, p:p + 1], k[:, :p + 1], v[:, :p + 1], p, 0.3, None)
+            assert np.array_equal(one.reshape(H, hd), full[p]), p
+            for h in range(H):
+                s = 0.3 * k[h // 3, :p + 1].astype(np.float64) @ q[h, p]
+                w = np.exp(s - s.max())
+                np.testing.assert_allclose(full[p, h], w / w.sum() @ v[h // 3, :p + 1].astype(np.float64),
+                                           rtol=1e-5, atol=1e-6)
+        print(nb.AL, nb.AKB)
+    """
+    env = dict(os.environ, NUMBA_CPU_NAME="haswell", NUMBA_CPU_FEATURES="")
+    out = subprocess.run([sys.executable, "-c", code], env=env, check=True, capture_output=True, text=True)
+    assert out.stdout.split()[-2:] == ["8", "2"]
 
 
 @NUMBA
