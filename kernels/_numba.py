@@ -1424,9 +1424,12 @@ def _ptr_like(typingctx, addr, proto):
 # cannot reorder them. So a row gives the same bits alone, in a decode step, in a prefill tile
 # of four queries or in a batched step (tests/test_kernels.py, tests/test_batch_invariance.py).
 AL = 16 if _AVX512 else 8  # float32 lanes of a tile's vectors (AVX-512: 32 registers of 16)
-AKB = 4 if _AVX512 else 2  # keys per score tile: ART * AKB accumulators in registers
-APV = 4 if _AVX512 else 2  # chunks of AL values of a row's output held per pass over V
 ART = 4  # query rows per tile
+AKB = 4 if _AVX512 else 2  # keys per score tile: ART * AKB accumulators, AKB key vectors and a
+# query's in registers (AVX-512: 16 + 4 + 1 of 32; AVX2: 8 + 2 + 1 of 16)
+APV = AKB  # chunks of AL values of each row's output held in registers per pass over V
+# (Eight rows a tile, two keys at a time, was no faster: 1.06x the time of a 17-row verify in
+# benchmarks/attention.py, the same in the rewrite benchmark.)
 
 
 def _kv_vec(b, base, off, half):
@@ -1481,38 +1484,44 @@ def _arr(context, b, ty, val):
 
 
 def _qk_tile(nr, nk):
-    """An intrinsic (qf, qo, kf, kpos, hd, scale, s, so, ss): s[so + r ss + k] = scale *
-    dot(qf[qo[r]:+hd], key k) for the nr rows r and the nk keys k at kf[kpos + k hd:+hd]
-    (hd a multiple of AL; kf float32, or uint16: float16 bits). Offsets uint64."""
+    """An intrinsic (qf, qo, kf, kpos, hd, scale, s, so, ss, nblk): s[so + r ss + j] = scale *
+    dot(qf[qo[r]:+hd], key j) for the nr rows r and the nblk * nk keys j at kf[kpos + j hd:+hd],
+    nk keys at a time (hd a multiple of AL; kf float32, or uint16: float16 bits). Offsets
+    uint64."""
 
     @intrinsic
-    def qk(typingctx, qf, qo, kf, kpos, hd, scale, s, so, ss):
+    def qk(typingctx, qf, qo, kf, kpos, hd, scale, s, so, ss, nblk):
         half = kf.dtype == types.uint16
 
         def codegen(context, b, sig, args):
-            q_, qo_, kf_, kpos_, hd_, scale_, s_, so_, ss_ = args
+            q_, qo_, kf_, kpos_, hd_, scale_, s_, so_, ss_, nblk_ = args
             qd, qod = _arr(context, b, sig.args[0], q_), _arr(context, b, sig.args[1], qo_)
             kd, sd = _arr(context, b, sig.args[2], kf_), _arr(context, b, sig.args[6], s_)
             c = lambda v: ir.Constant(_i64, v)
             qos = [b.load(b.gep(qod, [c(r)])) for r in range(nr)]
-            kos = [b.add(kpos_, b.mul(c(k), hd_)) for k in range(nk)]
             zero = ir.Constant(_vec(_f32, AL), [0.0] * AL)
             acc = [[cgutils.alloca_once_value(b, zero) for _ in range(nk)] for _ in range(nr)]
-            with cgutils.for_range(b, b.udiv(hd_, c(AL))) as loop:
-                d = b.mul(loop.index, c(AL))
-                kv = [_kv_vec(b, kd, b.add(ko, d), half) for ko in kos]
+            with cgutils.for_range(b, nblk_) as blk:
+                j0 = b.mul(blk.index, c(nk))
+                kos = [b.add(kpos_, b.mul(b.add(j0, c(k)), hd_)) for k in range(nk)]
                 for r in range(nr):
-                    qv = _f32_vec(b, qd, b.add(qos[r], d))
                     for k in range(nk):
-                        b.store(_vfma(b, qv, kv[k], b.load(acc[r][k])), acc[r][k])
-            sums = _hsums(b, [b.load(acc[r][k]) for r in range(nr) for k in range(nk)])
-            for r in range(nr):
-                for k in range(nk):
-                    at = b.add(b.add(so_, b.mul(c(r), ss_)), c(k))
-                    b.store(b.fmul(sums[r * nk + k], scale_), b.gep(sd, [at]))
+                        b.store(zero, acc[r][k])
+                with cgutils.for_range(b, b.udiv(hd_, c(AL))) as loop:
+                    d = b.mul(loop.index, c(AL))
+                    kv = [_kv_vec(b, kd, b.add(ko, d), half) for ko in kos]
+                    for r in range(nr):
+                        qv = _f32_vec(b, qd, b.add(qos[r], d))
+                        for k in range(nk):
+                            b.store(_vfma(b, qv, kv[k], b.load(acc[r][k])), acc[r][k])
+                sums = _hsums(b, [b.load(acc[r][k]) for r in range(nr) for k in range(nk)])
+                for r in range(nr):
+                    for k in range(nk):
+                        at = b.add(b.add(so_, b.mul(c(r), ss_)), b.add(j0, c(k)))
+                        b.store(b.fmul(sums[r * nk + k], scale_), b.gep(sd, [at]))
             return context.get_dummy_value()
 
-        return types.void(qf, qo, kf, kpos, hd, scale, s, so, ss), codegen
+        return types.void(qf, qo, kf, kpos, hd, scale, s, so, ss, nblk), codegen
 
     return qk
 
@@ -1569,9 +1578,50 @@ def _pv_tile(nr):
     return pv
 
 
-_qk1, _qk2, _qk3, _qk4 = (_qk_tile(r, AKB) for r in range(1, 5))
-_qk1k, _qk2k, _qk3k, _qk4k = (_qk_tile(r, 1) for r in range(1, 5))
-_pv1, _pv2, _pv3, _pv4 = (_pv_tile(r) for r in range(1, 5))
+# an intrinsic per row count, chosen at run time by the functions below (numba cannot index a
+# tuple of functions at run time)
+_qkw1, _qkw2, _qkw3, _qkw4 = (_qk_tile(r, AKB) for r in range(1, ART + 1))
+_qk11, _qk12, _qk13, _qk14 = (_qk_tile(r, 1) for r in range(1, ART + 1))
+_pvr1, _pvr2, _pvr3, _pvr4 = (_pv_tile(r) for r in range(1, ART + 1))
+
+
+@njit(**JIT)
+def _qk_wide(R, qf, qo, kf, kp, hd, sc, s, so, ss, nb):
+    """Scores of R rows and nb blocks of AKB keys from kp (_qk_tile)."""
+    if R == 1:
+        _qkw1(qf, qo, kf, kp, hd, sc, s, so, ss, nb)
+    elif R == 2:
+        _qkw2(qf, qo, kf, kp, hd, sc, s, so, ss, nb)
+    elif R == 3:
+        _qkw3(qf, qo, kf, kp, hd, sc, s, so, ss, nb)
+    elif R == 4:
+        _qkw4(qf, qo, kf, kp, hd, sc, s, so, ss, nb)
+
+
+@njit(**JIT)
+def _qk_one(R, qf, qo, kf, kp, hd, sc, s, so, ss, nb):
+    """Scores of R rows and the nb keys from kp, one at a time (_qk_tile)."""
+    if R == 1:
+        _qk11(qf, qo, kf, kp, hd, sc, s, so, ss, nb)
+    elif R == 2:
+        _qk12(qf, qo, kf, kp, hd, sc, s, so, ss, nb)
+    elif R == 3:
+        _qk13(qf, qo, kf, kp, hd, sc, s, so, ss, nb)
+    elif R == 4:
+        _qk14(qf, qo, kf, kp, hd, sc, s, so, ss, nb)
+
+
+@njit(**JIT)
+def _pv_rows(R, vf, vp, n, hd, s, po, ss, of, qo):
+    """Values for R rows (_pv_tile)."""
+    if R == 1:
+        _pvr1(vf, vp, n, hd, s, po, ss, of, qo)
+    elif R == 2:
+        _pvr2(vf, vp, n, hd, s, po, ss, of, qo)
+    elif R == 3:
+        _pvr3(vf, vp, n, hd, s, po, ss, of, qo)
+    elif R == 4:
+        _pvr4(vf, vp, n, hd, s, po, ss, of, qo)
 
 
 @njit(fastmath=FM, error_model="numpy", **JIT)
@@ -1605,29 +1655,10 @@ def _attend_tile(qf, qo, lo, hi, R, kf, vf, kvbase, hd, scale, of):
     ss = U(jh - jl)
     s = np.empty(R * (jh - jl), F)
     hdu, sc = U(hd), F(scale)
-    j = jl
-    while j + AKB <= jh:
-        kp, so = kvbase + U(j) * hdu, U(j - jl)
-        if R == 4:
-            _qk4(qf, qo, kf, kp, hdu, sc, s, so, ss)
-        elif R == 3:
-            _qk3(qf, qo, kf, kp, hdu, sc, s, so, ss)
-        elif R == 2:
-            _qk2(qf, qo, kf, kp, hdu, sc, s, so, ss)
-        else:
-            _qk1(qf, qo, kf, kp, hdu, sc, s, so, ss)
-        j += AKB
-    while j < jh:
-        kp, so = kvbase + U(j) * hdu, U(j - jl)
-        if R == 4:
-            _qk4k(qf, qo, kf, kp, hdu, sc, s, so, ss)
-        elif R == 3:
-            _qk3k(qf, qo, kf, kp, hdu, sc, s, so, ss)
-        elif R == 2:
-            _qk2k(qf, qo, kf, kp, hdu, sc, s, so, ss)
-        else:
-            _qk1k(qf, qo, kf, kp, hdu, sc, s, so, ss)
-        j += 1
+    nw = (jh - jl) // AKB
+    _qk_wide(R, qf, qo, kf, kvbase + U(jl) * hdu, hdu, sc, s, U(0), ss, U(nw))
+    j = jl + nw * AKB
+    _qk_one(R, qf, qo, kf, kvbase + U(j) * hdu, hdu, sc, s, U(j - jl), ss, U(jh - j))
     for r in range(R):
         _softmax_row(s, U(r) * ss + U(lo[r] - jl), hi[r] - lo[r])
         for d in range(hdu):
@@ -1635,22 +1666,14 @@ def _attend_tile(qf, qo, lo, hi, R, kf, vf, kvbase, hd, scale, of):
     if lmax < hmin:
         for r in range(R):
             if lo[r] < lmax:
-                _pv1(vf, kvbase + U(lo[r]) * hdu, U(lmax - lo[r]), hdu, s, U(r) * ss + U(lo[r] - jl), ss, of, qo[r:])
-        vp, po, n = kvbase + U(lmax) * hdu, U(lmax - jl), U(hmin - lmax)
-        if R == 4:
-            _pv4(vf, vp, n, hdu, s, po, ss, of, qo)
-        elif R == 3:
-            _pv3(vf, vp, n, hdu, s, po, ss, of, qo)
-        elif R == 2:
-            _pv2(vf, vp, n, hdu, s, po, ss, of, qo)
-        else:
-            _pv1(vf, vp, n, hdu, s, po, ss, of, qo)
+                _pv_rows(1, vf, kvbase + U(lo[r]) * hdu, U(lmax - lo[r]), hdu, s, U(r) * ss + U(lo[r] - jl), ss, of, qo[r:])
+        _pv_rows(R, vf, kvbase + U(lmax) * hdu, U(hmin - lmax), hdu, s, U(lmax - jl), ss, of, qo)
         for r in range(R):
             if hmin < hi[r]:
-                _pv1(vf, kvbase + U(hmin) * hdu, U(hi[r] - hmin), hdu, s, U(r) * ss + U(hmin - jl), ss, of, qo[r:])
+                _pv_rows(1, vf, kvbase + U(hmin) * hdu, U(hi[r] - hmin), hdu, s, U(r) * ss + U(hmin - jl), ss, of, qo[r:])
     else:
         for r in range(R):
-            _pv1(vf, kvbase + U(lo[r]) * hdu, U(hi[r] - lo[r]), hdu, s, U(r) * ss + U(lo[r] - jl), ss, of, qo[r:])
+            _pv_rows(1, vf, kvbase + U(lo[r]) * hdu, U(hi[r] - lo[r]), hdu, s, U(r) * ss + U(lo[r] - jl), ss, of, qo[r:])
 
 
 @njit(**JIT)
