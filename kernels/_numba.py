@@ -1283,19 +1283,23 @@ def rope(x, cos, sin, neox, out):
 
 @njit(parallel=True, error_model="numpy", **JIT)
 def attend(q, kb, vb, offset, window, scale, out):
-    """Causal attention of L new positions, one query at a time: q (L, H, hd) at positions
+    """Causal attention of L new positions: q (L, H, hd) at positions
     offset..offset+L-1; kb, vb (Hkv, cap, hd) KV storage holding them and every earlier one,
     float32 or float16 as its uint16 bits (a KV cache's storage; each element goes to float32
     exactly, in the dot products: `_kv_f32`);
     out (L, H, hd) = softmax(scale q k^T) v over the keys j <= p (and p - j < window if
     window > 0). Query head h reads KV head h // (H / Hkv).
 
-    Each query is computed alone, by the same code whatever L is and wherever it falls in the
-    batch, so a position's output does not depend on how the prompt was split (decode is
-    L = 1). No BLAS: in decode, OpenBLAS's threads and the numba kernels' fought over the
-    cores (SmolLM2 at 3,000 tokens of context: 9.7 tok/s). Work items are (head, query),
-    head-major, so numba's even split of the range gives each thread the same mix of short
-    and long rows of the causal triangle."""
+    Where hd is a multiple of the tiles' vector width AL (every model the engine runs): work
+    items are tiles (`_attend_tile`) of up to ART rows of one KV head, its G query heads of
+    one query, then the next query's (row l G + gh), so the rows of a tile share each load of
+    a key and value; a row's arithmetic is fixed whatever shares its tile, so a position's
+    output does not depend on how the prompt was split (decode is L = 1). Tiles go to the
+    threads in the order 0, n-1, 1, n-2, ... (`_zigzag`), so numba's even split of the range
+    gives each thread the same mix of short and long rows of the causal triangle. Else each
+    (head, query) alone by `_attend_query`, head-major. No BLAS: in decode, OpenBLAS's
+    threads and the numba kernels' fought over the cores (SmolLM2 at 3,000 tokens of
+    context: 9.7 tok/s)."""
     L, H, hd = q.shape
     Hkv, cap, _ = kb.shape
     G = H // Hkv
@@ -1706,9 +1710,9 @@ def attend_many(q, proto, table, window, scale, out):
     table[i, 0] .. + table[i, 1] - 1 at positions table[i, 2] .., and its K and V storage
     (Hkv, table[i, 3], hd) at addresses table[i, 4], table[i, 5], of proto's type (float32,
     or uint16: float16 bits; proto is one of them, alive like all of them during the call).
-    Work items are (sequence, head, query), each query by `_attend_query` as in attend, so
-    every row is bit for bit what attend gives its sequence alone; one parallel region per
-    step instead of one per sequence."""
+    Work items are (sequence, tile) as in attend (or (sequence, head, query) where attend
+    takes `_attend_query`), so every row is bit for bit what attend gives its sequence
+    alone; one parallel region per step instead of one per sequence."""
     R, H, hd = q.shape
     Hkv = proto.shape[0]
     G = H // Hkv

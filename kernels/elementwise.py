@@ -142,9 +142,9 @@ def attend(q: np.ndarray, k: np.ndarray, v: np.ndarray, offset: int, scale: floa
     as it is read). A query at position p sees keys j <= p (and
     p - j < window if set); query head h reads KV head h // (H / Hkv). Returns (L, H * hd).
 
-    Numba: one query at a time in one kernel, the same code for every L, so a position's
-    output is bit-identical whether its prompt came in one batch, in chunks or token by
-    token. Numpy twin: blocks of Q_BLOCK queries through BLAS, each scored only against the
+    Numba: tiles of up to four query rows of one KV head sharing each key and value load,
+    each row's arithmetic fixed whatever shares its tile, so a position's output is
+    bit-identical whether its prompt came in one batch, in chunks or token by token. Numpy twin: blocks of Q_BLOCK queries through BLAS, each scored only against the
     keys up to its last position (and from its window's start), converting only those keys
     and values to float32."""
     H, L, hd = q.shape
