@@ -1307,7 +1307,7 @@ def attend(q, kb, vb, offset, window, scale, out):
     if hd % AL == 0:
         nt = (L * G + ART - 1) // ART
         for t in prange(Hkv * nt):
-            g, i = t % Hkv, _zigzag(t // Hkv, nt)
+            g, i = t // nt, _zigzag(t % nt, nt)
             qo, lo, hi = np.empty(ART, U), np.empty(ART, np.int64), np.empty(ART, np.int64)
             R = _tile_rows(0, L, G, g, H, hd, i, offset, window, qo, lo, hi)
             _attend_tile(qf, qo, lo, hi, R, kf, vf, U(g) * U(cap) * U(hd), hd, scale, of)
@@ -1729,7 +1729,7 @@ def attend_many(q, proto, table, window, scale, out):
             vf = numba.carray(_ptr_like(table[i, 5], proto), Hkv * cap * hd)
             u = t - first[i]
             nt = (L * G + ART - 1) // ART
-            g, k = u % Hkv, _zigzag(u // Hkv, nt)
+            g, k = u // nt, _zigzag(u % nt, nt)
             qo, lo, hi = np.empty(ART, U), np.empty(ART, np.int64), np.empty(ART, np.int64)
             R = _tile_rows(a, L, G, g, H, hd, k, offset, window, qo, lo, hi)
             _attend_tile(qf, qo, lo, hi, R, kf, vf, U(g) * U(cap) * U(hd), hd, scale, of)
