@@ -1487,145 +1487,123 @@ def _arr(context, b, ty, val):
     return context.make_array(ty)(context, b, val).data
 
 
-def _qk_tile(nr, nk):
-    """An intrinsic (qf, qo, kf, kpos, hd, scale, s, so, ss, nblk): s[so + r ss + j] = scale *
-    dot(qf[qo[r]:+hd], key j) for the nr rows r and the nblk * nk keys j at kf[kpos + j hd:+hd],
-    nk keys at a time (hd a multiple of AL; kf float32, or uint16: float16 bits). Offsets
-    uint64."""
+def _rows_switch(b, R, emit):
+    """emit(nr) for the run-time row count R (an i64, 1..ART), one case each."""
+    done = b.append_basic_block("rows.done")
+    sw = b.switch(R, done)
+    for nr in range(1, ART + 1):
+        bb = b.append_basic_block(f"rows.{nr}")
+        sw.add_case(ir.Constant(R.type, nr), bb)
+        b.position_at_end(bb)
+        emit(nr)
+        b.branch(done)
+    b.position_at_end(done)
+
+
+def _qk_tile(nk):
+    """An intrinsic (R, qf, qo, kf, kpos, hd, scale, s, so, ss, nblk): s[so + r ss + j] = scale *
+    dot(qf[qo[r]:+hd], key j) for the R (1..ART) rows r and the nblk * nk keys j at
+    kf[kpos + j hd:+hd], nk keys at a time (hd a multiple of AL; kf float32, or uint16:
+    float16 bits). Offsets uint64."""
 
     @intrinsic
-    def qk(typingctx, qf, qo, kf, kpos, hd, scale, s, so, ss, nblk):
+    def qk(typingctx, R, qf, qo, kf, kpos, hd, scale, s, so, ss, nblk):
         half = kf.dtype == types.uint16
 
         def codegen(context, b, sig, args):
-            q_, qo_, kf_, kpos_, hd_, scale_, s_, so_, ss_, nblk_ = args
-            qd, qod = _arr(context, b, sig.args[0], q_), _arr(context, b, sig.args[1], qo_)
-            kd, sd = _arr(context, b, sig.args[2], kf_), _arr(context, b, sig.args[6], s_)
+            R_, q_, qo_, kf_, kpos_, hd_, scale_, s_, so_, ss_, nblk_ = args
+            qd, qod = _arr(context, b, sig.args[1], q_), _arr(context, b, sig.args[2], qo_)
+            kd, sd = _arr(context, b, sig.args[3], kf_), _arr(context, b, sig.args[7], s_)
             c = lambda v: ir.Constant(_i64, v)
-            qos = [b.load(b.gep(qod, [c(r)])) for r in range(nr)]
             zero = ir.Constant(_vec(_f32, AL), [0.0] * AL)
-            acc = [[cgutils.alloca_once_value(b, zero) for _ in range(nk)] for _ in range(nr)]
-            with cgutils.for_range(b, nblk_) as blk:
-                j0 = b.mul(blk.index, c(nk))
-                kos = [b.add(kpos_, b.mul(b.add(j0, c(k)), hd_)) for k in range(nk)]
-                for r in range(nr):
-                    for k in range(nk):
-                        b.store(zero, acc[r][k])
-                with cgutils.for_range(b, b.udiv(hd_, c(AL))) as loop:
-                    d = b.mul(loop.index, c(AL))
-                    kv = [_kv_vec(b, kd, b.add(ko, d), half) for ko in kos]
+
+            def rows(nr):
+                qos = [b.load(b.gep(qod, [c(r)])) for r in range(nr)]
+                acc = [[cgutils.alloca_once_value(b, zero) for _ in range(nk)] for _ in range(nr)]
+                with cgutils.for_range(b, nblk_) as blk:
+                    j0 = b.mul(blk.index, c(nk))
+                    kos = [b.add(kpos_, b.mul(b.add(j0, c(k)), hd_)) for k in range(nk)]
                     for r in range(nr):
-                        qv = _f32_vec(b, qd, b.add(qos[r], d))
                         for k in range(nk):
-                            b.store(_vfma(b, qv, kv[k], b.load(acc[r][k])), acc[r][k])
-                sums = _hsums(b, [b.load(acc[r][k]) for r in range(nr) for k in range(nk)])
-                for r in range(nr):
-                    for k in range(nk):
-                        at = b.add(b.add(so_, b.mul(c(r), ss_)), b.add(j0, c(k)))
-                        b.store(b.fmul(sums[r * nk + k], scale_), b.gep(sd, [at]))
+                            b.store(zero, acc[r][k])
+                    with cgutils.for_range(b, b.udiv(hd_, c(AL))) as loop:
+                        d = b.mul(loop.index, c(AL))
+                        kv = [_kv_vec(b, kd, b.add(ko, d), half) for ko in kos]
+                        for r in range(nr):
+                            qv = _f32_vec(b, qd, b.add(qos[r], d))
+                            for k in range(nk):
+                                b.store(_vfma(b, qv, kv[k], b.load(acc[r][k])), acc[r][k])
+                    sums = _hsums(b, [b.load(acc[r][k]) for r in range(nr) for k in range(nk)])
+                    for r in range(nr):
+                        for k in range(nk):
+                            at = b.add(b.add(so_, b.mul(c(r), ss_)), b.add(j0, c(k)))
+                            b.store(b.fmul(sums[r * nk + k], scale_), b.gep(sd, [at]))
+
+            _rows_switch(b, R_, rows)
             return context.get_dummy_value()
 
-        return types.void(qf, qo, kf, kpos, hd, scale, s, so, ss, nblk), codegen
+        return types.void(R, qf, qo, kf, kpos, hd, scale, s, so, ss, nblk), codegen
 
     return qk
 
 
-def _pv_tile(nr):
-    """An intrinsic (vf, vpos, n, hd, p, po, ps, of, oo): for the nr rows r, of[oo[r] + d] +=
+def _pv_tile():
+    """An intrinsic (R, vf, vpos, n, hd, p, po, ps, of, oo): for the R (1..ART) rows r, of[oo[r] + d] +=
     p[po + r ps + j] * vf[vpos + j hd + d] for the n keys j in ascending order, one FMA each,
     for every d < hd (a multiple of AL). Offsets uint64."""
 
     @intrinsic
-    def pv(typingctx, vf, vpos, n, hd, p, po, ps, of, oo):
+    def pv(typingctx, R, vf, vpos, n, hd, p, po, ps, of, oo):
         half = vf.dtype == types.uint16
 
         def codegen(context, b, sig, args):
-            vf_, vpos_, n_, hd_, p_, po_, ps_, of_, oo_ = args
-            vd, pd = _arr(context, b, sig.args[0], vf_), _arr(context, b, sig.args[4], p_)
-            od, ood = _arr(context, b, sig.args[7], of_), _arr(context, b, sig.args[8], oo_)
+            R_, vf_, vpos_, n_, hd_, p_, po_, ps_, of_, oo_ = args
+            vd, pd = _arr(context, b, sig.args[1], vf_), _arr(context, b, sig.args[5], p_)
+            od, ood = _arr(context, b, sig.args[8], of_), _arr(context, b, sig.args[9], oo_)
             c = lambda v: ir.Constant(_i64, v)
-            oos = [b.load(b.gep(ood, [c(r)])) for r in range(nr)]
-            pos = [b.add(po_, b.mul(c(r), ps_)) for r in range(nr)]
             zero = ir.Constant(_vec(_f32, AL), [0.0] * AL)
-            acc = [[cgutils.alloca_once_value(b, zero) for _ in range(APV)] for _ in range(nr)]
-            nch = b.udiv(hd_, c(AL))
-            full = b.udiv(nch, c(APV))
 
-            def chunks(count, width, first):
-                with cgutils.for_range(b, count) as g:
-                    d0 = b.mul(b.add(first, b.mul(g.index, c(width))), c(AL))
-                    outs = [[b.gep(od, [b.add(oos[r], b.add(d0, c(i * AL)))]) for i in range(width)] for r in range(nr)]
-                    for r in range(nr):
-                        for i in range(width):
-                            b.store(b.load(b.bitcast(outs[r][i], _vec(_f32, AL).as_pointer()), align=4), acc[r][i])
-                    with cgutils.for_range(b, n_) as jl:
-                        j = jl.index
-                        row = b.add(b.add(vpos_, b.mul(j, hd_)), d0)
-                        vv = [_kv_vec(b, vd, b.add(row, c(i * AL)), half) for i in range(width)]
+            def rows(nr):
+                oos = [b.load(b.gep(ood, [c(r)])) for r in range(nr)]
+                pos = [b.add(po_, b.mul(c(r), ps_)) for r in range(nr)]
+                acc = [[cgutils.alloca_once_value(b, zero) for _ in range(APV)] for _ in range(nr)]
+                nch = b.udiv(hd_, c(AL))
+                full = b.udiv(nch, c(APV))
+
+                def chunks(count, width, first):
+                    with cgutils.for_range(b, count) as g:
+                        d0 = b.mul(b.add(first, b.mul(g.index, c(width))), c(AL))
+                        outs = [[b.gep(od, [b.add(oos[r], b.add(d0, c(i * AL)))]) for i in range(width)] for r in range(nr)]
                         for r in range(nr):
-                            pj = b.load(b.gep(pd, [b.add(pos[r], j)]))
-                            one = b.insert_element(ir.Constant(_vec(_f32, AL), ir.Undefined), pj, ir.Constant(_i32, 0))
-                            pr = b.shuffle_vector(one, ir.Constant(_vec(_f32, AL), ir.Undefined),
-                                                  ir.Constant(_vec(_i32, AL), [0] * AL))
                             for i in range(width):
-                                b.store(_vfma(b, pr, vv[i], b.load(acc[r][i])), acc[r][i])
-                    for r in range(nr):
-                        for i in range(width):
-                            b.store(b.load(acc[r][i]), b.bitcast(outs[r][i], _vec(_f32, AL).as_pointer()), align=4)
+                                b.store(b.load(b.bitcast(outs[r][i], _vec(_f32, AL).as_pointer()), align=4), acc[r][i])
+                        with cgutils.for_range(b, n_) as jl:
+                            j = jl.index
+                            row = b.add(b.add(vpos_, b.mul(j, hd_)), d0)
+                            vv = [_kv_vec(b, vd, b.add(row, c(i * AL)), half) for i in range(width)]
+                            for r in range(nr):
+                                pj = b.load(b.gep(pd, [b.add(pos[r], j)]))
+                                one = b.insert_element(ir.Constant(_vec(_f32, AL), ir.Undefined), pj, ir.Constant(_i32, 0))
+                                pr = b.shuffle_vector(one, ir.Constant(_vec(_f32, AL), ir.Undefined),
+                                                      ir.Constant(_vec(_i32, AL), [0] * AL))
+                                for i in range(width):
+                                    b.store(_vfma(b, pr, vv[i], b.load(acc[r][i])), acc[r][i])
+                        for r in range(nr):
+                            for i in range(width):
+                                b.store(b.load(acc[r][i]), b.bitcast(outs[r][i], _vec(_f32, AL).as_pointer()), align=4)
 
-            chunks(full, APV, c(0))
-            chunks(b.sub(nch, b.mul(full, c(APV))), 1, b.mul(full, c(APV)))
+                chunks(full, APV, c(0))
+                chunks(b.sub(nch, b.mul(full, c(APV))), 1, b.mul(full, c(APV)))
+
+            _rows_switch(b, R_, rows)
             return context.get_dummy_value()
 
-        return types.void(vf, vpos, n, hd, p, po, ps, of, oo), codegen
+        return types.void(R, vf, vpos, n, hd, p, po, ps, of, oo), codegen
 
     return pv
 
 
-# an intrinsic per row count, chosen at run time by the functions below (numba cannot index a
-# tuple of functions at run time)
-_qkw1, _qkw2, _qkw3, _qkw4 = (_qk_tile(r, AKB) for r in range(1, ART + 1))
-_qk11, _qk12, _qk13, _qk14 = (_qk_tile(r, 1) for r in range(1, ART + 1))
-_pvr1, _pvr2, _pvr3, _pvr4 = (_pv_tile(r) for r in range(1, ART + 1))
-
-
-@njit(**JIT)
-def _qk_wide(R, qf, qo, kf, kp, hd, sc, s, so, ss, nb):
-    """Scores of R rows and nb blocks of AKB keys from kp (_qk_tile)."""
-    if R == 1:
-        _qkw1(qf, qo, kf, kp, hd, sc, s, so, ss, nb)
-    elif R == 2:
-        _qkw2(qf, qo, kf, kp, hd, sc, s, so, ss, nb)
-    elif R == 3:
-        _qkw3(qf, qo, kf, kp, hd, sc, s, so, ss, nb)
-    elif R == 4:
-        _qkw4(qf, qo, kf, kp, hd, sc, s, so, ss, nb)
-
-
-@njit(**JIT)
-def _qk_one(R, qf, qo, kf, kp, hd, sc, s, so, ss, nb):
-    """Scores of R rows and the nb keys from kp, one at a time (_qk_tile)."""
-    if R == 1:
-        _qk11(qf, qo, kf, kp, hd, sc, s, so, ss, nb)
-    elif R == 2:
-        _qk12(qf, qo, kf, kp, hd, sc, s, so, ss, nb)
-    elif R == 3:
-        _qk13(qf, qo, kf, kp, hd, sc, s, so, ss, nb)
-    elif R == 4:
-        _qk14(qf, qo, kf, kp, hd, sc, s, so, ss, nb)
-
-
-@njit(**JIT)
-def _pv_rows(R, vf, vp, n, hd, s, po, ss, of, qo):
-    """Values for R rows (_pv_tile)."""
-    if R == 1:
-        _pvr1(vf, vp, n, hd, s, po, ss, of, qo)
-    elif R == 2:
-        _pvr2(vf, vp, n, hd, s, po, ss, of, qo)
-    elif R == 3:
-        _pvr3(vf, vp, n, hd, s, po, ss, of, qo)
-    elif R == 4:
-        _pvr4(vf, vp, n, hd, s, po, ss, of, qo)
+_qk_wide, _qk_one, _pv_rows = _qk_tile(AKB), _qk_tile(1), _pv_tile()  # scores AKB keys at a time, or one
 
 
 @njit(fastmath=FM, error_model="numpy", **JIT)
