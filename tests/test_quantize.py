@@ -199,13 +199,23 @@ def test_cli_warns_of_a_tensor_type_pattern_that_matches_nothing(tmp_path, smoll
 
 
 def _quantize_cli(*args, preexec=None):
+    """`localai quantize ARGS` in a child process. Its SIGINT is set back to the default, as a
+    terminal's Ctrl-C finds it: a shell starts a background job with SIGINT ignored, a child
+    inherits that, and Python then installs no KeyboardInterrupt handler (run as a background
+    job, the suite's Ctrl-C test found the child ignoring the signal and writing OUT)."""
     import os
+    import signal
     import subprocess
     import sys
 
+    def child():
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+        if preexec is not None:
+            preexec()
+
     return subprocess.Popen([sys.executable, "-m", "localai", "quantize", *args], env=dict(os.environ),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL,
-                            preexec_fn=preexec)
+                            preexec_fn=child)
 
 
 def test_out_is_whole_or_untouched(tmp_path):
