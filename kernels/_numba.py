@@ -1483,8 +1483,17 @@ def _hsums(b, vs):
     return [out[i] for i in range(len(out))]
 
 
-def _arr(context, b, ty, val):
-    return context.make_array(ty)(context, b, val).data
+def _args(context, b, sig, args):
+    """An intrinsic's arguments as IR values: an array as its data pointer, the rest as they are."""
+    return [context.make_array(t)(context, b, v).data if isinstance(t, types.Array) else v
+            for t, v in zip(sig.args, args)]
+
+
+def _c64(v):
+    return ir.Constant(_i64, v)
+
+
+_ZERO = ir.Constant(_vec(_f32, AL), [0.0] * AL)
 
 
 def _rows_switch(b, R, emit):
@@ -1511,11 +1520,8 @@ def _qk_tile(nk):
         half = kf.dtype == types.uint16
 
         def codegen(context, b, sig, args):
-            R_, q_, qo_, kf_, kpos_, hd_, scale_, s_, so_, ss_, nblk_ = args
-            qd, qod = _arr(context, b, sig.args[1], q_), _arr(context, b, sig.args[2], qo_)
-            kd, sd = _arr(context, b, sig.args[3], kf_), _arr(context, b, sig.args[7], s_)
-            c = lambda v: ir.Constant(_i64, v)
-            zero = ir.Constant(_vec(_f32, AL), [0.0] * AL)
+            R_, qd, qod, kd, kpos_, hd_, scale_, sd, so_, ss_, nblk_ = _args(context, b, sig, args)
+            c, zero = _c64, _ZERO
 
             def rows(nr):
                 qos = [b.load(b.gep(qod, [c(r)])) for r in range(nr)]
@@ -1557,11 +1563,8 @@ def _pv_tile():
         half = vf.dtype == types.uint16
 
         def codegen(context, b, sig, args):
-            R_, vf_, vpos_, n_, hd_, p_, po_, ps_, of_, oo_ = args
-            vd, pd = _arr(context, b, sig.args[1], vf_), _arr(context, b, sig.args[5], p_)
-            od, ood = _arr(context, b, sig.args[8], of_), _arr(context, b, sig.args[9], oo_)
-            c = lambda v: ir.Constant(_i64, v)
-            zero = ir.Constant(_vec(_f32, AL), [0.0] * AL)
+            R_, vd, vpos_, n_, hd_, pd, po_, ps_, od, ood = _args(context, b, sig, args)
+            c, zero = _c64, _ZERO
 
             def rows(nr):
                 oos = [b.load(b.gep(ood, [c(r)])) for r in range(nr)]
@@ -1695,34 +1698,27 @@ def attend_many(q, proto, table, window, scale, out):
     Hkv = proto.shape[0]
     G = H // Hkv
     S = table.shape[0]
+    tiles = hd % AL == 0
     first = np.zeros(S + 1, np.int64)  # first work item of each sequence
-    qf, of = q.reshape(-1), out.reshape(-1)
-    if hd % AL == 0:
-        for i in range(S):
-            first[i + 1] = first[i] + Hkv * ((table[i, 1] * G + ART - 1) // ART)
-        for t in prange(first[S]):
-            i = np.searchsorted(first, t, side="right") - 1
-            a, L, offset, cap = table[i, 0], table[i, 1], table[i, 2], table[i, 3]
-            kf = numba.carray(_ptr_like(table[i, 4], proto), Hkv * cap * hd)
-            vf = numba.carray(_ptr_like(table[i, 5], proto), Hkv * cap * hd)
-            u = t - first[i]
-            nt = (L * G + ART - 1) // ART
-            g, k = u // nt, _zigzag(u % nt, nt)
-            qo, lo, hi = np.empty(ART, U), np.empty(ART, np.int64), np.empty(ART, np.int64)
-            R = _tile_rows(a, L, G, g, H, hd, k, offset, window, qo, lo, hi)
-            _attend_tile(qf, qo, lo, hi, R, kf, vf, U(g) * U(cap) * U(hd), hd, scale, of)
-        return
     for i in range(S):
-        first[i + 1] = first[i] + table[i, 1] * H
+        first[i + 1] = first[i] + (Hkv * ((table[i, 1] * G + ART - 1) // ART) if tiles else table[i, 1] * H)
+    qf, of = q.reshape(-1), out.reshape(-1)
     for t in prange(first[S]):
         i = np.searchsorted(first, t, side="right") - 1
         a, L, offset, cap = table[i, 0], table[i, 1], table[i, 2], table[i, 3]
         kf = numba.carray(_ptr_like(table[i, 4], proto), Hkv * cap * hd)
         vf = numba.carray(_ptr_like(table[i, 5], proto), Hkv * cap * hd)
         u = t - first[i]
-        h, l = u // L, u % L
-        p = offset + l
-        lo = max(0, p - window + 1) if window > 0 else 0
-        base = (U(h // G) * U(cap) + U(lo)) * U(hd)
-        qo = (U(a + l) * U(H) + U(h)) * U(hd)
-        _attend_query(qf, qo, kf, vf, base, p + 1 - lo, hd, scale, of, G > 1)
+        if tiles:
+            nt = (L * G + ART - 1) // ART
+            g, k = u // nt, _zigzag(u % nt, nt)
+            qo, lo, hi = np.empty(ART, U), np.empty(ART, np.int64), np.empty(ART, np.int64)
+            R = _tile_rows(a, L, G, g, H, hd, k, offset, window, qo, lo, hi)
+            _attend_tile(qf, qo, lo, hi, R, kf, vf, U(g) * U(cap) * U(hd), hd, scale, of)
+        else:
+            h, l = u // L, u % L
+            p = offset + l
+            lo1 = max(0, p - window + 1) if window > 0 else 0
+            base = (U(h // G) * U(cap) + U(lo1)) * U(hd)
+            qo1 = (U(a + l) * U(H) + U(h)) * U(hd)
+            _attend_query(qf, qo1, kf, vf, base, p + 1 - lo1, hd, scale, of, G > 1)

@@ -432,17 +432,19 @@ def _prefill_rows_equal_decode(H, Hkv, hd, window, KVCache):
         np.testing.assert_array_equal(tail, full[p:])
 
 
+@pytest.mark.parametrize("hd", [48, 40])
 @pytest.mark.parametrize("dtype", [np.float16, np.float32])
 @pytest.mark.parametrize("window", [None, 7])
-def test_attend_many_equals_attend_per_sequence_bit_for_bit(backend, dtype, window):
+def test_attend_many_equals_attend_per_sequence_bit_for_bit(backend, dtype, window, hd):
     """A batched step's attention in one call: decode rows and prompt chunks of sequences
     with different contexts and cache capacities, each sequence's rows exactly what attend
-    gives it alone."""
+    gives it alone (numba: the tiles, and one query at a time for a head size off the vector
+    width)."""
     from localai.kernels import elementwise
     from localai.models.cache import KVCache
 
     rng = np.random.default_rng(11)
-    H, Hkv, hd = 6, 2, 48
+    H, Hkv = 6, 2
     shapes = [(300, 1), (5, 1), (0, 4), (40, 9), (1, 1)]  # (cached positions, new rows)
     seqs, qs, want = [], [], []
     for cached, n in shapes:
