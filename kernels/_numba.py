@@ -1304,21 +1304,9 @@ def attend(q, kb, vb, offset, window, scale, out):
     Hkv, cap, _ = kb.shape
     G = H // Hkv
     qf, kf, vf, of = q.reshape(-1), kb.reshape(-1), vb.reshape(-1), out.reshape(-1)
-    if hd % AL == 0:
-        nt = (L * G + ART - 1) // ART
-        for t in prange(Hkv * nt):
-            g, i = t // nt, _zigzag(t % nt, nt)
-            qo, lo, hi = np.empty(ART, U), np.empty(ART, np.int64), np.empty(ART, np.int64)
-            R = _tile_rows(0, L, G, g, H, hd, i, offset, window, qo, lo, hi)
-            _attend_tile(qf, qo, lo, hi, R, kf, vf, U(g) * U(cap) * U(hd), hd, scale, of)
-        return
-    for t in prange(L * H):
-        h, l = t // L, t % L
-        p = offset + l
-        lo = max(0, p - window + 1) if window > 0 else 0
-        base = (U(h // G) * U(cap) + U(lo)) * U(hd)
-        qo = (U(l) * U(H) + U(h)) * U(hd)
-        _attend_query(qf, qo, kf, vf, base, p + 1 - lo, hd, scale, of, G > 1)
+    tiles = hd % AL == 0
+    for t in prange(_work_items(L, H, Hkv, tiles)):
+        _attend_item(t, tiles, qf, kf, vf, of, 0, L, offset, cap, H, G, hd, window, scale)
 
 
 @njit(fastmath=FM, error_model="numpy", **JIT)
@@ -1447,12 +1435,6 @@ def _f32_vec(b, base, off):
     return b.load(b.bitcast(b.gep(base, [off]), _vec(_f32, AL).as_pointer()), align=4)
 
 
-def _vfma(b, x, y, z):
-    t = x.type
-    f = cgutils.get_or_insert_function(b.module, ir.FunctionType(t, [t] * 3), f"llvm.fma.v{t.count}f32")
-    return b.call(f, [x, y, z])
-
-
 def _hsums(b, vs):
     """The lane sums of the <AL x float> vectors vs, each by the halving tree (lanes i and
     i + w/2 added, w = AL, AL/2, ..., 2), several vectors' steps sharing each vector add: a
@@ -1522,6 +1504,8 @@ def _qk_tile(nk):
         def codegen(context, b, sig, args):
             R_, qd, qod, kd, kpos_, hd_, scale_, sd, so_, ss_, nblk_ = _args(context, b, sig, args)
             c, zero = _c64, _ZERO
+            e = _Emit.__new__(_Emit)  # its fma only
+            e.b = b
 
             def rows(nr):
                 qos = [b.load(b.gep(qod, [c(r)])) for r in range(nr)]
@@ -1538,7 +1522,7 @@ def _qk_tile(nk):
                         for r in range(nr):
                             qv = _f32_vec(b, qd, b.add(qos[r], d))
                             for k in range(nk):
-                                b.store(_vfma(b, qv, kv[k], b.load(acc[r][k])), acc[r][k])
+                                b.store(e.fma(qv, kv[k], b.load(acc[r][k])), acc[r][k])
                     sums = _hsums(b, [b.load(acc[r][k]) for r in range(nr) for k in range(nk)])
                     for r in range(nr):
                         for k in range(nk):
@@ -1565,6 +1549,8 @@ def _pv_tile():
         def codegen(context, b, sig, args):
             R_, vd, vpos_, n_, hd_, pd, po_, ps_, od, ood = _args(context, b, sig, args)
             c, zero = _c64, _ZERO
+            e = _Emit.__new__(_Emit)  # its splat and fma only
+            e.b = b
 
             def rows(nr):
                 oos = [b.load(b.gep(ood, [c(r)])) for r in range(nr)]
@@ -1585,12 +1571,9 @@ def _pv_tile():
                             row = b.add(b.add(vpos_, b.mul(j, hd_)), d0)
                             vv = [_kv_vec(b, vd, b.add(row, c(i * AL)), half) for i in range(width)]
                             for r in range(nr):
-                                pj = b.load(b.gep(pd, [b.add(pos[r], j)]))
-                                one = b.insert_element(ir.Constant(_vec(_f32, AL), ir.Undefined), pj, ir.Constant(_i32, 0))
-                                pr = b.shuffle_vector(one, ir.Constant(_vec(_f32, AL), ir.Undefined),
-                                                      ir.Constant(_vec(_i32, AL), [0] * AL))
+                                pr = e.splat(b.load(b.gep(pd, [b.add(pos[r], j)])), AL)
                                 for i in range(width):
-                                    b.store(_vfma(b, pr, vv[i], b.load(acc[r][i])), acc[r][i])
+                                    b.store(e.fma(pr, vv[i], b.load(acc[r][i])), acc[r][i])
                         for r in range(nr):
                             for i in range(width):
                                 b.store(b.load(acc[r][i]), b.bitcast(outs[r][i], _vec(_f32, AL).as_pointer()), align=4)
@@ -1684,6 +1667,33 @@ def _tile_rows(l0, L, G, g, H, hd, i, offset, window, qo, lo, hi):
     return R
 
 
+@njit(**JIT)
+def _work_items(L, H, Hkv, tiles):
+    """Work items of one sequence's L new positions: tiles of each KV head's L G rows, or
+    (head, query) pairs."""
+    return Hkv * ((L * (H // Hkv) + ART - 1) // ART) if tiles else L * H
+
+
+@njit(error_model="numpy", **JIT)
+def _attend_item(u, tiles, qf, kf, vf, of, l0, L, offset, cap, H, G, hd, window, scale):
+    """Work item u of `_work_items` for one sequence (attend, attend_many): its L queries at
+    positions offset.. are rows l0.. of q (flat qf, out of), its KV storage (Hkv, cap, hd) is
+    kf, vf. Tiles: KV head by KV head, in `_zigzag` order within one; else (head, query),
+    head-major."""
+    if tiles:
+        nt = (L * G + ART - 1) // ART
+        g, i = u // nt, _zigzag(u % nt, nt)
+        qo, lo, hi = np.empty(ART, U), np.empty(ART, np.int64), np.empty(ART, np.int64)
+        R = _tile_rows(l0, L, G, g, H, hd, i, offset, window, qo, lo, hi)
+        _attend_tile(qf, qo, lo, hi, R, kf, vf, U(g) * U(cap) * U(hd), hd, scale, of)
+    else:
+        h, l = u // L, u % L
+        p = offset + l
+        lo1 = max(0, p - window + 1) if window > 0 else 0
+        base = (U(h // G) * U(cap) + U(lo1)) * U(hd)
+        _attend_query(qf, (U(l0 + l) * U(H) + U(h)) * U(hd), kf, vf, base, p + 1 - lo1, hd, scale, of, G > 1)
+
+
 @njit(parallel=True, error_model="numpy", **JIT)
 def attend_many(q, proto, table, window, scale, out):
     """`attend` for several sequences in one call (a batched step, localai/batch.py): q, out
@@ -1701,24 +1711,11 @@ def attend_many(q, proto, table, window, scale, out):
     tiles = hd % AL == 0
     first = np.zeros(S + 1, np.int64)  # first work item of each sequence
     for i in range(S):
-        first[i + 1] = first[i] + (Hkv * ((table[i, 1] * G + ART - 1) // ART) if tiles else table[i, 1] * H)
+        first[i + 1] = first[i] + _work_items(table[i, 1], H, Hkv, tiles)
     qf, of = q.reshape(-1), out.reshape(-1)
     for t in prange(first[S]):
         i = np.searchsorted(first, t, side="right") - 1
         a, L, offset, cap = table[i, 0], table[i, 1], table[i, 2], table[i, 3]
         kf = numba.carray(_ptr_like(table[i, 4], proto), Hkv * cap * hd)
         vf = numba.carray(_ptr_like(table[i, 5], proto), Hkv * cap * hd)
-        u = t - first[i]
-        if tiles:
-            nt = (L * G + ART - 1) // ART
-            g, k = u // nt, _zigzag(u % nt, nt)
-            qo, lo, hi = np.empty(ART, U), np.empty(ART, np.int64), np.empty(ART, np.int64)
-            R = _tile_rows(a, L, G, g, H, hd, k, offset, window, qo, lo, hi)
-            _attend_tile(qf, qo, lo, hi, R, kf, vf, U(g) * U(cap) * U(hd), hd, scale, of)
-        else:
-            h, l = u // L, u % L
-            p = offset + l
-            lo1 = max(0, p - window + 1) if window > 0 else 0
-            base = (U(h // G) * U(cap) + U(lo1)) * U(hd)
-            qo1 = (U(a + l) * U(H) + U(h)) * U(hd)
-            _attend_query(qf, qo1, kf, vf, base, p + 1 - lo1, hd, scale, of, G > 1)
+        _attend_item(t - first[i], tiles, qf, kf, vf, of, a, L, offset, cap, H, G, hd, window, scale)

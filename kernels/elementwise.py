@@ -144,9 +144,10 @@ def attend(q: np.ndarray, k: np.ndarray, v: np.ndarray, offset: int, scale: floa
 
     Numba: tiles of up to four query rows of one KV head sharing each key and value load,
     each row's arithmetic fixed whatever shares its tile, so a position's output is
-    bit-identical whether its prompt came in one batch, in chunks or token by token. Numpy twin: blocks of Q_BLOCK queries through BLAS, each scored only against the
-    keys up to its last position (and from its window's start), converting only those keys
-    and values to float32."""
+    bit-identical whether its prompt came in one batch, in chunks or token by token. Numpy
+    twin: blocks of Q_BLOCK queries through BLAS, each scored only against the keys up to its
+    last position (and from its window's start), converting only those keys and values to
+    float32."""
     H, L, hd = q.shape
     T = k.shape[1]
     if T != offset + L:

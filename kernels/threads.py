@@ -20,8 +20,8 @@ trial that has run at least `abort_calls` calls at less than 1 / `abort` of that
 rate is cut short, so a bad trial costs little: with abort 1.25, a trial of one thread
 where two decode a memory-bound 7B model 1.7x faster stops after 8 calls instead of running
 its whole window (~4 % of decode speed, measured on a LLaMA-7B-shaped file), and one that
-could win (by `margin`) is never that far behind. The first trial follows the first window; each trial that loses doubles the interval to the next one (up to
-`explore_max` windows); a switch, or a window that falls below half the recent rate (load
+could win (by `margin`) is never that far behind. The first trial follows the first window;
+each trial that loses doubles the interval to the next one (up to `explore_max` windows); a switch, or a window that falls below half the recent rate (load
 just arrived), brings the next trial forward. Decode and prefill are tuned apart: their
 rates are not comparable and their best counts can differ.
 
