@@ -146,9 +146,12 @@ def _k_scale(w, o, j):
 # one pmaddwd on AVX2 (vpdpwssd where the CPU has AVX-512 VNNI; smull/smlal on NEON).
 # 16-bit activations, not llama.cpp's 8-bit ones, on evidence (docs/benchmarks.md, issue 13,
 # third session): 8-bit codes (vpmaddubsw through target intrinsics; LLVM does not form it
-# from plain IR) were 0-26 % faster in prefill on AVX2 once the tile stopped spilling, and they
-# flip a top token of SmolLM2 that llama.cpp keeps by a margin over 0.5 (tests/test_reference.py);
-# 16-bit codes move each value by at most amax / 65534, ~256 times less.
+# from plain IR) were 0-26 % faster in prefill on AVX2 once that (row-at-a-time) tile stopped
+# spilling, and they flipped a top token of SmolLM2 that llama.cpp keeps by a margin over 0.5
+# (tests/test_reference.py); 16-bit codes move each value by at most amax / 65534, ~256 times
+# less. The packed tiles (below) changed that trade on AVX2 without AVX-512: there the
+# feed-forward matrices take int8 x (_X8), 1.4-2.1x the int16 tile's speed, within the
+# fidelity tests.
 #
 # Batch invariance: the dot of (x row r, W row i) is the same sequence of operations whatever
 # RX and RW are and whichever tile it falls in: its own accumulator, one FMA per block (no
@@ -516,6 +519,34 @@ def _quantize_x(x, k, n, xq, xd, xm, xh):
             xm[ob // U(32)] = d * F(si)
 
 
+@njit(fastmath=FM, error_model="numpy", **JIT)
+def _quantize_x8(x, k, n, xq, xd, xm, xh):
+    """x[k:k + n * 32] float32 -> int8 codes xq = rint(x * 127 / amax) with one scale per
+    block of 32 values, xd = amax / 127 (llama.cpp's Q8_0 rounding of x, quantize_row_q8_0),
+    xm = xd * sum(xq) per block, xh the integer sum of each 16 codes (offsets as
+    _quantize_x's)."""
+    for blk in range(n):
+        o = U(k) + U(blk) * U(32)
+        amax = F(0)
+        for j in range(o, o + U(32)):
+            a = abs(x[j])
+            amax = a if a > amax else amax
+        inv = F(127) / amax if amax > F(0) else F(0)
+        si = np.int32(0)
+        for oh in range(o, o + U(32), U(16)):
+            sh = np.int32(0)
+            for j in range(oh, oh + U(16)):
+                q = np.int32(np.rint(x[j] * inv))
+                q = min(max(q, np.int32(-127)), np.int32(127))
+                xq[j] = np.int8(q)
+                sh += q
+            xh[oh // U(16)] = sh
+            si += sh
+        d = amax / F(127)
+        xd[o // U(32)] = d
+        xm[o // U(32)] = d * F(si)
+
+
 @njit(fastmath=FM, **JIT)
 def _dot_f16(w16, o, x, k, n):
     """n float16 weights w16[o:] against x[k:]."""
@@ -728,6 +759,25 @@ _WIDE_ONLY = (Q6_K,)  # types whose tiles keep 16 lanes on AVX2
 PRX = 8 if _AVX512 else 4  # rows of x per packed tile
 PRX2 = PRX // 2  # and per tile for the rows left after whole PRX tiles
 CHAINS = 2 if _VNNI else 1  # independent sums per row and block: vpdpwssd's latency is 5 cycles
+# Int8 x where the CPU has AVX2 but not AVX-512 (x86 only: pmaddubsw is an x86 instruction, and
+# LLVM does not form it from plain IR, so it is called as LLVM's x86 intrinsic). A matrix asks
+# for it (QMatrix(x8=True): the feed-forward weights, localai/ops/numpy.py); its packed segment's
+# type is then PACK + X8 + ggml type, and x is rounded to int8 with a scale per 32 values
+# (_quantize_x8, llama.cpp's Q8_0 rounding) for it, still to int16 for the others of the call.
+# pmaddubsw multiplies 32 unsigned codes by 32 signed bytes and adds pairs into 16 int16 lanes,
+# one per row of W: a 16-row group's pair in one instruction, where int16 x takes two pmaddwd
+# and two adds (benchmarks/x8_ab.py: 1.4-2.1x the packed int16 tile's speed, 1 to 64 rows of
+# x, one thread, Zen 4 without AVX-512). Types: those whose codes are unsigned and at most 5
+# bits, so a few products sum in int16 without saturating (Q8_0's signed codes and Q6_K's
+# 6-bit ones stay on int16 x). AVX-512 keeps int16 x: vpdpwssd does the multiply and the add
+# in one. Accuracy against llama.cpp (tests/test_reference.py, benchmarks/x8_fidelity.py),
+# int8 x on the feed-forward matrices: top-20 log-prob |diff| max / mean SmolLM2 0.687 /
+# 0.146, Gemma 3 0.822 / 0.123 (int16 x: 0.688 / 0.130, 0.755 / 0.123; the test allows 1.0),
+# argmax agreement 450/467 and 569/576 (451 and 571).
+_X8 = not _AVX512 and "avx2" in _FEATURES
+X8 = 1 << 11  # added to PACK + ggml type in segs: this segment takes int8 x
+_X8_TYPES = (Q4_0, Q4_1, Q5_0, Q5_1, Q4_K, Q5_K) if _X8 else ()
+X8_TYPE_IDS = frozenset(_X8_TYPES)
 
 
 def _emit_packed(e, qtype, nx, a, k, K, nb, dest, stride, valid, L=16, part=0):
@@ -744,7 +794,7 @@ def _emit_packed(e, qtype, nx, a, k, K, nb, dest, stride, valid, L=16, part=0):
     acc = [cgutils.alloca_once_value(b, zero) for _ in range(nx)]
     gacc = [cgutils.alloca_once_value(b, zero) for _ in range(nx)]
     macc = [cgutils.alloca_once_value(b, zero) for _ in range(nx)]
-    xq, xd, xm, xh = e.xs
+    xq, xd, xm, xh = e.xs[:4]
     xrows = [b.udiv(b.add(k, b.mul(K, e.c(r))), e.c(32)) for r in range(nx)]  # in 32-value blocks
     w = b.inttoptr(a, _i8.as_pointer())
 
@@ -883,6 +933,113 @@ def _emit_packed(e, qtype, nx, a, k, K, nb, dest, stride, valid, L=16, part=0):
                         b.store(b.extract_element(v, e.c(i, _i32)), b.gep(dst, [e.c(i)]))
 
 
+def _maddubs(b, codes, xv):
+    """<16 x i16>: codes[2i] * xv[2i] + codes[2i + 1] * xv[2i + 1], codes unsigned and xv
+    signed bytes (<32 x i8>), saturated to int16 (never reached here: see _emit_packed8)."""
+    t = ir.FunctionType(_vec(_i16, 16), [_vec(_i8, 32)] * 2)
+    return b.call(cgutils.get_or_insert_function(b.module, t, "llvm.x86.avx2.pmadd.ub.sw"), [codes, xv])
+
+
+def _emit_packed8(e, qtype, nx, a, k, K, nb, dest, stride, valid):
+    """_emit_packed for int8 x (x's arrays e.xs[4:], _quantize_x8): all PR rows of the group
+    in one 16-lane vector; per block of 32 values and row of x, 16 pmaddubsw into int16 sums
+    (4-bit codes: two sums of 8 pairs, at most 8 * 2 * 15 * 127 = 30480; 5-bit codes: four of
+    4 pairs, 31496), widened to int32 and added, the code offset taken off once (offset *
+    the block's x sum), then one FMA with the block's scales d_w * d_x. Every tile (nx rows of
+    x) does each row's sums in this order, so a row's result does not depend on nx."""
+    b = e.b
+    L = PR
+    qk = block_size(qtype)[0]
+    hb, offset, has_min, hdr, bb = _PACKED[qtype]
+    ub = _unit_bytes(qtype)
+    v16, vi32 = _vec(_f32, L), _vec(_i32, L)
+    zero = ir.Constant(v16, [0.0] * L)
+    acc = [cgutils.alloca_once_value(b, zero) for _ in range(nx)]
+    macc = [cgutils.alloca_once_value(b, zero) for _ in range(nx)]
+    xq, xd, xm, xh = e.xs[4:]
+    xrows = [b.udiv(b.add(k, b.mul(K, e.c(r))), e.c(32)) for r in range(nx)]  # in 32-value blocks
+    w = b.inttoptr(a, _i8.as_pointer())
+
+    def ld(off, t):
+        return b.load(b.bitcast(b.gep(w, [off]), t.as_pointer()), align=1)
+
+    def f16v(off):
+        return b.fpext(ld(off, _vec(ir.HalfType(), L)), v16)
+
+    def u8v(off):
+        return b.uitofp(ld(off, _vec(_i8, L)), v16)
+
+    def xpair(xb, p):
+        """x's int8 codes of values 2p, 2p + 1 of block xb, in every 16-bit lane."""
+        v = b.load(b.bitcast(b.gep(xq, [b.add(b.mul(xb, e.c(32)), e.c(2 * p))]), _i16.as_pointer()), align=1)
+        return b.bitcast(e.splat(v, L), _vec(_i8, 2 * L))
+
+    def block(p, xblock, head):
+        mv = None
+        if qk == 32:
+            sv = f16v(p)
+            if has_min:
+                mv = f16v(b.add(p, e.c(32)))
+        else:
+            d, dmin = head
+            sv, mv = b.fmul(d, u8v(p)), b.fneg(b.fmul(dmin, u8v(b.add(p, e.c(16)))))
+        codes = b.add(p, e.c(64 if qk == 32 and has_min else 32))
+        xbs = [b.add(xrows[r], xblock) for r in range(nx)]
+        tot = [None] * nx
+        step = 2 * hb or 1
+        for h in range(step):  # 5-bit codes: pairs of even, then odd chunks (their high bits' chunk)
+            top = ld(b.add(codes, e.c(256 + 32 * h)), _vec(_i8, 32)) if hb else None
+            s16 = [[None, None] for _ in range(nx)]  # low and high nibbles' pairs
+            for c in range(h, 8, step):
+                v = ld(b.add(codes, e.c(32 * c)), _vec(_i8, 32))
+                for lh, q, pair in ((0, c, b.and_(v, e.cv(15))), (1, c + 8, b.lshr(v, e.cv(4)))):
+                    if hb:
+                        bits = b.and_(b.lshr(top, e.cv(q // step)), e.cv(1))
+                        pair = b.or_(pair, b.shl(bits, e.cv(4)))
+                    for r in range(nx):
+                        m = _maddubs(b, pair, xpair(xbs[r], q))
+                        s16[r][lh] = m if s16[r][lh] is None else b.add(s16[r][lh], m)
+            for r in range(nx):
+                for s in s16[r]:
+                    s = b.sext(s, vi32)
+                    tot[r] = s if tot[r] is None else b.add(tot[r], s)
+        for r in range(nx):
+            t = tot[r]
+            if offset:  # sum (q - offset) x = sum q x - offset sum x
+                x16 = b.mul(xbs[r], e.c(2))
+                xsum = b.add(e.load(xh, x16, _i32, align=4), e.load(xh, b.add(x16, e.c(1)), _i32, align=4))
+                t = b.sub(t, e.splat(b.mul(xsum, ir.Constant(_i32, offset)), L))
+            dx = e.splat(e.load(xd, xbs[r], _f32, align=4), L)
+            b.store(e.fma(b.sitofp(t, v16), b.fmul(sv, dx), b.load(acc[r])), acc[r])
+            if mv is not None:  # the min times the rounded x's block sum (dx * sum xq)
+                xs = e.splat(e.load(xm, xbs[r], _f32, align=4), L)
+                b.store(e.fma(mv, xs, b.load(macc[r])), macc[r])
+
+    if qk == 32:
+        with cgutils.for_range(b, nb) as loop:
+            block(b.mul(loop.index, e.c(ub)), loop.index, None)
+    else:
+        units = b.udiv(nb, e.c(qk // 32))
+        with cgutils.for_range(b, units) as loop:
+            u = loop.index
+            base = b.mul(u, e.c(ub))
+            head = (f16v(base), f16v(b.add(base, e.c(32))))
+            with cgutils.for_range(b, e.c(8)) as inner:
+                j = inner.index
+                block(b.add(base, b.add(e.c(hdr), b.mul(j, e.c(bb)))), b.add(b.mul(u, e.c(8)), j), head)
+    full = b.icmp_unsigned("==", valid, e.c(PR))
+    for r in range(nx):
+        v = b.fadd(b.load(acc[r]), b.load(macc[r]))
+        dst = b.gep(dest, [b.mul(stride, e.c(r))])
+        with b.if_else(full) as (then, otherwise):
+            with then:
+                b.store(v, b.bitcast(dst, v16.as_pointer()), align=4)
+            with otherwise:
+                for i in range(L):
+                    with cgutils.if_likely(b, b.icmp_unsigned("<", e.c(i), valid)):
+                        b.store(b.extract_element(v, e.c(i, _i32)), b.gep(dst, [e.c(i)]))
+
+
 def _packed_tile(nx):
     """An intrinsic (qtype, a, xs, k, K, nb, out, o, stride, valid): _emit_packed for each
     type of _PACKED, results to out[o + r * stride + i], i < valid."""
@@ -905,6 +1062,12 @@ def _packed_tile(nx):
                 L = 8 if nx > 1 and t not in _WIDE_ONLY and not _AVX512 else 16
                 for part in range(PR // L):
                     _emit_packed(e, t, nx, args[1], k_, K_, nb_, dest, stride_, valid_, L, part)
+                builder.branch(done)
+            for t in _X8_TYPES:
+                bb = builder.append_basic_block(f"ptile8.{t}")
+                switch.add_case(ir.Constant(args[0].type, X8 + t), bb)
+                builder.position_at_end(bb)
+                _emit_packed8(e, t, nx, args[1], k_, K_, nb_, dest, stride_, valid_)
                 builder.branch(done)
             builder.position_at_end(done)
             return context.get_dummy_value()
@@ -955,16 +1118,23 @@ def matmul(w, segs, x, out, full):
     xf = x.reshape(-1)
     w16 = w[:len(w) // 2 * 2].view(np.uint16)  # F16 weights (their offsets are even)
     nb = U(K // 32)
-    quantized_x = False
+    quantized_x, quantized_x8 = False, False
     for s in range(segs.shape[0]):
-        quantized_x = quantized_x or segs[s, 0] in _INT_TYPES or segs[s, 0] >= PACK
-    nq = len(xf) if quantized_x else 0
+        t = segs[s, 0]
+        quantized_x = quantized_x or t in _INT_TYPES or PACK <= t < PACK + X8
+        quantized_x8 = quantized_x8 or t >= PACK + X8
+    nq, nq8 = len(xf) if quantized_x else 0, len(xf) if quantized_x8 else 0
     xq, xd, xm = np.empty(nq, np.int16), np.empty(nq // 32, F), np.empty(nq // 32, F)
     xh = np.empty(nq // 16, np.int32)
-    if quantized_x:
+    xq8, xd8, xm8 = np.empty(nq8, np.int8), np.empty(nq8 // 32, F), np.empty(nq8 // 32, F)
+    xh8 = np.empty(nq8 // 16, np.int32)
+    if quantized_x or quantized_x8:
         for n in prange(N):
-            _quantize_x(xf, U(n) * U(K), K // 32, xq, xd, xm, xh)
-    xs = (xq, xd, xm, xh)
+            if quantized_x:
+                _quantize_x(xf, U(n) * U(K), K // 32, xq, xd, xm, xh)
+            if quantized_x8:
+                _quantize_x8(xf, U(n) * U(K), K // 32, xq8, xd8, xm8, xh8)
+    xs = (xq, xd, xm, xh, xq8, xd8, xm8, xh8)
     seg_rows = np.empty(segs.shape[0], np.int64)  # rows of W per work item, per segment
     items = 0
     for s in range(segs.shape[0]):
@@ -993,7 +1163,7 @@ def matmul(w, segs, x, out, full):
             c = _fetch_add(counter)
             qtype, rb, M, o0 = segs[s, 0], U(segs[s, 2]), segs[s, 3], first[s]
             w0 = U(segs[s, 1])
-            if qtype >= PACK:  # w0: the packed copy's address; rb: bytes per group of PR rows
+            if qtype >= PACK:  # w0: the packed copy's address; rb: bytes per group of PR rows (X8: int8 x)
                 for n0 in range(0, N, NC):
                     n1 = min(N, n0 + NC)
                     nt = n0 + (n1 - n0) // PRX * PRX

@@ -317,8 +317,14 @@ class QMatrix:
     """A 2-D GGUF weight (M, K), kept as the bytes of the file; dequantized only a tile or a
     row at a time."""
 
-    def __init__(self, data: np.ndarray, ggml_type: int, shape: tuple[int, int], pack: bool = True):
+    def __init__(self, data: np.ndarray, ggml_type: int, shape: tuple[int, int], pack: bool = True,
+                 x8: bool = False):
+        """data: the file's bytes of W (M rows); pack: make the packed copy now, not at the first
+        matmul; x8: round x to int8 (a scale per 32 values, as llama.cpp rounds it) for this
+        matrix where the numba kernel has an int8 tile for its type on this CPU (x8_active),
+        else to int16 as for every matrix (kernels/_numba.py, _X8)."""
         self.ggml_type = int(ggml_type)
+        self.x8 = bool(x8)
         self.type = T(self.ggml_type)
         M, K = self.shape = (int(shape[0]), int(shape[1]))
         self._blas = self.type == T.F32
@@ -378,8 +384,15 @@ class QMatrix:
         self._packed = packed
         self._flat = _readonly(packed)
         group_bytes = packed.nbytes // ((M + _nb.PR - 1) // _nb.PR)
-        self._segs = np.array([[_nb.PACK + self.ggml_type, packed.ctypes.data, group_bytes, M]], np.int64)
+        kind = _nb.PACK + (_nb.X8 if self.x8_active else 0) + self.ggml_type
+        self._segs = np.array([[kind, packed.ctypes.data, group_bytes, M]], np.int64)
         _release(self.raw)
+
+    @property
+    def x8_active(self) -> bool:
+        """Whether this matrix's products take x rounded to int8 (x8 asked, and the numba kernel
+        has an int8 tile for its type on this CPU: x86 with AVX2, without AVX-512)."""
+        return self.x8 and _nb is not None and self.ggml_type in _nb.X8_TYPE_IDS and self._numba_covers()
 
     def _numba_covers(self) -> bool:
         """Whether the numba kernel multiplies this matrix (its _flat and _segs)."""

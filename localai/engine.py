@@ -162,7 +162,7 @@ class LLM:
     """A loaded model. Made by `localai.load`; see the package docstring."""
 
     def __init__(self, path: str | Path, *, backend: str = "auto", n_ctx: int | None = None,
-                 n_threads: int | None = None, name: str | None = None):
+                 n_threads: int | None = None, name: str | None = None, activation_bits: int | None = None):
         t0 = time.perf_counter()
         self.path = Path(path)
         self.name = name or self.path.stem
@@ -170,6 +170,8 @@ class LLM:
         if self.backend == "numpy":  # the numba kernels are the numpy backend's alone
             _malloc.configure()
             kernels.set_threads(n_threads)  # None: the physical cores
+            from .ops import numpy as numpy_ops
+            numpy_ops.set_activation_bits(activation_bits)  # for this model's matrices, made below
             kernels.warmup()  # compile (or load from numba's cache) now, not on the first token
         self.gguf = g = GGUFFile(self.path)
         self.arch = g.architecture
@@ -483,7 +485,7 @@ def _collect(chunks: Iterator[Chunk]) -> Completion:
 
 
 def load(model: str = store.DEFAULT_MODEL, *, backend: str = "auto", n_ctx: int | None = None,
-         n_threads: int | None = None) -> LLM:
+         n_threads: int | None = None, activation_bits: int | None = None) -> LLM:
     path = store.resolve(model)
     name = model if not store.looks_like_path(model) else None
-    return LLM(path, backend=backend, n_ctx=n_ctx, n_threads=n_threads, name=name)
+    return LLM(path, backend=backend, n_ctx=n_ctx, n_threads=n_threads, name=name, activation_bits=activation_bits)

@@ -522,6 +522,94 @@ def test_integer_gemm_rows_are_batch_invariant(qtype):
         np.testing.assert_array_equal(W.matmul(x[lo:hi]), full[lo:hi])
 
 
+def rounded_x8(x: np.ndarray) -> np.ndarray:
+    """x as the int8 tiles see it (QMatrix(x8=True)): per block of 32 values, scale amax / 127,
+    codes rint(x * 127 / amax) (llama.cpp's Q8_0 rounding)."""
+    xb = x.reshape(x.shape[0], -1, 32)
+    amax = np.abs(xb).max(-1, keepdims=True)
+    inv = np.float32(127) / np.where(amax > 0, amax, 1)
+    return (np.rint(xb * inv) * (amax / np.float32(127))).reshape(x.shape)
+
+
+X8_TYPES = [T.Q4_0, T.Q4_1, T.Q5_0, T.Q5_1, T.Q4_K, T.Q5_K]
+
+
+@NUMBA
+@pytest.mark.parametrize("qtype", X8_TYPES, ids=lambda t: t.name)
+@pytest.mark.parametrize("N", [1, 7, 130])
+def test_int8_x_gemm_is_the_rounded_x_times_w(qtype, N):
+    """With x8=True, on a CPU whose kernel has the int8 tile (x86 AVX2 without AVX-512), the
+    product is exactly rounded_x8(x) @ W.T to float32 rounding (elsewhere int16 x, as every
+    matrix); each row the same bits alone or in any batch; a matrix without x8 in the same
+    call keeps int16 x."""
+    M, K = 37, 768 if quants.block_size(qtype)[0] == 256 else 544
+    raw = random_rows(qtype, M, K, seed=9)
+    w = reference(raw, qtype)
+    x = np.random.default_rng(N).standard_normal((N, K)).astype(np.float32) * 0.05 + 0.02
+    x[:, 70] = 9.0
+    W8, W16 = QMatrix(raw, qtype, (M, K), x8=True), QMatrix(raw, qtype, (M, K))
+    assert W8.x8_active == (int(qtype) in qmatmul._nb.X8_TYPE_IDS)
+    assert W8.x8_active == qmatmul._nb._X8
+    y8, y16 = kernels.matmul_many([W8, W16], x)
+    if W8.x8_active:
+        ref = rounded_x8(x).astype(np.float64) @ w.T.astype(np.float64)
+        bound = 4 * K * 2.0**-24 * (np.abs(x).astype(np.float64) @ np.abs(w).T) + 1e-30
+        assert np.all(np.abs(y8 - ref) <= 2 * bound)
+    else:
+        np.testing.assert_array_equal(y8, y16)
+    assert_close(y16, x, w, qtype)
+    np.testing.assert_array_equal(W8.matmul(x), y8)
+    for lo, hi in ((0, 1), (N // 2, N // 2 + 1), (1, N)):
+        if lo < hi <= N:
+            np.testing.assert_array_equal(W8.matmul(x[lo:hi]), y8[lo:hi])
+
+
+def test_activation_bits_config_key(tmp_path):
+    from localai import config
+    p = tmp_path / "config.toml"
+    p.write_text("activation_bits = 8\n")
+    assert config.load(str(p)).activation_bits == 8
+    p.write_text("activation_bits = 4\n")
+    with pytest.raises(config.ConfigError, match="`activation_bits` must be 8 or 16"):
+        config.load(str(p))
+
+
+@NUMBA
+def test_activation_bits_8_rounds_the_feed_forward_x_to_int8(smollm2_path, monkeypatch):
+    """A model loaded with activation_bits=8 (config, or $LOCALAI_ACTIVATION_BITS) takes int8 x
+    in its feed-forward matrices where the kernel has the int8 tile, and nowhere else; the
+    default keeps int16 x everywhere; its greedy text still answers; a bad value is one error."""
+    import gc
+
+    import localai
+    from localai.errors import InvalidRequest
+
+    def int8_matrices():  # of every live model: only this test's asks for int8 x
+        return {(m.shape, m.type.name) for m in gc.get_objects() if type(m) is QMatrix and m.x8_active}
+
+    monkeypatch.setenv("LOCALAI_ACTIVATION_BITS", "8")
+    llm8 = localai.load(str(smollm2_path), backend="numpy")
+    ids = llm8.tokenize("The capital of France is")
+    logits8 = llm8.logits(ids)[-1]
+    x8 = int8_matrices()
+    del llm8
+    gc.collect()
+    monkeypatch.delenv("LOCALAI_ACTIVATION_BITS")
+    llm16 = localai.load(str(smollm2_path), backend="numpy")
+    assert int8_matrices() == set()
+    logits16 = llm16.logits(ids)[-1]
+    if qmatmul._nb._X8:  # SmolLM2's feed-forward matrices: gate and up (1536 x 576), down (576 x 1536)
+        assert x8 == {((1536, 576), "Q4_1"), ((576, 1536), "Q4_1")}
+        assert not np.array_equal(logits8, logits16)
+    else:
+        assert x8 == set()
+        np.testing.assert_array_equal(logits8, logits16)
+    assert int(logits8.argmax()) == int(logits16.argmax())
+    monkeypatch.setenv("LOCALAI_ACTIVATION_BITS", "4")
+    with pytest.raises(InvalidRequest, match="must be 8 or 16"):
+        localai.load(str(smollm2_path), backend="numpy")
+
+
 PACKED_TYPES = INT_TYPES  # every type of the integer kernels
 
 
@@ -586,6 +674,12 @@ def test_packed_kernel_same_bits_with_and_without_vnni():
             np.testing.assert_array_equal(np.load(f"{d}/{t.name}.host.npy"), np.load(f"{d}/{t.name}.novnni.npy"))
 
 
+# Haswell's features, named (the kernels read NUMBA_CPU_FEATURES to pick their tiles; with it
+# empty, LLVM would take the CPU name's but the kernels would see none)
+HASWELL = ",".join("+" + f for f in ("64bit avx avx2 bmi bmi2 cmov cx16 f16c fma fsgsbase fxsr lzcnt mmx movbe "
+                                     "pclmul popcnt rdrnd sahf sse sse2 sse3 sse4.1 sse4.2 ssse3 xsave xsaveopt").split())
+
+
 @NUMBA
 def test_integer_gemm_on_an_avx2_target():
     """The integer GEMM compiled for a Haswell-class CPU (AVX2 + FMA, no AVX-512, no VNNI: LLVM
@@ -601,17 +695,26 @@ def test_integer_gemm_on_an_avx2_target():
             raw = np.load(f"{d}/{name}.npy")
             x = rng.standard_normal((9, 768)).astype(np.float32)
             np.save(f"{d}/{name}.y.npy", QMatrix(raw, T[name], (raw.shape[0], 768)).matmul(x))
+            W8 = QMatrix(raw, T[name], (raw.shape[0], 768), x8=True)
+            np.save(f"{d}/{name}.y8.npy", W8.matmul(x))
+            print(name, W8.x8_active)
             np.save(f"{d}/{name}.x.npy", x)
     """
     import tempfile
     with tempfile.TemporaryDirectory() as d:
         for t in INT_TYPES:
             np.save(f"{d}/{t.name}.npy", random_rows(t, 11, 768, seed=int(t)))
-        env = dict(os.environ, NUMBA_CPU_NAME="haswell", NUMBA_CPU_FEATURES="")
-        subprocess.run([sys.executable, "-c", code, d, *[t.name for t in INT_TYPES]], env=env, check=True)
+        env = dict(os.environ, NUMBA_CPU_NAME="haswell", NUMBA_CPU_FEATURES=HASWELL)
+        out = subprocess.run([sys.executable, "-c", code, d, *[t.name for t in INT_TYPES]], env=env, check=True,
+                             capture_output=True, text=True).stdout
+        assert out.split() == [v for t in INT_TYPES for v in (t.name, str(t in X8_TYPES))]  # int8 x on AVX2
         for t in INT_TYPES:
-            assert_close(np.load(f"{d}/{t.name}.y.npy"), np.load(f"{d}/{t.name}.x.npy"),
-                         reference(np.load(f"{d}/{t.name}.npy"), t), t)
+            x, w = np.load(f"{d}/{t.name}.x.npy"), reference(np.load(f"{d}/{t.name}.npy"), t)
+            assert_close(np.load(f"{d}/{t.name}.y.npy"), x, w, t)
+            if t in X8_TYPES:
+                y8, ref = np.load(f"{d}/{t.name}.y8.npy"), rounded_x8(x).astype(np.float64) @ w.T.astype(np.float64)
+                bound = 4 * 768 * 2.0**-24 * (np.abs(x).astype(np.float64) @ np.abs(w).T) + 1e-30
+                assert np.all(np.abs(y8 - ref) <= 2 * bound)
 
 
 @NUMBA

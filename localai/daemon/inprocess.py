@@ -33,7 +33,8 @@ class InProcessClient(BaseClient):
             from .admission import admit
 
             adm = admit(path, self.cfg.n_ctx, self.cfg.cache_bytes, self.cfg.backend)  # as the daemon: fits, or one line
-            llm = load(path, backend=self.cfg.backend, n_ctx=adm.n_ctx, n_threads=self.cfg.threads)
+            llm = load(path, backend=self.cfg.backend, n_ctx=adm.n_ctx, n_threads=self.cfg.threads,
+                       activation_bits=self.cfg.activation_bits)
             self._models[path] = (llm, PromptCache(llm, max_sessions=2, max_bytes=adm.cache_bytes))
         return self._models[path]
 

@@ -172,7 +172,7 @@ def _open_fds() -> int | None:
 class Scheduler:
     def __init__(self, cfg, loader=None, resolve=None, max_models: int = 2):
         self.cfg = cfg
-        self.loader = loader  # (path, backend=, n_ctx=, n_threads=) -> LLM; default localai.load
+        self.loader = loader  # (path, backend=, n_ctx=, n_threads=, activation_bits=) -> LLM; default localai.load
         self.resolve = resolve or (lambda name: str(store.resolve(name, pull_missing=False)))
         self.max_models = max_models
         self.cond = threading.Condition()
@@ -563,7 +563,8 @@ class Scheduler:
                     if not idle:
                         raise
                     self._unload(idle[0], "to make room")  # least recently used first
-            llm = load(path, backend=self.cfg.backend, n_ctx=adm.n_ctx, n_threads=self.cfg.threads)
+            llm = load(path, backend=self.cfg.backend, n_ctx=adm.n_ctx, n_threads=self.cfg.threads,
+                       activation_bits=self.cfg.activation_bits)
             job.load_ms = (time.monotonic() - t0) * 1000
             m = Loaded(name, path, llm, PromptCache(llm, self.cfg.cache_sessions, adm.cache_bytes),
                        job.load_ms, ident=ident, lease=FileWatch.take(path))

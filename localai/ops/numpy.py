@@ -7,12 +7,13 @@ gated activations and attention call the kernels in `localai.models.layers` / `k
 from __future__ import annotations
 
 import math
+import re
 import os
 
 import numpy as np
 
 from .. import kernels
-from ..errors import ModelFileError
+from ..errors import InvalidRequest, ModelFileError
 from ..models import layers
 from ..models.hparams import tensor  # noqa: F401  (a GGUF tensor by name, ModelFileError if missing)
 from ..models.cache import KVCache, make_cache  # noqa: F401  (an op: make_cache(n_layers, n_kv_heads, head_dim, max_len))
@@ -27,6 +28,39 @@ def has(g, name: str) -> bool:
     return name in g.tensors
 
 
+# The weights whose products take int8 x (QMatrix x8) where the kernel has the int8 tile (x86
+# AVX2 without AVX-512: 1.4-2.1x the int16 tile's speed) and the user asked for it
+# (activation_bits = 8): the dense feed-forward ones, three quarters of a layer's
+# multiply-adds in most models. Not the default: on SmolLM2 the logits stay inside
+# tests/test_reference.py's bounds (top-20 log-prob |diff| 0.69 / 0.15 max / mean against
+# llama.cpp, int16: 0.69 / 0.13), but two greedy answers that llama.cpp gives and int16 x
+# keeps change (the capital of France, a rewrite that copies its selection), and with the
+# attention's matrices or a mixture's experts too, two tiny random-weight models of
+# tests/test_arch.py leave llama.cpp's argmax (benchmarks/x8_fidelity.py, docs/benchmarks.md).
+_X8_NAMES = re.compile(r"blk\.\d+\.ffn_(gate|up|down)\.weight")
+ACTIVATION_BITS = 16  # set_activation_bits
+
+
+def set_activation_bits(bits: int | None) -> int:
+    """Round x to `bits` (8 or 16) for the integer products of the matrices made from now on;
+    None: $LOCALAI_ACTIVATION_BITS, else 16. Returns the value set; InvalidRequest for any other."""
+    global ACTIVATION_BITS
+    if bits is None:
+        env = os.environ.get("LOCALAI_ACTIVATION_BITS", "16")
+        try:
+            bits = int(env)
+        except ValueError:
+            raise InvalidRequest(f"LOCALAI_ACTIVATION_BITS must be 8 or 16, not {env!r}") from None
+    if bits not in (8, 16):
+        raise InvalidRequest(f"activation bits must be 8 or 16, not {bits!r}")
+    ACTIVATION_BITS = bits
+    return bits
+
+
+def _x8(name: str) -> bool:
+    return ACTIVATION_BITS == 8 and _X8_NAMES.fullmatch(name) is not None
+
+
 def matrix(g, name: str) -> kernels.QMatrix:
     """A 2-D weight (M, K) as a `QMatrix` over the memory map (stays quantized).
     LOCALAI_CHECK_BOUNDS=1 wraps it in a `CheckedMatrix` (a debug mode)."""
@@ -34,8 +68,11 @@ def matrix(g, name: str) -> kernels.QMatrix:
     if len(t.shape) != 2:
         raise ModelFileError(f"{g.path}: tensor {name!r} should be 2-D, has shape {t.shape}")
     _check_data(g, t)
-    # the token embedding is packed for the matmul kernel only if it is also the output (tied)
-    m = kernels.QMatrix(t.data, t.ggml_type, t.shape, pack=name != "token_embd.weight")
+    # the token embedding is packed for the matmul kernel only if it is also the output (tied);
+    # activation_bits = 8: the feed-forward weights take x rounded to int8 where the kernel has an
+    # int8 tile for their type (_X8_NAMES; kernels/_numba.py, _X8)
+    m = kernels.QMatrix(t.data, t.ggml_type, t.shape, pack=name != "token_embd.weight",
+                        x8=_x8(name))
     return CheckedMatrix(m, name) if os.environ.get("LOCALAI_CHECK_BOUNDS") == "1" else m
 
 
@@ -104,7 +141,7 @@ def experts(g, name: str) -> list[kernels.QMatrix]:
     _check_data(g, t)
     E, M, K = t.shape
     data = t.data.reshape(E, M, -1)   # (E, M, row_bytes) or (E, M, K) floats
-    return [kernels.QMatrix(data[e], t.ggml_type, (M, K)) for e in range(E)]
+    return [kernels.QMatrix(data[e], t.ggml_type, (M, K), x8=_x8(name)) for e in range(E)]
 
 
 # -- compute ------------------------------------------------------------------------------
