@@ -16,17 +16,9 @@ KERNELS = ("matmul", "attend", "attend_many", "rms_norm", "rope", "glu", "causal
            "dequantize_rows", "dequantize_tile")
 
 
-def main() -> None:
-    import localai
-    from localai import bench
-    from localai.kernels import qmatmul
-
-    model = sys.argv[1] if len(sys.argv) > 1 else "smollm2"
-    n = int(sys.argv[2]) if len(sys.argv) > 2 else 512
-    llm = localai.load(model, backend="numpy", n_ctx=max(2048, n + 64))
-    ids = bench._text_tokens(llm, n)
-    llm.prefill(llm.new_session(), ids[:16])
-    nb = qmatmul.numba_kernels()
+def time_kernels(nb, names=KERNELS) -> tuple[collections.Counter, collections.Counter]:
+    """Wrap each of the numba kernels module nb's functions in `names` with a timer (in place,
+    for this process): the counters of seconds and of calls by name, which the wrappers add to."""
     spent, calls = collections.Counter(), collections.Counter()
 
     def timed(name, f):
@@ -38,9 +30,23 @@ def main() -> None:
             return r
         return call
 
-    for name in KERNELS:
+    for name in names:
         if hasattr(nb, name):
             setattr(nb, name, timed(name, getattr(nb, name)))
+    return spent, calls
+
+
+def main() -> None:
+    import localai
+    from localai import bench
+    from localai.kernels import qmatmul
+
+    model = sys.argv[1] if len(sys.argv) > 1 else "smollm2"
+    n = int(sys.argv[2]) if len(sys.argv) > 2 else 512
+    llm = localai.load(model, backend="numpy", n_ctx=max(2048, n + 64))
+    ids = bench._text_tokens(llm, n)
+    llm.prefill(llm.new_session(), ids[:16])
+    spent, calls = time_kernels(qmatmul.numba_kernels())
     best = None
     for _ in range(3):
         spent.clear()

@@ -10,13 +10,12 @@ The timers add ~10 % to a run (a Python call around each of ~120 kernel calls a 
 from __future__ import annotations
 
 import argparse
-import collections
 import sys
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import batching  # noqa: E402
+from prefill_split import time_kernels  # noqa: E402
 
 
 def main() -> None:
@@ -28,21 +27,7 @@ def main() -> None:
     from localai.kernels import qmatmul
 
     server, path = batching.start(a.model, 4096)
-    nb = qmatmul.numba_kernels()
-    spent, calls = collections.Counter(), collections.Counter()
-
-    def timed(name, f):
-        def call(*args):
-            t = time.perf_counter()
-            r = f(*args)
-            spent[name] += time.perf_counter() - t
-            calls[name] += 1
-            return r
-        return call
-
-    for name in ("matmul", "attend", "attend_many", "rms_norm", "rope", "kv_store", "glu"):
-        if hasattr(nb, name):
-            setattr(nb, name, timed(name, getattr(nb, name)))
+    spent, calls = time_kernels(qmatmul.numba_kernels())
     params = {"text": batching.FUNC, "instruction": "Rename the parameter discount_rate to rebate. Change nothing else.",
               "language": "python", "max_tokens": a.tokens, "temperature": 0, "cache_prompt": False}
     for mode in a.modes.split(","):
