@@ -11,6 +11,10 @@ from __future__ import annotations
 import collections
 import sys
 import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from prefill_wall import warm_model  # noqa: E402
 
 KERNELS = ("matmul", "attend", "attend_many", "rms_norm", "rope", "glu", "causal_softmax", "kv_store",
            "dequantize_rows", "dequantize_tile")
@@ -37,15 +41,9 @@ def time_kernels(nb, names=KERNELS) -> tuple[collections.Counter, collections.Co
 
 
 def main() -> None:
-    import localai
-    from localai import bench
     from localai.kernels import qmatmul
 
-    model = sys.argv[1] if len(sys.argv) > 1 else "smollm2"
-    n = int(sys.argv[2]) if len(sys.argv) > 2 else 512
-    llm = localai.load(model, backend="numpy", n_ctx=max(2048, n + 64))
-    ids = bench._text_tokens(llm, n)
-    llm.prefill(llm.new_session(), ids[:16])
+    model, n, llm, ids = warm_model(sys.argv[1:])
     spent, calls = time_kernels(qmatmul.numba_kernels())
     best = None
     for _ in range(3):

@@ -11,15 +11,22 @@ import sys
 import time
 
 
-def main() -> None:
+def warm_model(argv: list[str]):
+    """argv [MODEL [N]] (default smollm2, 512) -> (model, n, the numpy-backend LLM, n prompt
+    ids of English text), after a 16-token prefill that compiles and warms the kernels."""
     import localai
     from localai import bench
 
-    model = sys.argv[1] if len(sys.argv) > 1 else "smollm2"
-    n = int(sys.argv[2]) if len(sys.argv) > 2 else 512
+    model = argv[0] if argv else "smollm2"
+    n = int(argv[1]) if len(argv) > 1 else 512
     llm = localai.load(model, backend="numpy", n_ctx=max(2048, n + 64))
     ids = bench._text_tokens(llm, n)
     llm.prefill(llm.new_session(), ids[:16])
+    return model, n, llm, ids
+
+
+def main() -> None:
+    model, n, llm, ids = warm_model(sys.argv[1:])
     ts = []
     for _ in range(6):
         s = llm.new_session()

@@ -486,65 +486,40 @@ _tile_xw, _tile_1w, _tile_11 = _tile(RX, RW), _tile(1, R1), _tile(1, 1)  # (a lo
 
 
 @njit(fastmath=FM, error_model="numpy", **JIT)
-def _quantize_x(x, k, n, xq, xd, xm, xh):
-    """x[k:k + n * 32] float32 -> int16 codes xq = rint(x * 32767 / amax) with one scale per
-    group of XG blocks of 32 values (256 values, a K-quant super-block; the row's last group
-    may be shorter): xd = amax / 32767, stored for each block of the group, and per block
-    the rounded values' sum xm = xd * sum(xq), at the same offsets (xd, xm: / 32). One scale
-    per group lets the integer dots apply it once per group, not once per block. (A min's
-    term takes the rounded x's sum: weights d q + m with m ~ -8 d nearly cancel, and so do
-    their errors, only if both halves of the dot see one x.) xh: the integer sum of each 16
-    rounded values (xh: / 16), for the packed tile's code offsets."""
-    for g0 in range(0, n, XG):
-        nbk = min(XG, n - g0)
+def _quantize_x(x, k, n, xq, xd, xm, xh, group, qmax):
+    """x[k:k + n * 32] float32 -> integer codes xq = rint(x * qmax / amax) with one scale per
+    group of `group` blocks of 32 values (the row's last group may be shorter): xd = amax /
+    qmax, stored for each block of the group, and per block the rounded values' sum xm = xd *
+    sum(xq), at the same offsets (xd, xm: / 32). xh: the integer sum of each 16 rounded values
+    (xh: / 16), for the packed tile's code offsets.
+
+    int16 x (xq int16, group XG, qmax 32767): one scale per 256 values (a K-quant super-block)
+    lets the integer dots apply it once per group, not once per block. int8 x (xq int8, group
+    1, qmax 127: _X8): llama.cpp's Q8_0 rounding of x (quantize_row_q8_0). (A min's term
+    takes the rounded x's sum: weights d q + m with m ~ -8 d nearly cancel, and so do their
+    errors, only if both halves of the dot see one x.)"""
+    for g0 in range(0, n, group):
+        nbk = min(group, n - g0)
         o = U(k) + U(g0) * U(32)
         amax = F(0)
         for j in range(o, o + U(32) * U(nbk)):
             a = abs(x[j])
             amax = a if a > amax else amax
-        inv = F(32767) / amax if amax > F(0) else F(0)
-        d = amax / F(32767)
+        inv = F(qmax) / amax if amax > F(0) else F(0)
+        d = amax / F(qmax)
         for blk in range(nbk):
             ob = o + U(blk) * U(32)
             si = np.int32(0)
             for oh in range(ob, ob + U(32), U(16)):
                 sh = np.int32(0)
                 for j in range(oh, oh + U(16)):
-                    q = np.int32(np.rint(x[j] * inv))
-                    xq[j] = np.int16(q)
+                    q = min(max(np.int32(np.rint(x[j] * inv)), np.int32(-qmax)), np.int32(qmax))
+                    xq[j] = q
                     sh += q
                 xh[oh // U(16)] = sh
                 si += sh
             xd[ob // U(32)] = d
             xm[ob // U(32)] = d * F(si)
-
-
-@njit(fastmath=FM, error_model="numpy", **JIT)
-def _quantize_x8(x, k, n, xq, xd, xm, xh):
-    """x[k:k + n * 32] float32 -> int8 codes xq = rint(x * 127 / amax) with one scale per
-    block of 32 values, xd = amax / 127 (llama.cpp's Q8_0 rounding of x, quantize_row_q8_0),
-    xm = xd * sum(xq) per block, xh the integer sum of each 16 codes (offsets as
-    _quantize_x's)."""
-    for blk in range(n):
-        o = U(k) + U(blk) * U(32)
-        amax = F(0)
-        for j in range(o, o + U(32)):
-            a = abs(x[j])
-            amax = a if a > amax else amax
-        inv = F(127) / amax if amax > F(0) else F(0)
-        si = np.int32(0)
-        for oh in range(o, o + U(32), U(16)):
-            sh = np.int32(0)
-            for j in range(oh, oh + U(16)):
-                q = np.int32(np.rint(x[j] * inv))
-                q = min(max(q, np.int32(-127)), np.int32(127))
-                xq[j] = np.int8(q)
-                sh += q
-            xh[oh // U(16)] = sh
-            si += sh
-        d = amax / F(127)
-        xd[o // U(32)] = d
-        xm[o // U(32)] = d * F(si)
 
 
 @njit(fastmath=FM, **JIT)
@@ -763,7 +738,7 @@ CHAINS = 2 if _VNNI else 1  # independent sums per row and block: vpdpwssd's lat
 # LLVM does not form it from plain IR, so it is called as LLVM's x86 intrinsic). A matrix asks
 # for it (QMatrix(x8=True): the feed-forward weights, localai/ops/numpy.py); its packed segment's
 # type is then PACK + X8 + ggml type, and x is rounded to int8 with a scale per 32 values
-# (_quantize_x8, llama.cpp's Q8_0 rounding) for it, still to int16 for the others of the call.
+# (_quantize_x, llama.cpp's Q8_0 rounding) for it, still to int16 for the others of the call.
 # pmaddubsw multiplies 32 unsigned codes by 32 signed bytes and adds pairs into 16 int16 lanes,
 # one per row of W: a 16-row group's pair in one instruction, where int16 x takes two pmaddwd
 # and two adds (benchmarks/x8_ab.py: 1.4-2.1x the packed int16 tile's speed, 1 to 64 rows of
@@ -778,6 +753,24 @@ _X8 = not _AVX512 and "avx2" in _FEATURES
 X8 = 1 << 11  # added to PACK + ggml type in segs: this segment takes int8 x
 _X8_TYPES = (Q4_0, Q4_1, Q5_0, Q5_1, Q4_K, Q5_K) if _X8 else ()
 X8_TYPE_IDS = frozenset(_X8_TYPES)
+
+
+def _store_rows(e, acc, macc, dest, stride, valid, L, part):
+    """A packed tile's results: row r's acc + macc (L float32 lanes, rows part * L ... of the
+    group) to dest + r * stride + part * L, all L where the group is whole (valid == PR), else
+    those below valid."""
+    b = e.b
+    full = b.icmp_unsigned("==", valid, e.c(PR))
+    for r in range(len(acc)):
+        v = b.fadd(b.load(acc[r]), b.load(macc[r]))
+        dst = b.gep(dest, [b.add(b.mul(stride, e.c(r)), e.c(L * part))])
+        with b.if_else(full) as (then, otherwise):
+            with then:
+                b.store(v, b.bitcast(dst, v.type.as_pointer()), align=4)
+            with otherwise:
+                for i in range(L):
+                    with cgutils.if_likely(b, b.icmp_unsigned("<", e.c(L * part + i), valid)):
+                        b.store(b.extract_element(v, e.c(i, _i32)), b.gep(dst, [e.c(i)]))
 
 
 def _emit_packed(e, qtype, nx, a, k, K, nb, dest, stride, valid, L=16, part=0):
@@ -920,17 +913,7 @@ def _emit_packed(e, qtype, nx, a, k, K, nb, dest, stride, valid, L=16, part=0):
             block(b.mul(bi, e.c(ub)), bi, None)
         with cgutils.if_likely(b, b.icmp_unsigned("!=", rest, e.c(0))):
             flush(first)
-    full = b.icmp_unsigned("==", valid, e.c(PR))
-    for r in range(nx):
-        v = b.fadd(b.load(acc[r]), b.load(macc[r]))
-        dst = b.gep(dest, [b.add(b.mul(stride, e.c(r)), e.c(L * part))])
-        with b.if_else(full) as (then, otherwise):
-            with then:
-                b.store(v, b.bitcast(dst, v16.as_pointer()), align=4)
-            with otherwise:
-                for i in range(L):
-                    with cgutils.if_likely(b, b.icmp_unsigned("<", e.c(L * part + i), valid)):
-                        b.store(b.extract_element(v, e.c(i, _i32)), b.gep(dst, [e.c(i)]))
+    _store_rows(e, acc, macc, dest, stride, valid, L, part)
 
 
 def _maddubs(b, codes, xv):
@@ -941,7 +924,7 @@ def _maddubs(b, codes, xv):
 
 
 def _emit_packed8(e, qtype, nx, a, k, K, nb, dest, stride, valid):
-    """_emit_packed for int8 x (x's arrays e.xs[4:], _quantize_x8): all PR rows of the group
+    """_emit_packed for int8 x (x's arrays e.xs[4:], _quantize_x): all PR rows of the group
     in one 16-lane vector; per block of 32 values and row of x, 16 pmaddubsw into int16 sums
     (4-bit codes: two sums of 8 pairs, at most 8 * 2 * 15 * 127 = 30480; 5-bit codes: four of
     4 pairs, 31496), widened to int32 and added, the code offset taken off once (offset *
@@ -1027,17 +1010,7 @@ def _emit_packed8(e, qtype, nx, a, k, K, nb, dest, stride, valid):
             with cgutils.for_range(b, e.c(8)) as inner:
                 j = inner.index
                 block(b.add(base, b.add(e.c(hdr), b.mul(j, e.c(bb)))), b.add(b.mul(u, e.c(8)), j), head)
-    full = b.icmp_unsigned("==", valid, e.c(PR))
-    for r in range(nx):
-        v = b.fadd(b.load(acc[r]), b.load(macc[r]))
-        dst = b.gep(dest, [b.mul(stride, e.c(r))])
-        with b.if_else(full) as (then, otherwise):
-            with then:
-                b.store(v, b.bitcast(dst, v16.as_pointer()), align=4)
-            with otherwise:
-                for i in range(L):
-                    with cgutils.if_likely(b, b.icmp_unsigned("<", e.c(i), valid)):
-                        b.store(b.extract_element(v, e.c(i, _i32)), b.gep(dst, [e.c(i)]))
+    _store_rows(e, acc, macc, dest, stride, valid, L, 0)
 
 
 def _packed_tile(nx):
@@ -1131,9 +1104,9 @@ def matmul(w, segs, x, out, full):
     if quantized_x or quantized_x8:
         for n in prange(N):
             if quantized_x:
-                _quantize_x(xf, U(n) * U(K), K // 32, xq, xd, xm, xh)
+                _quantize_x(xf, U(n) * U(K), K // 32, xq, xd, xm, xh, XG, 32767)
             if quantized_x8:
-                _quantize_x8(xf, U(n) * U(K), K // 32, xq8, xd8, xm8, xh8)
+                _quantize_x(xf, U(n) * U(K), K // 32, xq8, xd8, xm8, xh8, 1, 127)
     xs = (xq, xd, xm, xh, xq8, xd8, xm8, xh8)
     seg_rows = np.empty(segs.shape[0], np.int64)  # rows of W per work item, per segment
     items = 0

@@ -7,8 +7,8 @@ gated activations and attention call the kernels in `localai.models.layers` / `k
 from __future__ import annotations
 
 import math
-import re
 import os
+import re
 
 import numpy as np
 
@@ -141,7 +141,7 @@ def experts(g, name: str) -> list[kernels.QMatrix]:
     _check_data(g, t)
     E, M, K = t.shape
     data = t.data.reshape(E, M, -1)   # (E, M, row_bytes) or (E, M, K) floats
-    return [kernels.QMatrix(data[e], t.ggml_type, (M, K), x8=_x8(name)) for e in range(E)]
+    return [kernels.QMatrix(data[e], t.ggml_type, (M, K)) for e in range(E)]
 
 
 # -- compute ------------------------------------------------------------------------------
