@@ -21,6 +21,7 @@ import sys
 import time
 
 from ._spawn import module_argv
+from .errors import LocalAIError
 
 LONG_TEXT = (
     "The history of computing is a story of abstraction layered upon abstraction. "
@@ -114,6 +115,9 @@ def run(model: str, *, backend: str = "auto", threads: int = 2, n_prompt: int = 
         out = subprocess.run(module_argv("localai.bench", json.dumps(args)),
                              capture_output=True, text=True, env=env)
         lines = [ln for ln in out.stdout.splitlines() if ln.startswith("RESULT ")]
+        errors = [ln[6:] for ln in out.stdout.splitlines() if ln.startswith("ERROR ")]
+        if errors:  # bad input (a model file, a setting): the worker's one line, not its traceback
+            raise LocalAIError(errors[-1])
         if out.returncode != 0 or not lines:
             raise RuntimeError(f"bench worker failed (rc={out.returncode}): {out.stderr.strip()[-2000:]}")
         res = json.loads(lines[-1][7:])
@@ -143,4 +147,8 @@ def format_table(result: dict) -> str:
 
 if __name__ == "__main__":
     a = json.loads(sys.argv[1])
-    print("RESULT " + json.dumps(worker(**a)), flush=True)
+    try:
+        print("RESULT " + json.dumps(worker(**a)), flush=True)
+    except LocalAIError as exc:
+        print("ERROR " + exc.message, flush=True)
+        sys.exit(1)

@@ -36,3 +36,15 @@ def test_bench_table(smollm2_path):
     assert "backend=numpy" in out and "blas=openblas" in out
     for label in ("prefill pp32", "decode tg8", "ttft cold (64 tok)", "ttft warm (+8 tok)", "load", "peak RSS"):
         assert f"  {label}" in out, label
+
+
+def test_bench_bad_setting_is_one_line(smollm2_path):
+    """A setting a worker rejects (here $LOCALAI_ACTIVATION_BITS) comes back as the CLI's one
+    line, not the worker's traceback."""
+    import os
+
+    env = dict(os.environ, LOCALAI_ACTIVATION_BITS="x")
+    out = subprocess.run([sys.executable, "-m", "localai", "bench", "-m", str(smollm2_path), *ARGS],
+                         capture_output=True, text=True, timeout=600, env=env)
+    assert out.returncode == 1
+    assert out.stderr.strip() == "localai: error: LOCALAI_ACTIVATION_BITS must be 8 or 16, not 'x'"
