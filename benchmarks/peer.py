@@ -121,11 +121,13 @@ def main() -> None:
                         f"{k} {runs[name][-1][k]:.1f}" for _, k, _ in KEYS[:3] if runs[name][-1].get(k) is not None)
                         + "]", file=sys.stderr, flush=True)
         c, l = summarize(runs["localai"]), summarize(runs["llama.cpp"])
-        rows[m] = {"localai": c, "llama.cpp": l, "blas": runs["localai"][0].get("blas", "unknown")}
+        rows[m] = {"localai": c, "llama.cpp": l, "blas": runs["localai"][0].get("blas", "unknown"),
+                   "activation_bits": runs["localai"][0].get("activation_bits")}
         fmt = lambda s, k, nd=1: f"{s[k]['median']:.{nd}f} ({s[k]['min']:.{nd}f}-{s[k]['max']:.{nd}f})"
         print(f"\n{m} ({os.path.basename(path)}), llama.cpp threads={a.threads}, localai threads={a.ours_threads}, "
               f"repeats={a.repeats} (interleaved), busy cores={a.busy_core}, n_prompt={a.n_prompt}, n_gen={a.n_gen}, "
-              f"ttft prompt={a.ttft_prompt}, localai's BLAS: {rows[m]['blas']}")
+              f"ttft prompt={a.ttft_prompt}, localai's BLAS: {rows[m]['blas']}, "
+              f"activation bits: {rows[m]['activation_bits']}")
         print(f"  {'':18s}{'localai':>26s}{'llama.cpp':>26s}{'ratio':>8s}")
         for label, k, nd in KEYS:
             if k in c and k in l:

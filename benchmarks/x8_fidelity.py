@@ -1,8 +1,8 @@
 """Which matrices may take int8 x: the fidelity tests against llama.cpp (tests/test_reference.py,
 logits and teacher-forced greedy) with int8 x on the dense feed-forward matrices (`ffn`, the
-default, as localai/ops/numpy.py has it for activation_bits = 8), on those and the attention's
-(`ffn+attn`), on every matrix of the layers (`all`: the MoE router too), on the attention's
-alone, or on none; `--arch`: the tiny random-weight models of tests/test_arch.py instead;
+default here), on those and the attention's (`ffn+attn`, what localai/ops/numpy.py does for
+activation bits 8), on every matrix of the layers (`all`: the MoE router too), on the
+attention's alone, or on none; `--arch`: the tiny random-weight models of tests/test_arch.py instead;
 `--answers`: two of SmolLM2's greedy answers that llama.cpp gives (the capital of France, a
 rewrite that copies its selection). Only where the kernel has the int8 tile (x86 AVX2
 without AVX-512); prints the tests' figures.

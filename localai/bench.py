@@ -92,6 +92,7 @@ def worker(model: str, backend: str, threads: int, n_prompt: int, n_gen: int,
         "ttft_ms_cold": cold_ms, "ttft_ms_warm": warm_ms,
         "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0,
         "backend": llm.backend, "kernels": kernels.backend() if llm.backend == "numpy" else "-",  # MLX: its own
+        "activation_bits": llm.activation_bits,  # x's width in the integer products (numpy; "auto" by size)
         "blas": _blas.describe(), "model_path": str(llm.path),
         "threads": {k: kernels.qmatmul.tuner().state(k) for k in ("decode", "prefill")}
         if llm.backend == "numpy" and kernels.qmatmul.tuner() is not None else {},
@@ -136,7 +137,7 @@ def format_table(result: dict) -> str:
             ("ttft warm (+%d tok)" % a["ttft_new"], "ttft_ms_warm", "ms", 1),
             ("load", "load_s", "s", 3), ("peak RSS", "peak_rss_mib", "MiB", 1)]
     out = [f"model={os.path.basename(r0['model_path'])} backend={r0['backend']} kernels={r0['kernels']} "
-           f"threads={a['threads'] or 'auto'} repeats={len(result['runs'])} blas={r0.get('blas', 'unknown')}"]
+           f"activation_bits={r0.get('activation_bits')} threads={a['threads'] or 'auto'} repeats={len(result['runs'])} blas={r0.get('blas', 'unknown')}"]
     for label, k, unit, nd in rows:
         if k not in s:
             continue

@@ -7,10 +7,11 @@ override it.
     n_ctx = 4096               # context length (default: the model file's, capped at 8192)
     threads = 2                # CPU threads for the numpy backend's kernels, pinned (default: up to
                                # the physical cores, fewer while another program keeps a core busy)
-    activation_bits = 8        # round x to 8 bits (as llama.cpp does) for the feed-forward matrices'
+    activation_bits = "auto"   # round x to 8 bits (as llama.cpp does) for the layers' matrices'
                                # products: faster prefill and decode on x86 CPUs with AVX2 and no
-                               # AVX-512, slightly further from the float model (default 16;
-                               # docs/benchmarks.md); no effect elsewhere
+                               # AVX-512, slightly further from the float model; "auto" (the
+                               # default): 8 for models of 1B parameters or more, 16 below; 8 | 16
+                               # force it (docs/benchmarks.md); no effect elsewhere
     keep_alive = "10m"         # unload an idle model after this long ("30s", "1h", 0 = at once, -1 = never)
     system = "You are terse."  # system prompt for `localai ask` and `localai chat`
     draft_model = "smollm2"    # a small model of the same family drafting for speculative decoding
@@ -74,7 +75,7 @@ class Config:
     backend: str = "auto"
     n_ctx: int | None = None
     threads: int | None = None  # None: the physical cores
-    activation_bits: int | None = None  # 8 | 16; None: $LOCALAI_ACTIVATION_BITS, else 16 (ops.numpy)
+    activation_bits: int | str | None = None  # 8 | 16 | "auto"; None: $LOCALAI_ACTIVATION_BITS, else "auto" (ops.numpy)
     keep_alive: float = DEFAULT_KEEP_ALIVE  # seconds; < 0 = never unload
     system: str | None = None
     draft_model: str | None = None  # for requests with draft "model" (localai/speculative.py)
@@ -189,7 +190,7 @@ def load(path: str | None = None) -> Config:
     cfg.path = path
     known = {"model": str, "backend": str, "n_ctx": int, "threads": int, "keep_alive": None, "system": str,
              "draft_model": str, "sampling": dict, "prompt_cache": dict, "http": str, "http_cors": list,
-             "actions_path": list, "log": bool, "max_batch": int, "activation_bits": int}
+             "actions_path": list, "log": bool, "max_batch": int, "activation_bits": None}
     for key, value in data.items():
         if key not in known:
             raise ConfigError(f"{path}: unknown key `{key}`{_did_you_mean(key, known)} (known: {', '.join(known)})")
@@ -200,6 +201,10 @@ def load(path: str | None = None) -> Config:
                 cfg.keep_alive = parse_duration(value)
             except ValueError as exc:
                 raise ConfigError(f"{path}: `keep_alive`: {exc}") from None
+        elif key == "activation_bits":
+            if isinstance(value, bool) or value not in (8, 16, "auto"):
+                raise ConfigError(f'{path}: `activation_bits` must be 8, 16 or "auto", not {value!r}')
+            cfg.activation_bits = value if value == "auto" else int(value)
         elif key == "sampling":
             for k, v in value.items():
                 if k not in SAMPLING_KEYS:
@@ -225,8 +230,6 @@ def load(path: str | None = None) -> Config:
         raise ConfigError(f"{path}: `actions_path` must be a list of files or folders (strings)")
     if cfg.threads is not None and cfg.threads < 1:
         raise ConfigError(f"{path}: `threads` must be 1 or more, not {cfg.threads}")
-    if cfg.activation_bits is not None and cfg.activation_bits not in (8, 16):
-        raise ConfigError(f"{path}: `activation_bits` must be 8 or 16, not {cfg.activation_bits}")
     if cfg.max_batch is not None and cfg.max_batch < 1:
         raise ConfigError(f"{path}: `max_batch` must be 1 or more (1 = no batching), not {cfg.max_batch}")
     if cfg.backend not in ("auto", "numpy", "mlx"):

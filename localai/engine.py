@@ -9,6 +9,7 @@ prompt cache is built on.
 from __future__ import annotations
 
 import logging
+import math
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -162,18 +163,21 @@ class LLM:
     """A loaded model. Made by `localai.load`; see the package docstring."""
 
     def __init__(self, path: str | Path, *, backend: str = "auto", n_ctx: int | None = None,
-                 n_threads: int | None = None, name: str | None = None, activation_bits: int | None = None):
+                 n_threads: int | None = None, name: str | None = None, activation_bits: int | str | None = None):
         t0 = time.perf_counter()
         self.path = Path(path)
         self.name = name or self.path.stem
         self.backend = resolve_backend(backend)
+        self.gguf = g = GGUFFile(self.path)
+        self.n_params = sum(math.prod(t.shape) for t in g.tensors.values())
+        self.activation_bits = None  # x's width in the integer products (numpy backend)
         if self.backend == "numpy":  # the numba kernels are the numpy backend's alone
             _malloc.configure()
             kernels.set_threads(n_threads)  # None: the physical cores
             from .ops import numpy as numpy_ops
-            numpy_ops.set_activation_bits(activation_bits)  # for this model's matrices, made below
+            # for this model's matrices, made below ("auto": by its size)
+            self.activation_bits = numpy_ops.set_activation_bits(activation_bits, self.n_params)
             kernels.warmup()  # compile (or load from numba's cache) now, not on the first token
-        self.gguf = g = GGUFFile(self.path)
         self.arch = g.architecture
         self.quant = g.file_type_name
         self.model = backend_module(self.backend).model_class(self.arch)(g)
@@ -485,7 +489,7 @@ def _collect(chunks: Iterator[Chunk]) -> Completion:
 
 
 def load(model: str = store.DEFAULT_MODEL, *, backend: str = "auto", n_ctx: int | None = None,
-         n_threads: int | None = None, activation_bits: int | None = None) -> LLM:
+         n_threads: int | None = None, activation_bits: int | str | None = None) -> LLM:
     path = store.resolve(model)
     name = model if not store.looks_like_path(model) else None
     return LLM(path, backend=backend, n_ctx=n_ctx, n_threads=n_threads, name=name, activation_bits=activation_bits)

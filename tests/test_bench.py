@@ -47,4 +47,4 @@ def test_bench_bad_setting_is_one_line(smollm2_path):
     out = subprocess.run([sys.executable, "-m", "localai", "bench", "-m", str(smollm2_path), *ARGS],
                          capture_output=True, text=True, timeout=600, env=env)
     assert out.returncode == 1
-    assert out.stderr.strip() == "localai: error: LOCALAI_ACTIVATION_BITS must be 8 or 16, not 'x'"
+    assert out.stderr.strip() == "localai: error: LOCALAI_ACTIVATION_BITS must be 8, 16 or auto, not 'x'"

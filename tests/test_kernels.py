@@ -573,46 +573,91 @@ def test_int8_x_gemm_is_the_rounded_x_times_w(qtype, N):
 def test_activation_bits_config_key(tmp_path):
     from localai import config
     p = tmp_path / "config.toml"
-    p.write_text("activation_bits = 8\n")
-    assert config.load(str(p)).activation_bits == 8
-    p.write_text("activation_bits = 4\n")
-    with pytest.raises(config.ConfigError, match="`activation_bits` must be 8 or 16"):
-        config.load(str(p))
+    for value, expect in (("8", 8), ("16", 16), ('"auto"', "auto")):
+        p.write_text(f"activation_bits = {value}\n")
+        assert config.load(str(p)).activation_bits == expect
+    for bad in ("4", '"8"', "true"):
+        p.write_text(f"activation_bits = {bad}\n")
+        with pytest.raises(config.ConfigError, match='`activation_bits` must be 8, 16 or "auto"'):
+            config.load(str(p))
+
+
+def test_activation_bits_auto_goes_by_the_model_size(monkeypatch):
+    """"auto" (the default, also from $LOCALAI_ACTIVATION_BITS): 8 from 1B parameters, 16 below."""
+    from localai.errors import InvalidRequest
+    from localai.ops import numpy as ops
+
+    monkeypatch.delenv("LOCALAI_ACTIVATION_BITS", raising=False)
+    assert ops.X8_AUTO_PARAMS == 1_000_000_000
+    assert ops.set_activation_bits(None, 1_543_714_304) == 8  # Qwen2.5-1.5B
+    assert ops.set_activation_bits(None, 134_515_008) == 16  # SmolLM2-135M
+    assert ops.set_activation_bits("auto", 10**9) == 8
+    assert ops.set_activation_bits(16, 7 * 10**9) == 16
+    assert ops.set_activation_bits(8, 10**8) == 8
+    monkeypatch.setenv("LOCALAI_ACTIVATION_BITS", "16")
+    assert ops.set_activation_bits(None, 7 * 10**9) == 16
+    monkeypatch.setenv("LOCALAI_ACTIVATION_BITS", "auto")
+    assert ops.set_activation_bits(None, 7 * 10**9) == 8
+    for bad in (4, True, "8"):
+        with pytest.raises(InvalidRequest, match="must be 8, 16 or auto"):
+            ops.set_activation_bits(bad, 10**9)
+    monkeypatch.setenv("LOCALAI_ACTIVATION_BITS", "x")
+    with pytest.raises(InvalidRequest, match="LOCALAI_ACTIVATION_BITS must be 8, 16 or auto, not 'x'"):
+        ops.set_activation_bits(None, 10**9)
+
+
+# SmolLM2's layer matrices, all Q4_1: attention q and output (576 x 576), k and v (192 x 576),
+# feed-forward gate and up (1536 x 576), down (576 x 1536)
+SMOLLM2_X8 = {((576, 576), "Q4_1"), ((192, 576), "Q4_1"), ((1536, 576), "Q4_1"), ((576, 1536), "Q4_1")}
+
+
+def _int8_matrices():  # of every live model
+    import gc
+    return {(m.shape, m.type.name) for m in gc.get_objects() if type(m) is QMatrix and m.x8_active}
 
 
 @NUMBA
-def test_activation_bits_8_rounds_the_feed_forward_x_to_int8(smollm2_path, monkeypatch):
-    """A model loaded with activation_bits=8 (config, or $LOCALAI_ACTIVATION_BITS) takes int8 x
-    in its feed-forward matrices where the kernel has the int8 tile, and nowhere else; the
-    default keeps int16 x everywhere; its greedy text still answers; a bad value is one error."""
+def test_activation_bits_8_rounds_the_layers_x_to_int8(smollm2_path, monkeypatch):
+    """A model loaded with activation bits 8 (config, $LOCALAI_ACTIVATION_BITS, or "auto" on a
+    model of 1B parameters or more) takes int8 x in its layers' attention and feed-forward
+    matrices where the kernel has the int8 tile, and nowhere else; SmolLM2 by default ("auto",
+    135M parameters) keeps int16 x everywhere; the greedy next token stays; a bad value is one error."""
     import gc
 
     import localai
     from localai.errors import InvalidRequest
-
-    def int8_matrices():  # of every live model: only this test's asks for int8 x
-        return {(m.shape, m.type.name) for m in gc.get_objects() if type(m) is QMatrix and m.x8_active}
+    from localai.ops import numpy as ops
 
     monkeypatch.setenv("LOCALAI_ACTIVATION_BITS", "8")
     llm8 = localai.load(str(smollm2_path), backend="numpy")
+    assert llm8.activation_bits == 8
     ids = llm8.tokenize("The capital of France is")
     logits8 = llm8.logits(ids)[-1]
-    x8 = int8_matrices()
+    x8 = _int8_matrices()
     del llm8
     gc.collect()
     monkeypatch.delenv("LOCALAI_ACTIVATION_BITS")
     llm16 = localai.load(str(smollm2_path), backend="numpy")
-    assert int8_matrices() == set()
+    assert (llm16.n_params, llm16.activation_bits) == (134_515_008, 16)
+    assert _int8_matrices() == set()
     logits16 = llm16.logits(ids)[-1]
-    if qmatmul._nb._X8:  # SmolLM2's feed-forward matrices: gate and up (1536 x 576), down (576 x 1536)
-        assert x8 == {((1536, 576), "Q4_1"), ((576, 1536), "Q4_1")}
+    if qmatmul._nb._X8:
+        assert x8 == SMOLLM2_X8
         assert not np.array_equal(logits8, logits16)
     else:
         assert x8 == set()
         np.testing.assert_array_equal(logits8, logits16)
     assert int(logits8.argmax()) == int(logits16.argmax())
+    del llm16
+    gc.collect()
+    # "auto" goes by the parameter count the loader read from the file: with the bound at
+    # SmolLM2's own size, the default load takes int8 x as a 1B model does
+    monkeypatch.setattr(ops, "X8_AUTO_PARAMS", 134_515_008)
+    llm = localai.load(str(smollm2_path), backend="numpy")
+    assert llm.activation_bits == 8
+    assert _int8_matrices() == (SMOLLM2_X8 if qmatmul._nb._X8 else set())
     monkeypatch.setenv("LOCALAI_ACTIVATION_BITS", "4")
-    with pytest.raises(InvalidRequest, match="must be 8 or 16"):
+    with pytest.raises(InvalidRequest, match="must be 8, 16 or auto"):
         localai.load(str(smollm2_path), backend="numpy")
 
 

@@ -29,32 +29,40 @@ def has(g, name: str) -> bool:
 
 
 # The weights whose products take int8 x (QMatrix x8) where the kernel has the int8 tile (x86
-# AVX2 without AVX-512: 1.4-2.1x the int16 tile's speed) and the user asked for it
-# (activation_bits = 8): the dense feed-forward ones, three quarters of a layer's
-# multiply-adds in most models. Not the default: on SmolLM2 the logits stay inside
-# tests/test_reference.py's bounds (top-20 log-prob |diff| 0.69 / 0.15 max / mean against
-# llama.cpp, int16: 0.69 / 0.13), but two greedy answers that llama.cpp gives and int16 x
-# keeps change (the capital of France, a rewrite that copies its selection), and with the
-# attention's matrices or a mixture's experts too, two tiny random-weight models of
-# tests/test_arch.py leave llama.cpp's argmax (benchmarks/x8_fidelity.py, docs/benchmarks.md).
-_X8_NAMES = re.compile(r"blk\.\d+\.ffn_(gate|up|down)\.weight")
+# AVX2 without AVX-512: 1.4-2.1x the int16 tile's speed): the dense matrices of the layers,
+# attention and feed-forward (not a mixture's experts, nor the output). Which models:
+# `activation_bits` (config, $LOCALAI_ACTIVATION_BITS, localai.load): 8, 16, or "auto" (the
+# default): 8 for models of X8_AUTO_PARAMS parameters or more, 16 below. The evidence
+# (benchmarks/x8_kld.py, benchmarks/x8_fidelity.py, docs/benchmarks.md): int8 x moves the output
+# distribution little (KL divergence against int16 x 0.0019 on SmolLM2, 0.0011 on Gemma 3 270M:
+# a quarter to two thirds of what already separates int16 x from llama.cpp, whose 8-bit
+# rounding this is; perplexity within 0.2 %), but on the 135M default model two greedy
+# answers that llama.cpp gives and int16 x keeps change (the capital of France, a rewrite that
+# copies its selection), and two tiny random-weight models of tests/test_arch.py leave
+# llama.cpp's argmax.
+# So the small models keep int16 x, and the sizes where prefill waits longest take int8 x.
+_X8_NAMES = re.compile(r"blk\.\d+\.(attn_(q|k|v|qkv|output)|ffn_(gate|up|down))\.weight")
+X8_AUTO_PARAMS = 1_000_000_000
 ACTIVATION_BITS = 16  # set_activation_bits
 
 
-def set_activation_bits(bits: int | None) -> int:
-    """Round x to `bits` (8 or 16) for the integer products of the matrices made from now on;
-    None: $LOCALAI_ACTIVATION_BITS, else 16. Returns the value set; InvalidRequest for any other."""
+def set_activation_bits(bits: int | str | None, n_params: int = 0) -> int:
+    """Round x to `bits` for the integer products of the matrices made from now on: 8, 16, or
+    "auto" (8 when the model has at least X8_AUTO_PARAMS parameters, `n_params`, else 16);
+    None: $LOCALAI_ACTIVATION_BITS, else "auto". Returns the bits set; InvalidRequest for any
+    other value."""
     global ACTIVATION_BITS
     if bits is None:
-        env = os.environ.get("LOCALAI_ACTIVATION_BITS", "16")
-        try:
-            bits = int(env)
-        except ValueError:
-            raise InvalidRequest(f"LOCALAI_ACTIVATION_BITS must be 8 or 16, not {env!r}") from None
-    if bits not in (8, 16):
-        raise InvalidRequest(f"activation bits must be 8 or 16, not {bits!r}")
-    ACTIVATION_BITS = bits
-    return bits
+        env = os.environ.get("LOCALAI_ACTIVATION_BITS", "auto")
+        bits = env if env == "auto" else int(env) if env in ("8", "16") else None
+        if bits is None:
+            raise InvalidRequest(f"LOCALAI_ACTIVATION_BITS must be 8, 16 or auto, not {env!r}")
+    if bits == "auto":
+        bits = 8 if n_params >= X8_AUTO_PARAMS else 16
+    if isinstance(bits, bool) or bits not in (8, 16):
+        raise InvalidRequest(f"activation bits must be 8, 16 or auto, not {bits!r}")
+    ACTIVATION_BITS = int(bits)
+    return ACTIVATION_BITS
 
 
 def _x8(name: str) -> bool:
@@ -69,7 +77,7 @@ def matrix(g, name: str) -> kernels.QMatrix:
         raise ModelFileError(f"{g.path}: tensor {name!r} should be 2-D, has shape {t.shape}")
     _check_data(g, t)
     # the token embedding is packed for the matmul kernel only if it is also the output (tied);
-    # activation_bits = 8: the feed-forward weights take x rounded to int8 where the kernel has an
+    # activation bits 8: the layers' dense weights take x rounded to int8 where the kernel has an
     # int8 tile for their type (_X8_NAMES; kernels/_numba.py, _X8)
     m = kernels.QMatrix(t.data, t.ggml_type, t.shape, pack=name != "token_embd.weight",
                         x8=_x8(name))
