@@ -742,16 +742,15 @@ CHAINS = 2 if _VNNI else 1  # independent sums per row and block: vpdpwssd's lat
 # pmaddubsw multiplies 32 unsigned codes by 32 signed bytes and adds pairs into 16 int16 lanes,
 # one per row of W: a 16-row group's pair in one instruction, where int16 x takes two pmaddwd
 # and two adds (benchmarks/x8_ab.py: 1.4-2.1x the packed int16 tile's speed, 1 to 64 rows of
-# x, one thread, Zen 4 without AVX-512). Types: those whose codes are unsigned and at most 5
-# bits, so a few products sum in int16 without saturating (Q8_0's signed codes and Q6_K's
-# 6-bit ones stay on int16 x). AVX-512 keeps int16 x: vpdpwssd does the multiply and the add
+# x, one thread, Zen 4 without AVX-512). Types: those whose codes are unsigned, so that a few
+# products sum in int16 without saturating (Q8_0's signed codes stay on int16 x). AVX-512 keeps int16 x: vpdpwssd does the multiply and the add
 # in one. Accuracy against llama.cpp (tests/test_reference.py, benchmarks/x8_fidelity.py),
 # int8 x on the feed-forward matrices: top-20 log-prob |diff| max / mean SmolLM2 0.687 /
 # 0.146, Gemma 3 0.822 / 0.123 (int16 x: 0.688 / 0.130, 0.755 / 0.123; the test allows 1.0),
 # argmax agreement 450/467 and 569/576 (451 and 571).
 _X8 = not _AVX512 and "avx2" in _FEATURES
 X8 = 1 << 11  # added to PACK + ggml type in segs: this segment takes int8 x
-_X8_TYPES = (Q4_0, Q4_1, Q5_0, Q5_1, Q4_K, Q5_K) if _X8 else ()
+_X8_TYPES = (Q4_0, Q4_1, Q5_0, Q5_1, Q4_K, Q5_K, Q6_K) if _X8 else ()
 X8_TYPE_IDS = frozenset(_X8_TYPES)
 
 
@@ -927,8 +926,9 @@ def _emit_packed8(e, qtype, nx, a, k, K, nb, dest, stride, valid):
     """_emit_packed for int8 x (x's arrays e.xs[4:], _quantize_x): all PR rows of the group
     in one 16-lane vector; per block of 32 values and row of x, 16 pmaddubsw into int16 sums
     (4-bit codes: two sums of 8 pairs, at most 8 * 2 * 15 * 127 = 30480; 5-bit codes: four of
-    4 pairs, 31496), widened to int32 and added, the code offset taken off once (offset *
-    the block's x sum), then one FMA with the block's scales d_w * d_x. Every tile (nx rows of
+    4 pairs, 31496; Q6_K's 6-bit codes: eight of 2 pairs, 32004), widened to int32 and added
+    (Q6_K: a sum per scale of 16 values), the code offset taken off once (offset * the x sum
+    of the scale's values), then one FMA per scale with d_w * d_x. Every tile (nx rows of
     x) does each row's sums in this order, so a row's result does not depend on nx."""
     b = e.b
     L = PR
@@ -949,8 +949,8 @@ def _emit_packed8(e, qtype, nx, a, k, K, nb, dest, stride, valid):
     def f16v(off):
         return b.fpext(ld(off, _vec(ir.HalfType(), L)), v16)
 
-    def u8v(off):
-        return b.uitofp(ld(off, _vec(_i8, L)), v16)
+    def u8v(off, signed=False):
+        return (b.sitofp if signed else b.uitofp)(ld(off, _vec(_i8, L)), v16)
 
     def xpair(xb, p):
         """x's int8 codes of values 2p, 2p + 1 of block xb, in every 16-bit lane."""
@@ -960,40 +960,46 @@ def _emit_packed8(e, qtype, nx, a, k, K, nb, dest, stride, valid):
     def block(p, xblock, head):
         mv = None
         if qk == 32:
-            sv = f16v(p)
+            scales = [f16v(p)]
             if has_min:
                 mv = f16v(b.add(p, e.c(32)))
+        elif qtype == Q6_K:  # a scale per 16 values: the low nibbles' pairs 0..7, the high 8..15
+            scales = [b.fmul(head[0], u8v(b.add(p, e.c(16 * h)), True)) for h in range(2)]
         else:
             d, dmin = head
-            sv, mv = b.fmul(d, u8v(p)), b.fneg(b.fmul(dmin, u8v(b.add(p, e.c(16)))))
+            scales, mv = [b.fmul(d, u8v(p))], b.fneg(b.fmul(dmin, u8v(b.add(p, e.c(16)))))
         codes = b.add(p, e.c(64 if qk == 32 and has_min else 32))
         xbs = [b.add(xrows[r], xblock) for r in range(nx)]
-        tot = [None] * nx
+        tot = [[None] * len(scales) for _ in range(nx)]
         step = 2 * hb or 1
-        for h in range(step):  # 5-bit codes: pairs of even, then odd chunks (their high bits' chunk)
+        for h in range(step):  # 5- and 6-bit codes: chunks h, h + step, ... (their high bits' chunk h)
             top = ld(b.add(codes, e.c(256 + 32 * h)), _vec(_i8, 32)) if hb else None
             s16 = [[None, None] for _ in range(nx)]  # low and high nibbles' pairs
             for c in range(h, 8, step):
                 v = ld(b.add(codes, e.c(32 * c)), _vec(_i8, 32))
                 for lh, q, pair in ((0, c, b.and_(v, e.cv(15))), (1, c + 8, b.lshr(v, e.cv(4)))):
-                    if hb:
-                        bits = b.and_(b.lshr(top, e.cv(q // step)), e.cv(1))
+                    if hb:  # pair q's high bits: top chunk q % step, at bit hb (q // step)
+                        bits = b.and_(b.lshr(top, e.cv(hb * (q // step))), e.cv((1 << hb) - 1))
                         pair = b.or_(pair, b.shl(bits, e.cv(4)))
                     for r in range(nx):
                         m = _maddubs(b, pair, xpair(xbs[r], q))
                         s16[r][lh] = m if s16[r][lh] is None else b.add(s16[r][lh], m)
             for r in range(nx):
-                for s in s16[r]:
-                    s = b.sext(s, vi32)
-                    tot[r] = s if tot[r] is None else b.add(tot[r], s)
+                for lh, s in enumerate(s16[r]):
+                    s, sc = b.sext(s, vi32), lh if len(scales) == 2 else 0
+                    tot[r][sc] = s if tot[r][sc] is None else b.add(tot[r][sc], s)
         for r in range(nx):
-            t = tot[r]
-            if offset:  # sum (q - offset) x = sum q x - offset sum x
-                x16 = b.mul(xbs[r], e.c(2))
-                xsum = b.add(e.load(xh, x16, _i32, align=4), e.load(xh, b.add(x16, e.c(1)), _i32, align=4))
-                t = b.sub(t, e.splat(b.mul(xsum, ir.Constant(_i32, offset)), L))
+            x16 = b.mul(xbs[r], e.c(2))  # the block's x sums of 16 values, in xh
             dx = e.splat(e.load(xd, xbs[r], _f32, align=4), L)
-            b.store(e.fma(b.sitofp(t, v16), b.fmul(sv, dx), b.load(acc[r])), acc[r])
+            for sc, sv in enumerate(scales):
+                t = tot[r][sc]
+                if offset:  # sum (q - offset) x = sum q x - offset sum x
+                    if len(scales) == 2:
+                        xsum = e.load(xh, b.add(x16, e.c(sc)), _i32, align=4)
+                    else:
+                        xsum = b.add(e.load(xh, x16, _i32, align=4), e.load(xh, b.add(x16, e.c(1)), _i32, align=4))
+                    t = b.sub(t, e.splat(b.mul(xsum, ir.Constant(_i32, offset)), L))
+                b.store(e.fma(b.sitofp(t, v16), b.fmul(sv, dx), b.load(acc[r])), acc[r])
             if mv is not None:  # the min times the rounded x's block sum (dx * sum xq)
                 xs = e.splat(e.load(xm, xbs[r], _f32, align=4), L)
                 b.store(e.fma(mv, xs, b.load(macc[r])), macc[r])
@@ -1006,7 +1012,7 @@ def _emit_packed8(e, qtype, nx, a, k, K, nb, dest, stride, valid):
         with cgutils.for_range(b, units) as loop:
             u = loop.index
             base = b.mul(u, e.c(ub))
-            head = (f16v(base), f16v(b.add(base, e.c(32))))
+            head = (f16v(base),) if qtype == Q6_K else (f16v(base), f16v(b.add(base, e.c(32))))
             with cgutils.for_range(b, e.c(8)) as inner:
                 j = inner.index
                 block(b.add(base, b.add(e.c(hdr), b.mul(j, e.c(bb)))), b.add(b.mul(u, e.c(8)), j), head)

@@ -539,7 +539,7 @@ def assert_int8_close(y: np.ndarray, x: np.ndarray, w: np.ndarray):
     assert np.all(np.abs(y - ref) <= 2 * bound), f"max error {np.abs(y - ref).max():.3g}"
 
 
-X8_TYPES = [T.Q4_0, T.Q4_1, T.Q5_0, T.Q5_1, T.Q4_K, T.Q5_K]
+X8_TYPES = [T.Q4_0, T.Q4_1, T.Q5_0, T.Q5_1, T.Q4_K, T.Q5_K, T.Q6_K]
 
 
 @NUMBA
