@@ -20,7 +20,8 @@ import pytest
 
 PATTERNS = {"ffn": r"blk\.\d+\.ffn_(gate|up|down)\.weight", "all": r"blk\.\d+\.[\w.]+\.weight",
             "ffn+attn": r"blk\.\d+\.(attn_(q|k|v|qkv|output)|ffn_(gate|up|down))\.weight",
-            "attn": r"blk\.\d+\.attn_.*\.weight", "none": r"(?!)"}
+            "attn": r"blk\.\d+\.attn_.*\.weight", "none": r"(?!)",
+            "ffn+attn+output": r"blk\.\d+\.(attn_(q|k|v|qkv|output)|ffn_(gate|up|down))\.weight|output\.weight|token_embd\.weight"}
 
 
 def main() -> None:

@@ -598,6 +598,13 @@ def test_activation_bits_auto_goes_by_the_model_size(monkeypatch):
     assert ops.set_activation_bits(None, 7 * 10**9) == 16
     monkeypatch.setenv("LOCALAI_ACTIVATION_BITS", "auto")
     assert ops.set_activation_bits(None, 7 * 10**9) == 8
+    ops.set_activation_bits(8)  # which weights: the layers' dense matrices and the output, tied or not
+    assert all(ops._x8(n) for n in ("blk.0.attn_q.weight", "blk.31.ffn_down.weight", "blk.2.attn_qkv.weight",
+                                      "output.weight", "token_embd.weight"))
+    assert not any(ops._x8(n) for n in ("blk.0.ffn_down_exps.weight", "blk.0.attn_norm.weight",
+                                          "blk.0.ffn_gate_inp.weight", "output_norm.weight"))
+    ops.set_activation_bits(16)
+    assert not ops._x8("output.weight")
     for bad in (4, True, "8"):
         with pytest.raises(InvalidRequest, match="must be 8, 16 or auto"):
             ops.set_activation_bits(bad, 10**9)

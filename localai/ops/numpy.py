@@ -30,7 +30,10 @@ def has(g, name: str) -> bool:
 
 # The weights whose products take int8 x (QMatrix x8) where the kernel has the int8 tile (x86
 # AVX2 without AVX-512: 1.4-2.1x the int16 tile's speed): the dense matrices of the layers,
-# attention and feed-forward (not a mixture's experts, nor the output). Which models:
+# attention and feed-forward (not a mixture's experts), and the output (`output`, or the tied
+# `token_embd`: llama.cpp too rounds its x to 8 bits; KL divergence against int16 x with int8 x
+# on the layers 0.0020 / 0.0014, with the output too 0.0027 / 0.0017, on SmolLM2 / Gemma 3 270M
+# requantized with a Q5_0 output, benchmarks/x8_kld.py). Which models:
 # `activation_bits` (config, $LOCALAI_ACTIVATION_BITS, localai.load): 8, 16, or "auto" (the
 # default): 8 for models of X8_AUTO_PARAMS parameters or more, 16 below. The evidence
 # (benchmarks/x8_kld.py, benchmarks/x8_fidelity.py, docs/benchmarks.md): int8 x moves the output
@@ -41,7 +44,7 @@ def has(g, name: str) -> bool:
 # copies its selection), and two tiny random-weight models of tests/test_arch.py leave
 # llama.cpp's argmax.
 # So the small models keep int16 x, and the sizes where prefill waits longest take int8 x.
-_X8_NAMES = re.compile(r"blk\.\d+\.(attn_(q|k|v|qkv|output)|ffn_(gate|up|down))\.weight")
+_X8_NAMES = re.compile(r"blk\.\d+\.(attn_(q|k|v|qkv|output)|ffn_(gate|up|down))\.weight|output\.weight|token_embd\.weight")
 X8_AUTO_PARAMS = 1_000_000_000
 ACTIVATION_BITS = 16  # set_activation_bits
 
