@@ -90,6 +90,10 @@ def streams(args):
     server, path = start(args.model, args.n_ctx)
     modes = MODES[args.attention]
     texts, got = {}, {(m, n): [] for m in modes for n in args.ns}
+    for mode in modes:  # warm-up, not timed: the largest batch's kernels (a first compile) and first touches
+        _attention(mode)
+        concurrent(path, [("generate", {"prompt": PROMPTS[i], "max_tokens": 8, "temperature": 0,
+                                        "cache_prompt": False}) for i in range(max(args.ns))])
     for r in range(args.repeats):  # 1, 2, 4, ... then again: a drift in the load hits every n
         for n, mode in ((n, m) for n in args.ns for m in modes):  # both: alternated at each n
             label = _attention(mode)
