@@ -7,8 +7,8 @@ override it.
     n_ctx = 4096               # context length (default: the model file's, capped at 8192)
     threads = 2                # CPU threads for the numpy backend's kernels, pinned (default: up to
                                # the physical cores, fewer while another program keeps a core busy)
-    activation_bits = "auto"   # round x to 8 bits (as llama.cpp does) for the layers' matrices'
-                               # products: faster prefill and decode on x86 CPUs with AVX2 and no
+    activation_bits = "auto"   # round x to 8 bits (as llama.cpp does) for the products of the layers'
+                               # matrices and the output: faster prefill and decode on x86 CPUs with AVX2 and no
                                # AVX-512, slightly further from the float model; "auto" (the
                                # default): 8 for models of 1B parameters or more, 16 below; 8 | 16
                                # force it (docs/benchmarks.md); no effect elsewhere
