@@ -163,6 +163,12 @@ def warmup() -> str:
     return backend()
 
 
+def x8_available() -> bool:
+    """Whether the kernels in use have int8-x tiles (QMatrix x8): the numba kernels on x86 with
+    AVX2 and without AVX-512."""
+    return _nb is not None and bool(_nb._X8)
+
+
 def numba_kernels():
     """The numba kernels' module when they are in use (compiled on first call), else None."""
     return _nb if _nb is not None and (_compiled or warmup() == "numba") else None

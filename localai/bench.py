@@ -46,7 +46,7 @@ def _text_tokens(llm, n: int) -> list[int]:
 
 
 def worker(model: str, backend: str, threads: int, n_prompt: int, n_gen: int,
-           ttft_prompt: int, ttft_new: int) -> dict:
+           ttft_prompt: int, ttft_new: int, activation_bits: int | str | None = None) -> dict:
     import resource
 
     import numpy as np
@@ -55,7 +55,7 @@ def worker(model: str, backend: str, threads: int, n_prompt: int, n_gen: int,
 
     t0 = time.perf_counter()
     llm = localai.load(model, backend=backend, n_threads=threads or None,  # 0: adaptive (kernels.threads)
-                       n_ctx=max(2048, n_prompt + 64, ttft_prompt + 64))
+                       n_ctx=max(2048, n_prompt + 64, ttft_prompt + 64), activation_bits=activation_bits)
     load_s = time.perf_counter() - t0
 
     s = llm.new_session()  # warmup
@@ -101,14 +101,16 @@ def worker(model: str, backend: str, threads: int, n_prompt: int, n_gen: int,
 
 
 def run(model: str, *, backend: str = "auto", threads: int = 2, n_prompt: int = 512, n_gen: int = 128,
-        ttft_prompt: int = 1000, ttft_new: int = 20, repeats: int = 3, progress=None) -> dict:
+        ttft_prompt: int = 1000, ttft_new: int = 20, repeats: int = 3, progress=None,
+        activation_bits: int | str | None = None) -> dict:
     """Run `repeats` fresh worker processes; return {"runs": [...], "summary": {key: {median,min,max}}}.
-    threads=0: the engine's default, up to the physical cores, adapted to the load."""
+    threads=0: the engine's default, up to the physical cores, adapted to the load;
+    activation_bits: 8 | 16 | "auto" | None ($LOCALAI_ACTIVATION_BITS, else "auto")."""
     from . import store
 
     path = str(store.resolve(model))  # fetch once, outside the timed workers
     args = {"model": path, "backend": backend, "threads": threads, "n_prompt": n_prompt, "n_gen": n_gen,
-            "ttft_prompt": ttft_prompt, "ttft_new": ttft_new}
+            "ttft_prompt": ttft_prompt, "ttft_new": ttft_new, "activation_bits": activation_bits}
     runs = []
     for r in range(repeats):
         env = dict(os.environ, NUMBA_NUM_THREADS=str(threads), OMP_NUM_THREADS=str(threads),

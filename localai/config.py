@@ -7,11 +7,11 @@ override it.
     n_ctx = 4096               # context length (default: the model file's, capped at 8192)
     threads = 2                # CPU threads for the numpy backend's kernels, pinned (default: up to
                                # the physical cores, fewer while another program keeps a core busy)
-    activation_bits = "auto"   # round x to 8 bits (as llama.cpp does) for the products of the layers'
-                               # matrices and the output: faster prefill and decode on x86 CPUs with AVX2 and no
-                               # AVX-512, slightly further from the float model; "auto" (the
-                               # default): 8 for models of 1B parameters or more, 16 below; 8 | 16
-                               # force it (docs/benchmarks.md); no effect elsewhere
+    activation_bits = "auto"   # activations' width in the integer products: 8 (as llama.cpp; faster
+                               # prefill and decode, slightly less exact: it can change a small
+                               # model's answer) or 16; "auto" (the default): 8 for models of 1B
+                               # parameters or more, 16 below; only x86 CPUs with AVX2 and no AVX-512
+                               # have 8-bit kernels (elsewhere 16); $LOCALAI_ACTIVATION_BITS overrides it
     keep_alive = "10m"         # unload an idle model after this long ("30s", "1h", 0 = at once, -1 = never)
     system = "You are terse."  # system prompt for `localai ask` and `localai chat`
     draft_model = "smollm2"    # a small model of the same family drafting for speculative decoding
@@ -171,8 +171,19 @@ def _line_of(path: str, exc) -> str:
 
 
 def load(path: str | None = None) -> Config:
-    """Read the config file; a missing file gives the defaults, a bad one a ConfigError."""
-    path = path or config_path()
+    """Read the config file; a missing file gives the defaults, a bad one a ConfigError. The
+    environment then overrides it: $LOCALAI_ACTIVATION_BITS (8, 16 or auto; anything else is a
+    ConfigError, so a daemon never starts with it)."""
+    cfg = _read(path or config_path())
+    env = os.environ.get("LOCALAI_ACTIVATION_BITS")
+    if env is not None:
+        if env not in ("8", "16", "auto"):
+            raise ConfigError(f"LOCALAI_ACTIVATION_BITS must be 8, 16 or auto, not {env!r}")
+        cfg.activation_bits = env if env == "auto" else int(env)
+    return cfg
+
+
+def _read(path: str) -> Config:
     cfg = Config()
     try:
         with open(path, "rb") as f:
@@ -203,7 +214,8 @@ def load(path: str | None = None) -> Config:
                 raise ConfigError(f"{path}: `keep_alive`: {exc}") from None
         elif key == "activation_bits":
             if isinstance(value, bool) or value not in (8, 16, "auto"):
-                raise ConfigError(f'{path}: `activation_bits` must be 8, 16 or "auto", not {value!r}')
+                shown = str(value).lower() if isinstance(value, bool) else repr(value)  # as TOML spells it
+                raise ConfigError(f'{path}: `activation_bits` must be 8, 16 or "auto", not {shown}')
             cfg.activation_bits = value if value == "auto" else int(value)
         elif key == "sampling":
             for k, v in value.items():

@@ -176,8 +176,9 @@ class LLM:
             kernels.set_threads(n_threads)  # None: the physical cores
             from .ops import numpy as numpy_ops
             # for this model's matrices, made below ("auto": by its size)
-            self.activation_bits = numpy_ops.set_activation_bits(activation_bits, self.n_params)
+            numpy_ops.set_activation_bits(activation_bits, self.n_params)  # a bad value fails before the compile
             kernels.warmup()  # compile (or load from numba's cache) now, not on the first token
+            self.activation_bits = numpy_ops.set_activation_bits(activation_bits, self.n_params)  # in effect
         self.arch = g.architecture
         self.quant = g.file_type_name
         self.model = backend_module(self.backend).model_class(self.arch)(g)

@@ -570,39 +570,52 @@ def test_int8_x_gemm_is_the_rounded_x_times_w(qtype, N):
             np.testing.assert_array_equal(W8.matmul(x[lo:hi]), y8[lo:hi])
 
 
-def test_activation_bits_config_key(tmp_path):
+def test_activation_bits_config_key(tmp_path, monkeypatch):
     from localai import config
+
+    monkeypatch.delenv("LOCALAI_ACTIVATION_BITS", raising=False)
     p = tmp_path / "config.toml"
     for value, expect in (("8", 8), ("16", 16), ('"auto"', "auto")):
         p.write_text(f"activation_bits = {value}\n")
         assert config.load(str(p)).activation_bits == expect
-    for bad in ("4", '"8"', "true"):
+    for bad, shown in (("4", "4"), ('"8"', "'8'"), ("true", "true")):  # as the file spells it
         p.write_text(f"activation_bits = {bad}\n")
-        with pytest.raises(config.ConfigError, match='`activation_bits` must be 8, 16 or "auto"'):
+        with pytest.raises(config.ConfigError, match=f'`activation_bits` must be 8, 16 or "auto", not {shown}$'):
             config.load(str(p))
+    p.write_text("activation_bits = 16\n")  # $LOCALAI_ACTIVATION_BITS overrides the file
+    monkeypatch.setenv("LOCALAI_ACTIVATION_BITS", "8")
+    assert config.load(str(p)).activation_bits == 8
+    monkeypatch.setenv("LOCALAI_ACTIVATION_BITS", "auto")
+    assert config.load(str(p)).activation_bits == "auto"
+    monkeypatch.setenv("LOCALAI_ACTIVATION_BITS", "x")  # a daemon never starts with it
+    with pytest.raises(config.ConfigError, match="^LOCALAI_ACTIVATION_BITS must be 8, 16 or auto, not 'x'$"):
+        config.load(str(p))
 
 
 def test_activation_bits_auto_goes_by_the_model_size(monkeypatch):
-    """"auto" (the default, also from $LOCALAI_ACTIVATION_BITS): 8 from 1B parameters, 16 below."""
+    """"auto" (the default, also from $LOCALAI_ACTIVATION_BITS): 8 from 1B parameters, 16 below;
+    16 in effect whatever was asked where the kernels have no int8 tile."""
     from localai.errors import InvalidRequest
     from localai.ops import numpy as ops
 
+    e8 = 8 if qmatmul.x8_available() else 16
+    assert qmatmul.x8_available() == (qmatmul._nb is not None and qmatmul._nb._X8)
     monkeypatch.delenv("LOCALAI_ACTIVATION_BITS", raising=False)
     assert ops.X8_AUTO_PARAMS == 1_000_000_000
-    assert ops.set_activation_bits(None, 1_543_714_304) == 8  # Qwen2.5-1.5B
+    assert ops.set_activation_bits(None, 1_543_714_304) == e8  # Qwen2.5-1.5B
     assert ops.set_activation_bits(None, 134_515_008) == 16  # SmolLM2-135M
-    assert ops.set_activation_bits("auto", 10**9) == 8
+    assert ops.set_activation_bits("auto", 10**9) == e8
     assert ops.set_activation_bits(16, 7 * 10**9) == 16
-    assert ops.set_activation_bits(8, 10**8) == 8
+    assert ops.set_activation_bits(8, 10**8) == e8
     monkeypatch.setenv("LOCALAI_ACTIVATION_BITS", "16")
     assert ops.set_activation_bits(None, 7 * 10**9) == 16
     monkeypatch.setenv("LOCALAI_ACTIVATION_BITS", "auto")
-    assert ops.set_activation_bits(None, 7 * 10**9) == 8
-    ops.set_activation_bits(8)  # which weights: the layers' dense matrices and the output, tied or not
-    assert all(ops._x8(n) for n in ("blk.0.attn_q.weight", "blk.31.ffn_down.weight", "blk.2.attn_qkv.weight",
-                                      "output.weight", "token_embd.weight"))
-    assert not any(ops._x8(n) for n in ("blk.0.ffn_down_exps.weight", "blk.0.attn_norm.weight",
-                                          "blk.0.ffn_gate_inp.weight", "output_norm.weight"))
+    assert ops.set_activation_bits(None, 7 * 10**9) == e8
+    # which weights: the layers' dense matrices and the output, tied or not
+    assert all(ops._X8_NAMES.fullmatch(n) for n in ("blk.0.attn_q.weight", "blk.31.ffn_down.weight",
+                                                    "blk.2.attn_qkv.weight", "output.weight", "token_embd.weight"))
+    assert not any(ops._X8_NAMES.fullmatch(n) for n in ("blk.0.ffn_down_exps.weight", "blk.0.attn_norm.weight",
+                                                        "blk.0.ffn_gate_inp.weight", "output_norm.weight"))
     ops.set_activation_bits(16)
     assert not ops._x8("output.weight")
     for bad in (4, True, "8"):
@@ -637,7 +650,7 @@ def test_activation_bits_8_rounds_the_layers_x_to_int8(smollm2_path, monkeypatch
 
     monkeypatch.setenv("LOCALAI_ACTIVATION_BITS", "8")
     llm8 = localai.load(str(smollm2_path), backend="numpy")
-    assert llm8.activation_bits == 8
+    assert llm8.activation_bits == (8 if qmatmul.x8_available() else 16)
     ids = llm8.tokenize("The capital of France is")
     logits8 = llm8.logits(ids)[-1]
     x8 = _int8_matrices()

@@ -305,3 +305,18 @@ def test_a_broken_config_file_is_one_line_naming_the_file_and_the_key(tmp_path, 
     err = r.stderr.strip()
     assert r.returncode != 0 and len(err.splitlines()) == 1 and "Traceback" not in err, err
     assert str(conf) in err and what in err and hint in err, err
+
+
+@pytest.mark.parametrize("cmd", [["ask", "-n", "2", "hi"], ["serve", "--background"]])
+def test_a_bad_activation_bits_variable_is_one_line_and_starts_no_daemon(tmp_path, cmd):
+    """$LOCALAI_ACTIVATION_BITS is checked with the config, before a daemon starts: a daemon
+    started with a bad value would fail every model load until stopped."""
+    sock = tmp_path / "run" / "s.sock"
+    env = dict(os.environ, LOCALAI_CONFIG=str(tmp_path / "none.toml"), LOCALAI_SOCKET=str(sock),
+               LOCALAI_ACTIVATION_BITS="x")
+    r = subprocess.run([sys.executable, "-m", "localai", *cmd], env=env, capture_output=True, text=True,
+                       timeout=120, stdin=subprocess.DEVNULL)
+    err = r.stderr.strip()
+    assert r.returncode != 0 and len(err.splitlines()) == 1 and "Traceback" not in err, err
+    assert "LOCALAI_ACTIVATION_BITS must be 8, 16 or auto, not 'x'" in err, err
+    assert not sock.exists()

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+from typing import Optional
 
 import typer
 
@@ -16,9 +17,20 @@ def bench(
     ttft_new: int = typer.Option(20, "--ttft-new", help="Tokens not yet cached in the warm test."),
     repeats: int = typer.Option(3, "--repeats", "-r"),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object (medians at the top level)."),
+    activation_bits: Optional[str] = typer.Option(None, "--activation-bits", help="8 | 16 | auto (default: "
+                                                  "$LOCALAI_ACTIVATION_BITS, else the config's `activation_bits`, else auto)."),
 ):
-    """Measure a model like llama-bench: pp, tg, ttft cold/warm, load time, peak RSS."""
+    """Measure a model like llama-bench: pp, tg, ttft cold/warm, load time, peak RSS. A path to
+    a .gguf file works as MODEL."""
     from .. import bench as B
+    from .. import config as _config
+
+    if activation_bits is None:
+        bits = _config.load().activation_bits  # the config file, then $LOCALAI_ACTIVATION_BITS
+    elif activation_bits in ("8", "16", "auto"):
+        bits = activation_bits if activation_bits == "auto" else int(activation_bits)
+    else:
+        raise typer.BadParameter(f"must be 8, 16 or auto, not {activation_bits!r}", param_hint="--activation-bits")
 
     def progress(i, r):
         if not as_json:
@@ -28,9 +40,11 @@ def bench(
                   f"{ttft}peak RSS {r['peak_rss_mib']:.0f} MiB", flush=True)
 
     res = B.run(model, backend=backend, threads=threads, n_prompt=n_prompt, n_gen=n_gen,
-                ttft_prompt=ttft_prompt, ttft_new=ttft_new, repeats=repeats, progress=progress)
+                ttft_prompt=ttft_prompt, ttft_new=ttft_new, repeats=repeats, progress=progress,
+                activation_bits=bits)
     if as_json:
         out = {k: v["median"] for k, v in res["summary"].items()}
+        out["activation_bits"] = res["runs"][0].get("activation_bits")  # in effect (16 where no int8 tile)
         out.update(summary=res["summary"], runs=res["runs"], args=res["args"])
         print(json.dumps(out))
     else:

@@ -351,7 +351,8 @@ def status(
             print(f"model: none loaded (default {st['default_model']}; loads on the next request)")
             continue
         idle = ", busy" if m["busy"] else f", idle {_human_time(m['idle_s'])}"
-        print(f"model: {m['name']} ({m['arch']} {m['quant']}, {m['backend']}, n_ctx {m['n_ctx']}{idle})")
+        bits = f", {m['activation_bits']}-bit activations" if m.get("activation_bits") else ""
+        print(f"model: {m['name']} ({m['arch']} {m['quant']}, {m['backend']}{bits}, n_ctx {m['n_ctx']}{idle})")
         pc = m["prompt_cache"]
         print(f"prompt cache: {pc['sessions']} sessions, {_human_bytes(pc['bytes'])}, {pc['hits']} hits")
     print(f"keep-alive: {'never unload' if ka < 0 else _human_time(ka)}; memory: {_human_bytes(st['rss_bytes'])} RSS")

@@ -52,7 +52,8 @@ ACTIVATION_BITS = 16  # set_activation_bits
 def set_activation_bits(bits: int | str | None, n_params: int = 0) -> int:
     """Round x to `bits` for the integer products of the matrices made from now on: 8, 16, or
     "auto" (8 when the model has at least X8_AUTO_PARAMS parameters, `n_params`, else 16);
-    None: $LOCALAI_ACTIVATION_BITS, else "auto". Returns the bits set; InvalidRequest for any
+    None: $LOCALAI_ACTIVATION_BITS, else "auto". Returns the bits in effect: 16 where the kernel
+    has no int8 tile (kernels.qmatmul.x8_available), whatever was asked; InvalidRequest for any
     other value."""
     global ACTIVATION_BITS
     if bits is None:
@@ -64,7 +65,8 @@ def set_activation_bits(bits: int | str | None, n_params: int = 0) -> int:
         bits = 8 if n_params >= X8_AUTO_PARAMS else 16
     if isinstance(bits, bool) or bits not in (8, 16):
         raise InvalidRequest(f"activation bits must be 8, 16 or auto, not {bits!r}")
-    ACTIVATION_BITS = int(bits)
+    # where the kernel has no int8 tile (AVX-512, ARM, the numpy twin) every product takes int16 x
+    ACTIVATION_BITS = int(bits) if kernels.qmatmul.x8_available() else 16
     return ACTIVATION_BITS
 
 
