@@ -224,7 +224,7 @@ class Scheduler:
         now = time.monotonic()
         models = [{"name": m.name, "path": m.path, "arch": m.llm.arch, "quant": m.llm.quant,
                    "backend": m.llm.backend, "n_ctx": m.llm.n_ctx, "load_ms": round(m.load_ms, 1),
-                   "activation_bits": m.llm.activation_bits,
+                   "activation_bits": getattr(m.llm, "activation_bits", None),  # numpy backend only
                    "busy": m.jobs > 0, "idle_s": round(now - m.last_used, 1) if not m.jobs else 0.0,
                    "prompt_cache": m.cache.stats()}
                   for m in list(self.models.values()) if m.llm is not None]

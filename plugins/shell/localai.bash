@@ -191,7 +191,7 @@ __localai_options() {  # the options of command $1, in REPLY
         init) REPLY='--help -h' ;;
         generate) REPLY='--prompt -p --model -m --max-tokens -n --temperature -t --top-k --top-p --min-p --repeat-penalty --seed --stop --n-ctx --backend --json --schema --grammar --draft --help -h' ;;
         tokenize) REPLY='--model -m --special --json --help -h' ;;
-        bench) REPLY='--model -m --backend --threads --n-prompt -p --n-gen -n --ttft-prompt --ttft-new --repeats -r --json --help -h' ;;
+        bench) REPLY='--model -m --backend --threads --n-prompt -p --n-gen -n --ttft-prompt --ttft-new --repeats -r --json --activation-bits --help -h' ;;
         perplexity) REPLY='--model -m --ctx -c --chunks --kl-divergence --base --backend --json --help -h' ;;
         quantize) REPLY='--type --pure --leave-output-tensor --tensor-type --allow-requantize --threads --help -h' ;;
         *) REPLY='--help -h' ;;

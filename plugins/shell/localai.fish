@@ -198,7 +198,7 @@ function __localai_options --argument-names cmd  # the options of a command, on 
         case tokenize
             echo '--model -m --special --json --help -h'
         case bench
-            echo '--model -m --backend --threads --n-prompt -p --n-gen -n --ttft-prompt --ttft-new --repeats -r --json --help -h'
+            echo '--model -m --backend --threads --n-prompt -p --n-gen -n --ttft-prompt --ttft-new --repeats -r --json --activation-bits --help -h'
         case perplexity
             echo '--model -m --ctx -c --chunks --kl-divergence --base --backend --json --help -h'
         case quantize
