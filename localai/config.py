@@ -170,6 +170,14 @@ def _line_of(path: str, exc) -> str:
         return ""
 
 
+def activation_bits_of(text: str) -> int | str:
+    """8, 16 or "auto" from its text ($LOCALAI_ACTIVATION_BITS, a flag); ValueError "must be 8,
+    16 or auto, not ..." for anything else."""
+    if text not in ("8", "16", "auto"):
+        raise ValueError(f"must be 8, 16 or auto, not {text!r}")
+    return text if text == "auto" else int(text)
+
+
 def load(path: str | None = None) -> Config:
     """Read the config file; a missing file gives the defaults, a bad one a ConfigError. The
     environment then overrides it: $LOCALAI_ACTIVATION_BITS (8, 16 or auto; anything else is a
@@ -177,9 +185,10 @@ def load(path: str | None = None) -> Config:
     cfg = _read(path or config_path())
     env = os.environ.get("LOCALAI_ACTIVATION_BITS")
     if env is not None:
-        if env not in ("8", "16", "auto"):
-            raise ConfigError(f"LOCALAI_ACTIVATION_BITS must be 8, 16 or auto, not {env!r}")
-        cfg.activation_bits = env if env == "auto" else int(env)
+        try:
+            cfg.activation_bits = activation_bits_of(env)
+        except ValueError as exc:
+            raise ConfigError(f"LOCALAI_ACTIVATION_BITS {exc}") from None
     return cfg
 
 

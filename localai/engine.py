@@ -178,7 +178,7 @@ class LLM:
             # for this model's matrices, made below ("auto": by its size)
             numpy_ops.set_activation_bits(activation_bits, self.n_params)  # a bad value fails before the compile
             kernels.warmup()  # compile (or load from numba's cache) now, not on the first token
-            self.activation_bits = numpy_ops.set_activation_bits(activation_bits, self.n_params)  # in effect
+            self.activation_bits = numpy_ops.activation_bits_in_effect()  # 16 if the compile failed
         self.arch = g.architecture
         self.quant = g.file_type_name
         self.model = backend_module(self.backend).model_class(self.arch)(g)

@@ -25,12 +25,10 @@ def bench(
     from .. import bench as B
     from .. import config as _config
 
-    if activation_bits is None:
-        bits = _config.load().activation_bits  # the config file, then $LOCALAI_ACTIVATION_BITS
-    elif activation_bits in ("8", "16", "auto"):
-        bits = activation_bits if activation_bits == "auto" else int(activation_bits)
-    else:
-        raise typer.BadParameter(f"must be 8, 16 or auto, not {activation_bits!r}", param_hint="--activation-bits")
+    try:  # None: the config file, then $LOCALAI_ACTIVATION_BITS
+        bits = _config.load().activation_bits if activation_bits is None else _config.activation_bits_of(activation_bits)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--activation-bits") from None
 
     def progress(i, r):
         if not as_json:

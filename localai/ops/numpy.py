@@ -13,6 +13,7 @@ import re
 import numpy as np
 
 from .. import kernels
+from ..config import activation_bits_of
 from ..errors import InvalidRequest, ModelFileError
 from ..models import layers
 from ..models.hparams import tensor  # noqa: F401  (a GGUF tensor by name, ModelFileError if missing)
@@ -52,22 +53,26 @@ ACTIVATION_BITS = 16  # set_activation_bits
 def set_activation_bits(bits: int | str | None, n_params: int = 0) -> int:
     """Round x to `bits` for the integer products of the matrices made from now on: 8, 16, or
     "auto" (8 when the model has at least X8_AUTO_PARAMS parameters, `n_params`, else 16);
-    None: $LOCALAI_ACTIVATION_BITS, else "auto". Returns the bits in effect: 16 where the kernel
-    has no int8 tile (kernels.qmatmul.x8_available), whatever was asked; InvalidRequest for any
-    other value."""
+    None: $LOCALAI_ACTIVATION_BITS, else "auto". Returns activation_bits_in_effect();
+    InvalidRequest for any other value."""
     global ACTIVATION_BITS
     if bits is None:
-        env = os.environ.get("LOCALAI_ACTIVATION_BITS", "auto")
-        bits = env if env == "auto" else int(env) if env in ("8", "16") else None
-        if bits is None:
-            raise InvalidRequest(f"LOCALAI_ACTIVATION_BITS must be 8, 16 or auto, not {env!r}")
+        try:
+            bits = activation_bits_of(os.environ.get("LOCALAI_ACTIVATION_BITS", "auto"))
+        except ValueError as exc:
+            raise InvalidRequest(f"LOCALAI_ACTIVATION_BITS {exc}") from None
     if bits == "auto":
         bits = 8 if n_params >= X8_AUTO_PARAMS else 16
     if isinstance(bits, bool) or bits not in (8, 16):
         raise InvalidRequest(f"activation bits must be 8, 16 or auto, not {bits!r}")
-    # where the kernel has no int8 tile (AVX-512, ARM, the numpy twin) every product takes int16 x
-    ACTIVATION_BITS = int(bits) if kernels.qmatmul.x8_available() else 16
-    return ACTIVATION_BITS
+    ACTIVATION_BITS = int(bits)
+    return activation_bits_in_effect()
+
+
+def activation_bits_in_effect() -> int:
+    """ACTIVATION_BITS, or 16 where the kernels have no int8 tile (AVX-512, ARM, the numpy twin,
+    or numba kernels that failed to compile: kernels.qmatmul.x8_available), whatever was asked."""
+    return ACTIVATION_BITS if kernels.qmatmul.x8_available() else 16
 
 
 def _x8(name: str) -> bool:
