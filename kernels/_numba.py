@@ -1061,6 +1061,7 @@ def _packed_tile(nx):
 _ptile_x, _ptile_x2, _ptile_1 = _packed_tile(PRX), _packed_tile(PRX2), _packed_tile(1)
 
 
+SERIAL_X = 1 << 14  # values of x, at most, that matmul rounds on the calling thread alone
 MC = 16  # rows of W per work item, at least
 assert MC % PR == 0  # work items start at multiples of MC rows: whole packed groups
 NC = 64  # rows of x per pass over a work item's rows of W (their int16 codes stay in L2)
@@ -1109,8 +1110,14 @@ def matmul(w, segs, x, out, full):
     xh = np.empty(nq // 16, np.int32)
     xq8, xd8, xm8 = np.empty(nq8, np.int8), np.empty(nq8 // 32, F), np.empty(nq8 // 32, F)
     xh8 = np.empty(nq8 // 16, np.int32)
-    if quantized_x or quantized_x8:
+    if (quantized_x or quantized_x8) and N * K > SERIAL_X:
         for n in prange(N):
+            if quantized_x:
+                _quantize_x(xf, U(n) * U(K), K // 32, xq, xd, xm, xh, XG, 32767)
+            if quantized_x8:
+                _quantize_x(xf, U(n) * U(K), K // 32, xq8, xd8, xm8, xh8, 1, 127)
+    elif quantized_x or quantized_x8:  # a few rows (decode): a thread-team start costs more than rounding them
+        for n in range(N):
             if quantized_x:
                 _quantize_x(xf, U(n) * U(K), K // 32, xq, xd, xm, xh, XG, 32767)
             if quantized_x8:
