@@ -225,6 +225,10 @@ def attention(q: np.ndarray, k: np.ndarray, v: np.ndarray, cache, scale: float,
             seqs.append((keys, values, offset))
         return el.attend_many(q, seqs, scale, window)   # one kernel call for all
     offset = cache.offset
+    if type(cache) is KVCache and not softcap and kernels.qmatmul.numba_kernels() is not None:
+        cache.store(k.transpose(1, 0, 2), v.transpose(1, 0, 2))
+        kb, vb, _, _ = cache.kernel_storage()
+        return kernels.elementwise.attend_storage(q.transpose(1, 0, 2), kb, vb, offset, scale, window)
     keys, values = cache.update_and_fetch(k.transpose(1, 0, 2), v.transpose(1, 0, 2))   # (Hkv, T, hd)
     if softcap:
         return _softcapped_attention(q.transpose(1, 0, 2), keys, values, offset, scale, window, softcap)
