@@ -978,11 +978,9 @@ def _emit_packed8(e, qtype, nx, a, k, K, nb, dest, stride, valid):
             for c in range(h, 8, step):
                 v = ld(b.add(codes, e.c(32 * c)), _vec(_i8, 32))
                 for lh, q, pair in ((0, c, b.and_(v, e.cv(15))), (1, c + 8, b.lshr(v, e.cv(4)))):
-                    if hb:  # pair q's high bits: top chunk q % step, at bit hb (q // step), moved
-                        at = hb * (q // step)  # to bits 4.. by one shift and one mask (AVX2 has no
-                        bits = top if at == 4 else (b.shl(top, e.cv(4 - at)) if at < 4 else  # byte shifts:
-                                                    b.lshr(top, e.cv(at - 4)))  # a word shift + mask each)
-                        pair = b.or_(pair, b.and_(bits, e.cv(((1 << hb) - 1) << 4)))
+                    if hb:  # pair q's high bits: top chunk q % step, at bit hb (q // step)
+                        bits = b.and_(b.lshr(top, e.cv(hb * (q // step))), e.cv((1 << hb) - 1))
+                        pair = b.or_(pair, b.shl(bits, e.cv(4)))
                     for r in range(nx):
                         m = _maddubs(b, pair, xpair(xbs[r], q))
                         s16[r][lh] = m if s16[r][lh] is None else b.add(s16[r][lh], m)
