@@ -82,3 +82,29 @@ def test_kernel_storage_follows_the_storage():
     d = copy.deepcopy(c)
     assert d.kernel_storage()[2:] == (d.keys.ctypes.data, d.values.ctypes.data)
     assert d.kernel_storage()[2] != c.kernel_storage()[2]
+
+
+@pytest.mark.parametrize("dtype", [np.float16, np.float32])
+@pytest.mark.parametrize("window", [None, 5])
+def test_attention_on_the_cache_storage_equals_attention_on_its_views(dtype, window):
+    """ops.numpy.attention hands the kernel a KVCache's storage itself (KVCache.kernel_storage);
+    its result is the generic path's (the cache's views, traced back to the storage), bit for
+    bit, across the storage growing past its first capacity, in prefill and in decode."""
+    from localai import kernels
+    from localai.models import layers
+    from localai.ops import numpy as ops
+
+    if kernels.qmatmul.numba_kernels() is None:
+        pytest.skip("the numba kernels did not compile here: both paths are the numpy twin")
+    rng = np.random.default_rng(7)
+    H, Hkv, hd = 6, 2, 16
+    fast, plain = kv.KVCache(Hkv, hd, 4 * kv.STEP, dtype), kv.KVCache(Hkv, hd, 4 * kv.STEP, dtype)
+    for L in (13, 1, 1, kv.STEP, 3, 1):  # the last steps past the first STEP of capacity
+        q = rng.standard_normal((L, H, hd)).astype(np.float32)
+        k, v = (rng.standard_normal((L, Hkv, hd)).astype(np.float32) for _ in range(2))
+        offset = plain.offset
+        got = ops.attention(q, k, v, fast, 0.25, window)
+        keys, values = plain.update_and_fetch(k.transpose(1, 0, 2), v.transpose(1, 0, 2))
+        want = layers.attention(q.transpose(1, 0, 2), keys, values, offset, 0.25, window)
+        assert fast.offset == plain.offset
+        np.testing.assert_array_equal(got, want)
