@@ -522,6 +522,16 @@ def _quantize_x(x, k, n, xq, xd, xm, xh, group, qmax):
             xm[ob // U(32)] = d * F(si)
 
 
+@njit(**JIT)
+def _quantize_x_row(x, n, K, xs, to16, to8):
+    """Row n of x (N, K), flat, rounded into matmul's arrays xs (_quantize_x): to int16
+    (xs[:4]) and/or to int8 (xs[4:])."""
+    if to16:
+        _quantize_x(x, U(n) * U(K), K // 32, xs[0], xs[1], xs[2], xs[3], XG, 32767)
+    if to8:
+        _quantize_x(x, U(n) * U(K), K // 32, xs[4], xs[5], xs[6], xs[7], 1, 127)
+
+
 @njit(fastmath=FM, **JIT)
 def _dot_f16(w16, o, x, k, n):
     """n float16 weights w16[o:] against x[k:]."""
@@ -1117,19 +1127,13 @@ def matmul(w, segs, x, out, full):
     xh = np.empty(nq // 16, np.int32)
     xq8, xd8, xm8 = np.empty(nq8, np.int8), np.empty(nq8 // 32, F), np.empty(nq8 // 32, F)
     xh8 = np.empty(nq8 // 16, np.int32)
+    xs = (xq, xd, xm, xh, xq8, xd8, xm8, xh8)
     if (quantized_x or quantized_x8) and N * K > SERIAL_X:
         for n in prange(N):
-            if quantized_x:
-                _quantize_x(xf, U(n) * U(K), K // 32, xq, xd, xm, xh, XG, 32767)
-            if quantized_x8:
-                _quantize_x(xf, U(n) * U(K), K // 32, xq8, xd8, xm8, xh8, 1, 127)
+            _quantize_x_row(xf, n, K, xs, quantized_x, quantized_x8)
     elif quantized_x or quantized_x8:  # a few rows (decode): a thread-team start costs more than rounding them
         for n in range(N):
-            if quantized_x:
-                _quantize_x(xf, U(n) * U(K), K // 32, xq, xd, xm, xh, XG, 32767)
-            if quantized_x8:
-                _quantize_x(xf, U(n) * U(K), K // 32, xq8, xd8, xm8, xh8, 1, 127)
-    xs = (xq, xd, xm, xh, xq8, xd8, xm8, xh8)
+            _quantize_x_row(xf, n, K, xs, quantized_x, quantized_x8)
     seg_rows = np.empty(segs.shape[0], np.int64)  # rows of W per work item, per segment
     items = 0
     for s in range(segs.shape[0]):
